@@ -149,7 +149,7 @@ def empty(schema: pa.Schema) -> pa.Table:
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Cast/select ``table`` to ``schema`` (missing columns become nulls); fail on extra names."""
+    """Cast/select ``table`` to ``schema`` (missing columns become nulls, extra columns dropped)."""
     cols = []
     for f in schema:
         if f.name in table.column_names:

@@ -1,0 +1,1 @@
+"""Annotators: offline (LiteRT models), VLLM (OpenAI protocol), simulated (benchmarks)."""
