@@ -18,7 +18,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from seke.annotators.vllm import VLLMAnnotator, VLLMConfig
-from seke.cache import ResponseCache
+from seke.cache import CapabilityMemo, ResponseCache
 from seke.knowledge import Knowledge
 from seke.lake import Lake
 
@@ -72,6 +72,8 @@ class VLLMResource(ConfigurableResource):
     max_tokens: int = Field(default_factory=lambda: _env_int("SEKE_VLLM_MAX_TOKENS") or 1200)
     capabilities: str = Field(default_factory=lambda: _env("SEKE_VLLM_CAPABILITIES", "auto"),
                               description="auto (probe the endpoint) or e.g. 'n,json_schema,logprobs'")
+    capability_ttl_s: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_CAPABILITY_TTL_S") or 86400.0,
+                                    description="How long detected endpoint capabilities are reused (lake table vllm_capabilities)")
     cache_enabled: bool = Field(default_factory=lambda: _env("SEKE_VLLM_CACHE", "1") not in ("0", "false"),
                                 description="Content-addressed response cache in the lake (table vllm_cache)")
 
@@ -89,4 +91,5 @@ class VLLMResource(ConfigurableResource):
     def annotator(self, knowledge: Knowledge, lake: Lake | None) -> VLLMAnnotator:
         """A ready annotator whose answers are cached in ``lake`` (budget is per annotator = per run)."""
         cache = ResponseCache(lake if self.cache_enabled else None, model=self.model)
-        return VLLMAnnotator(self.config(), knowledge, cache)
+        memo = CapabilityMemo(lake, ttl_s=self.capability_ttl_s) if lake is not None else None
+        return VLLMAnnotator(self.config(), knowledge, cache, memo)

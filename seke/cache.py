@@ -154,3 +154,42 @@ class ResponseCache:
             for p in old:
                 self.lake.delete_partition(self.table, {"flush": p})
             return merged.height
+
+
+# ---- endpoint capability memo ----------------------------------------------------------------
+CAPABILITY_TABLE = "vllm_capabilities"
+
+
+def endpoint_id(base_url: str, model: str) -> str:
+    """Stable id of an endpoint+model (the URL is hashed, so nothing in it is stored in clear)."""
+    return hashlib.sha256(f"{base_url.rstrip('/')}|{model}".encode()).hexdigest()[:16]
+
+
+class CapabilityMemo:
+    """Remembers what an endpoint supports (n, response_format, logprobs) for ``ttl_s`` seconds.
+
+    Why: every Dagster step is a new process; probing the endpoint in each step costs calls and
+    a full round-trip of latency before the first sample. Detected capabilities are kept in
+    memory and in the lake (one tiny partition per endpoint, replaced atomically) so an
+    endpoint is probed once per TTL, not once per step. A 400 or an ignored ``n`` still
+    downgrades on the fly, and the downgrade is written back.
+    """
+
+
+    def __init__(self, lake: Lake | None, ttl_s: float = 24 * 3600, table: str = CAPABILITY_TABLE) -> None:
+        self.lake = lake
+        self.ttl_s = ttl_s
+        self.table = table
+
+    def get(self, endpoint: str) -> dict[str, Any] | None:
+        if self.lake is None or not self.lake.exists(self.table, {"endpoint": endpoint}):
+            return None
+        row = self.lake.read_partition(self.table, {"endpoint": endpoint}).row(0, named=True)
+        if time.time() - row["detected_at"] > self.ttl_s:
+            return None
+        return json.loads(row["capabilities"])
+
+    def put(self, endpoint: str, capabilities: dict[str, Any]) -> None:
+        if self.lake is not None:
+            self.lake.write_partition(self.table, {"endpoint": endpoint}, pl.DataFrame(
+                {"capabilities": [json.dumps(capabilities, sort_keys=True)], "detected_at": [time.time()]}))

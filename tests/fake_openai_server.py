@@ -70,6 +70,7 @@ class Behaviour:
     required_api_key: str | None = None
     batch_polls_until_done: int = 1        # retrieve calls before a batch completes
     default_action: Any = "good"
+    record: bool = True                    # keep every request (tests); off for benchmarks
 
 
 @dataclass
@@ -220,7 +221,8 @@ class FakeOpenAIServer:
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
-        self.requests.append(Recorded("/v1/chat/completions", body, dict(request.headers), time.time()))
+        if self.behaviour.record:
+            self.requests.append(Recorded("/v1/chat/completions", body, dict(request.headers), time.time()))
         err = self._auth_error(request)
         if err is not None:
             return err
@@ -392,7 +394,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--no-n", action="store_true")
     args = ap.parse_args()
-    srv = FakeOpenAIServer(Behaviour(latency_s=args.latency, supports_n=not args.no_n)).start()
+    srv = FakeOpenAIServer(Behaviour(latency_s=args.latency, supports_n=not args.no_n, record=False)).start()
     print(f"READY {srv.base_url}", flush=True)
     try:
         while True:

@@ -40,7 +40,7 @@ import openai
 
 from seke.annotation import (FaceItem, Labels, PromptSpec, Sample, SampleRequest, Verdict,
                              VerifyRequest)
-from seke.cache import CacheEntry, ResponseCache, cache_key, image_sha256
+from seke.cache import CacheEntry, CapabilityMemo, ResponseCache, cache_key, endpoint_id, image_sha256
 from seke.knowledge import Knowledge
 from seke.prompts import (answer_json_schema, build_verification_prompt, response_format,
                           verification_json_schema)
@@ -90,6 +90,9 @@ class Capabilities:
     response_format: str
     logprobs: bool
     source: str = "probe"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "response_format": self.response_format, "logprobs": self.logprobs}
 
     def describe(self) -> str:
         yn = {True: "yes", False: "no"}
@@ -229,8 +232,11 @@ class VLLMAnnotator:
     backend = "vllm"
 
     def __init__(self, config: VLLMConfig, knowledge: Knowledge,
-                 cache: ResponseCache | None = None) -> None:
+                 cache: ResponseCache | None = None,
+                 capability_memo: CapabilityMemo | None = None) -> None:
         self.config = config
+        self.capability_memo = capability_memo
+        self.endpoint_id = endpoint_id(config.base_url, config.model)
         self.model = config.model
         self.knowledge = knowledge
         self.cache = cache if cache is not None else ResponseCache(None)
@@ -342,6 +348,14 @@ class VLLMAnnotator:
         async with self._caps_lock:
             if self.capabilities is not None:
                 return self.capabilities
+            remembered = (await asyncio.to_thread(self.capability_memo.get, self.endpoint_id)
+                          if self.capability_memo is not None else None)
+            if remembered is not None:
+                self.capabilities = Capabilities(bool(remembered["n"]), str(remembered["response_format"]),
+                                                 bool(remembered["logprobs"]), source="remembered")
+                log.info("VLLM endpoint %s model=%s capabilities: %s", redact_url(self.config.base_url),
+                         self.model, self.capabilities.describe())
+                return self.capabilities
             schema = {"type": "object", "properties": {"ok": {"type": "boolean"}},
                       "required": ["ok"], "additionalProperties": False}
             try:
@@ -367,6 +381,7 @@ class VLLMAnnotator:
                             self._scrub(type(exc).__name__))
                 return Capabilities(False, "none", False, source="probe failed")
             self.capabilities = caps
+            self._remember()
             log.info("VLLM endpoint %s model=%s capabilities: %s",
                      redact_url(self.config.base_url), self.model, caps.describe())
             return caps
@@ -386,9 +401,17 @@ class VLLMAnnotator:
             changed = True
         if changed:
             caps.source = "downgraded after 400"
+            self._remember()
             log.info("VLLM endpoint %s model=%s capabilities: %s", redact_url(self.config.base_url),
                      self.model, caps.describe())
         return changed
+
+    def _remember(self) -> None:
+        if self.capability_memo is not None and self.capabilities is not None:
+            try:
+                self.capability_memo.put(self.endpoint_id, self.capabilities.to_json())
+            except OSError as exc:  # a memo is an optimisation: never fail a batch for it
+                log.warning("could not store VLLM capabilities: %s", exc)
 
     # ---- one chat call -------------------------------------------------------------------
     async def _chat(self, messages: list[dict[str, Any]], *, n: int, schema: dict[str, Any],
@@ -511,6 +534,7 @@ class VLLMAnnotator:
             if call.error is None and self.capabilities and self.capabilities.n:
                 self.capabilities.n = False
                 self.capabilities.source = f"server returned {len(call.texts)} of n={len(idxs)} choices"
+                self._remember()
                 log.info("VLLM endpoint %s model=%s capabilities: %s", redact_url(self.config.base_url),
                          self.model, self.capabilities.describe())
             got = [] if call.error else await self._finish(req, idxs[:len(call.texts)], call,
