@@ -13,6 +13,7 @@ SDK; it is not a resource field, so it never shows in the Dagster UI, run config
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -21,6 +22,9 @@ from seke.annotators.vllm import VLLMAnnotator, VLLMConfig
 from seke.cache import CapabilityMemo, ResponseCache
 from seke.knowledge import Knowledge
 from seke.lake import Lake
+
+if TYPE_CHECKING:
+    from seke.annotators.vllm_batch import VLLMBatchRunner
 
 #: Name of the Dagster concurrency pool shared by every step that calls the VLLM endpoint.
 VLLM_POOL = "vllm"
@@ -74,6 +78,8 @@ class VLLMResource(ConfigurableResource):
                               description="auto (probe the endpoint) or e.g. 'n,json_schema,logprobs'")
     capability_ttl_s: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_CAPABILITY_TTL_S") or 86400.0,
                                     description="How long detected endpoint capabilities are reused (lake table vllm_capabilities)")
+    batch_price_factor: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_BATCH_PRICE_FACTOR") or 0.5,
+                                      description="Batch API price relative to online prices")
     cache_enabled: bool = Field(default_factory=lambda: _env("SEKE_VLLM_CACHE", "1") not in ("0", "false"),
                                 description="Content-addressed response cache in the lake (table vllm_cache)")
 
@@ -93,3 +99,9 @@ class VLLMResource(ConfigurableResource):
         cache = ResponseCache(lake if self.cache_enabled else None, model=self.model)
         memo = CapabilityMemo(lake, ttl_s=self.capability_ttl_s) if lake is not None else None
         return VLLMAnnotator(self.config(), knowledge, cache, memo)
+
+    def batch_runner(self, annotator: VLLMAnnotator, lake: Lake | None) -> "VLLMBatchRunner":
+        """Batch API mode (backfills): submit / poll / collect into the same response cache."""
+        from seke.annotators.vllm_batch import VLLMBatchRunner
+
+        return VLLMBatchRunner(annotator, lake, price_factor=self.batch_price_factor)

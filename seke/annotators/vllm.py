@@ -413,6 +413,23 @@ class VLLMAnnotator:
             except OSError as exc:  # a memo is an optimisation: never fail a batch for it
                 log.warning("could not store VLLM capabilities: %s", exc)
 
+    def request_body(self, messages: list[dict[str, Any]], *, n: int, schema: dict[str, Any],
+                     schema_name: str, temperature: float, seed: int | None,
+                     rf_mode: str) -> dict[str, Any]:
+        """The chat-completions request body (shared by online calls and Batch API lines)."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages,
+                                "temperature": temperature, "max_tokens": self.config.max_tokens}
+        if n > 1:
+            body["n"] = n
+        if self.config.top_p is not None:
+            body["top_p"] = self.config.top_p
+        if seed is not None:
+            body["seed"] = seed
+        rf = response_format(schema, schema_name, rf_mode)
+        if rf is not None:
+            body["response_format"] = rf
+        return body
+
     # ---- one chat call -------------------------------------------------------------------
     async def _chat(self, messages: list[dict[str, Any]], *, n: int, schema: dict[str, Any],
                     schema_name: str, temperature: float, seed: int | None) -> _Call:
@@ -428,18 +445,8 @@ class VLLMAnnotator:
             try:
                 for _attempt in range(3):  # at most two capability downgrades
                     rf_mode = caps.response_format
-                    kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
-                                              "temperature": temperature,
-                                              "max_tokens": self.config.max_tokens}
-                    if n > 1:
-                        kwargs["n"] = n
-                    if self.config.top_p is not None:
-                        kwargs["top_p"] = self.config.top_p
-                    if seed is not None:
-                        kwargs["seed"] = seed
-                    rf = response_format(schema, schema_name, rf_mode)
-                    if rf is not None:
-                        kwargs["response_format"] = rf
+                    kwargs = self.request_body(messages, n=n, schema=schema, schema_name=schema_name,
+                                               temperature=temperature, seed=seed, rf_mode=rf_mode)
                     t0 = time.perf_counter()
                     try:
                         resp = await client.chat.completions.create(**kwargs)

@@ -286,3 +286,21 @@ def test_api_key_never_leaks_and_images_are_data_urls(knowledge, tmp_path, caplo
     assert KEY not in logs and "sk-WRONG" not in logs
     files = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
     assert files and all(KEY.encode() not in p.read_bytes() for p in files)
+
+
+def test_capabilities_probed_once_per_endpoint_and_downgrades_remembered(knowledge, tmp_path, caplog):
+    from seke.cache import CapabilityMemo
+    caplog.set_level(logging.INFO, logger="seke.vllm")
+    lake = Lake(str(tmp_path / "lake"))
+    b = Behaviour(supports_n=False, n_unsupported_mode="ignore")
+    with FakeOpenAIServer(b) as srv:
+        with VLLMAnnotator(VLLMConfig(srv.base_url, "fake-vlm", api_key=KEY), knowledge,
+                           capability_memo=CapabilityMemo(lake)) as ann:
+            ann.sample_batch(requests(faces(1), n=2))
+            assert ann.stats.probe_calls == 1 and ann.capabilities.n is False
+        with VLLMAnnotator(VLLMConfig(srv.base_url, "fake-vlm", api_key=KEY), knowledge,
+                           capability_memo=CapabilityMemo(lake)) as ann2:
+            out = ann2.sample_batch(requests(faces(2), n=2))
+            assert ann2.stats.probe_calls == 0 and all(s.ok for ss in out for s in ss)
+            assert ann2.capabilities.source == "remembered"
+    assert any("(remembered)" in r.getMessage() for r in caplog.records)
