@@ -466,7 +466,9 @@ class VLLMAnnotator:
                     self.stats.completion_tokens += ct
                     self.stats.cost_usd += cost
                     self.stats.latency_ms_total += latency
-                    texts = [(c.message.content, getattr(c.message, "refusal", None))
+                    # scrubbed too: a misbehaving server could echo request headers into content
+                    texts = [(self._scrub(c.message.content) if c.message.content else c.message.content,
+                              getattr(c.message, "refusal", None))
                              for c in sorted(resp.choices, key=lambda c: c.index)]
                     return _Call(texts, pt, ct, latency)
                 return _Call(error="bad_request: capability negotiation failed")

@@ -283,6 +283,9 @@ def test_api_key_never_leaks_and_images_are_data_urls(knowledge, tmp_path, caplo
             assert image_sha_from_body(r.body) is not None
             assert str(tmp_path) not in str(r.body) and "/work" not in str(r.body)
     logs = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    # the SDK's own debug logging (request options, retries) was captured and is clean too
+    assert any(r.name.startswith("openai") for r in caplog.records)
+    assert "Request options" in logs or "Sending HTTP Request" in logs
     assert KEY not in logs and "sk-WRONG" not in logs
     files = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
     assert files and all(KEY.encode() not in p.read_bytes() for p in files)
@@ -304,3 +307,13 @@ def test_capabilities_probed_once_per_endpoint_and_downgrades_remembered(knowled
             assert ann2.stats.probe_calls == 0 and all(s.ok for ss in out for s in ss)
             assert ann2.capabilities.source == "remembered"
     assert any("(remembered)" in r.getMessage() for r in caplog.records)
+
+
+def test_key_echoed_by_a_misbehaving_server_is_scrubbed(knowledge, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    with FakeOpenAIServer() as srv, make(srv, knowledge, ResponseCache(lake)) as ann:
+        items = faces(1)
+        srv.script_for(items[0].image_png, [("text", f"Authorization: Bearer {KEY}"), ("text", KEY)])
+        (s,), = ann.sample_batch(requests(items, n=1))
+        assert s.parse_status == "failed" and KEY not in repr(s) and "***" in s.raw_text
+    assert all(KEY.encode() not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
