@@ -27,6 +27,12 @@ def fill_sample(s: Sample, parsed: ParsedAnswer) -> None:
     s.error = None
 
 
+def labels_to_json(labels: Labels) -> dict[str, Any]:
+    """Like ``Labels.to_json`` without ``dataclasses.asdict`` (which deep-copies: hot path)."""
+    return {"expression": labels.expression, "valence": labels.valence, "arousal": labels.arousal,
+            "aus": None if labels.aus is None else {str(k): v for k, v in sorted(labels.aus.items())}}
+
+
 def labels_from_json(d: dict[str, Any] | None) -> Labels | None:
     if d is None:
         return None
@@ -36,7 +42,7 @@ def labels_from_json(d: dict[str, Any] | None) -> Labels | None:
 
 
 def sample_to_record(s: Sample) -> dict[str, Any]:
-    return {"labels": s.labels.to_json(), "expression_probs": s.expression_probs,
+    return {"labels": labels_to_json(s.labels), "expression_probs": s.expression_probs,
             "rationale": s.rationale, "parse_status": s.parse_status, "error": s.error,
             "raw_text": s.raw_text, "temperature": s.temperature, "prompt_tokens": s.prompt_tokens,
             "completion_tokens": s.completion_tokens, "latency_ms": s.latency_ms,
@@ -55,7 +61,7 @@ def sample_from_record(d: dict[str, Any], req: SampleRequest, index: int, model:
 
 def verdict_to_record(v: Verdict) -> dict[str, Any]:
     return {"verdict": v.verdict, "reasons": v.reasons,
-            "corrected": v.corrected.to_json() if v.corrected else None, "raw_text": v.raw_text,
+            "corrected": labels_to_json(v.corrected) if v.corrected else None, "raw_text": v.raw_text,
             "prompt_tokens": v.prompt_tokens, "completion_tokens": v.completion_tokens,
             "cost_usd": v.cost_usd, "parser": PARSER_VERSION}
 
