@@ -4,9 +4,9 @@ Why a split of its own: the benchmark must never share a person with the instruc
 model is tuned on, otherwise a model can score by recognising identities instead of reading
 expressions. So :func:`split_benchmark` assigns whole subjects to one side wherever
 ``subject_id`` is known, and stratifies by expression (faces without subjects) or approximately
-(subjects, by a greedy fit to the per-expression targets). Every choice is a hash of
-``(seed, key)``, so the split depends neither on row order nor on which other batches exist —
-re-materializing one batch never moves faces of another.
+(subjects: each subject's side is a hash of ``(seed, subject)``, so stratified in expectation
+and identical in every batch). Every choice is a hash of ``(seed, key)``, so the split does not
+depend on row order, and re-materializing one batch never moves faces of another.
 
 :func:`build_feab` turns the benchmark faces into items for the three tasks with gold answers
 whose origin is recorded: human labels first; a generated-and-verified label only where no human
@@ -39,6 +39,11 @@ def stable_hash(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(payload).digest()[:8], "big")
 
 
+def unit_hash(*parts: object) -> float:
+    """:func:`stable_hash` mapped to [0, 1)."""
+    return stable_hash(*parts) / 2.0 ** 64
+
+
 def _stratum(expression: object) -> str:
     e = normalise_expression(expression) if isinstance(expression, str) else None
     return e or NO_EXPRESSION
@@ -47,11 +52,12 @@ def _stratum(expression: object) -> str:
 def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0) -> pl.DataFrame:
     """Add ``bench_split`` ("feid" | "feab") to every row of ``labels`` (one row per face).
 
-    * Rows with a ``subject_id``: all faces of a subject go to the same side. Subjects are
-      visited in hashed order and sent to FEAB when that brings the per-expression FEAB counts
-      closer to ``fraction`` of each expression's faces (a greedy stratified fit).
+    * Rows with a ``subject_id``: a subject goes to FEAB when the hash of ``(seed, subject)``
+      mapped to [0, 1) is below ``fraction``. All faces of a subject land on the same side in
+      every batch, even when batches are split separately (which the per-batch assets do);
+      each expression's FEAB share is ``fraction`` in expectation.
     * Rows without: within each expression stratum, the ``round(fraction * n)`` faces with the
-      smallest hash of ``(seed, face_id)`` go to FEAB.
+      smallest hash of ``(seed, face_id)`` go to FEAB — exact stratification within the frame.
 
     The expression used for stratifying is the row's ``expression`` (missing → its own stratum).
     """
@@ -67,31 +73,12 @@ def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0) 
     strata = [_stratum(e) for e in expressions]
     assignment: dict[int, str] = {}
 
-    # --- faces with a subject: greedy subject-level stratified selection -------------------
-    by_subject: dict[str, list[int]] = defaultdict(list)
+    # --- faces with a subject: the subject's own hash decides -----------------------------
+    # A pure function of (seed, subject) keeps a subject on one side across every batch and
+    # re-run (the assets split one batch at a time); stratification holds in expectation.
     for i, s in enumerate(subjects):
         if s is not None and str(s).strip():
-            by_subject[str(s).strip()].append(i)
-    if by_subject:
-        totals: dict[str, int] = defaultdict(int)
-        for rows in by_subject.values():
-            for i in rows:
-                totals[strata[i]] += 1
-        target = {e: fraction * n for e, n in totals.items()}
-        chosen: dict[str, int] = defaultdict(int)
-        for subject in sorted(by_subject, key=lambda s: (stable_hash(seed, "subject", s), s)):
-            rows = by_subject[subject]
-            counts: dict[str, int] = defaultdict(int)
-            for i in rows:
-                counts[strata[i]] += 1
-            gain = sum(abs(chosen[e] - target[e]) - abs(chosen[e] + c - target[e])
-                       for e, c in counts.items())
-            side = "feab" if gain > 0 else "feid"
-            if side == "feab":
-                for e, c in counts.items():
-                    chosen[e] += c
-            for i in rows:
-                assignment[i] = side
+            assignment[i] = "feab" if unit_hash(seed, "subject", str(s).strip()) < fraction else "feid"
 
     # --- faces without a subject: per-expression stratified hash selection ---------------
     by_stratum: dict[str, list[int]] = defaultdict(list)
