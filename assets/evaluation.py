@@ -6,6 +6,7 @@ from pydantic import Field
 from assets.knowledge import read_current_knowledge
 from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
+from seke.knowledge import knowledge_v1
 from seke.evaluate import (comparison_table, evaluate, load_annotator, markdown_table,
                            png_markdown, read_evaluations, store)
 
@@ -29,7 +30,11 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: L
     matrix, a VA scatter and the comparison table across every model evaluated so far."""
     store_ = lake.lake()
     feab = store_.read_table("feab")
-    knowledge = read_current_knowledge(store_)
+    try:
+        knowledge = read_current_knowledge(store_)
+    except RuntimeError:  # the prompt's knowledge only: literature tables are a fine default here
+        context.log.warning("no knowledge in the lake; evaluating with the v1 literature tables")
+        knowledge = knowledge_v1()
     if config.annotator_spec:
         extra = {"checkpoint": config.checkpoint} if config.checkpoint else {}
         engine = load_annotator(config.annotator_spec, knowledge, **extra)
