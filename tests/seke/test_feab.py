@@ -98,3 +98,16 @@ def test_feab_prefers_human_label_hidden_by_audit():
     merged = items.join(acc, on="face_id")
     assert (merged["gold_expression"] == merged["known_expression"]).all()
     assert not merged["gold_flagged"].any()
+
+
+def test_greedy_subject_mode_stratifies_tightly_and_stays_disjoint():
+    _, labels = make_faces(n_subjects=90, per_subject=4, n_loose=0)
+    out = split_benchmark(labels, fraction=0.2, seed=0, subjects="greedy")
+    assert out.group_by("subject_id").agg(pl.col(SPLIT_COLUMN).n_unique())[SPLIT_COLUMN].max() == 1
+    shares = out.group_by("expression").agg((pl.col(SPLIT_COLUMN) == "feab").mean().alias("s"))["s"]
+    hashed = split_benchmark(labels, fraction=0.2, seed=0).group_by("expression").agg(
+        (pl.col(SPLIT_COLUMN) == "feab").mean().alias("s"))["s"]
+    spread = lambda s: float((s - 0.2).abs().max())  # noqa: E731
+    assert spread(shares) <= 0.05 and spread(shares) <= spread(hashed)
+    with pytest.raises(ValueError, match="subjects"):
+        split_benchmark(labels, subjects="random")
