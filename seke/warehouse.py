@@ -130,3 +130,13 @@ def views(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Names of the lake tables queryable on ``con``."""
     return [r[0] for r in con.execute(f"SELECT table_name FROM {META_TABLE} ORDER BY 1").fetchall()]
 
+
+
+def view_counts(db_path: str) -> dict[str, int]:
+    """Row count per view, through :func:`connect_readonly` (works for local and S3 lakes)."""
+    con = connect_readonly(db_path)
+    try:
+        return {v: int(con.execute(f"SELECT count(*) FROM {_quote_ident(v)}").fetchone()[0])
+                for v in views(con)}
+    finally:
+        con.close()

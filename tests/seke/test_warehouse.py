@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 
 from seke.lake import Lake
-from seke.warehouse import build_warehouse, connect_readonly
+from seke.warehouse import build_warehouse, connect_readonly, view_counts
 from tests.seke.products_fixtures import make_faces
 
 
@@ -30,6 +30,7 @@ def test_views_with_string_partitions_and_readonly(tmp_path):
     with pytest.raises(duckdb.Error):
         con.execute("CREATE TABLE x AS SELECT 1")
     con.close()
+    assert view_counts(db) == {"raw_faces": 20, "verified_labels": 20}
 
 
 def test_views_follow_new_partitions_and_rebuild(tmp_path):
