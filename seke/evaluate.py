@@ -341,12 +341,13 @@ def va_scatter_png(items: pl.DataFrame, title: str = "") -> bytes:
     import matplotlib.pyplot as plt
 
     va = items.filter((pl.col("task") == "va") & pl.col("pred_valence").is_not_null())
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, axis in zip(axes, ("valence", "arousal")):
         g, p = va[f"gold_{axis}"].to_numpy(), va[f"pred_{axis}"].to_numpy()
         flagged = va["gold_flagged"].to_numpy() if va.height else np.array([], bool)
         ax.plot([-1, 1], [-1, 1], color="grey", lw=1, ls="--")
-        ax.scatter(g[~flagged], p[~flagged], s=14, alpha=0.7, label="human gold")
+        if (~flagged).any():
+            ax.scatter(g[~flagged], p[~flagged], s=14, alpha=0.7, label="human gold")
         if flagged.any():
             ax.scatter(g[flagged], p[flagged], s=14, alpha=0.7, marker="x", label="verified gold (flagged)")
         ax.set_xlim(-1.05, 1.05)
@@ -355,8 +356,10 @@ def va_scatter_png(items: pl.DataFrame, title: str = "") -> bytes:
         ax.set_ylabel(f"predicted {axis}")
         ccc = M.ccc(g.tolist(), p.tolist()) if len(g) else float("nan")
         ax.set_title(f"{axis}: CCC {ccc:.3f}, n={len(g)}")
-        ax.legend(loc="lower right", fontsize=7)
+        if len(g):
+            ax.legend(loc="lower right", fontsize=7)
     fig.suptitle(title or "valence–arousal")
+    fig.tight_layout()
     return _png(fig)
 
 
