@@ -198,3 +198,10 @@ def f1(pred: np.ndarray, y: np.ndarray) -> float:
     fp = float(np.sum(pred & (y == 0)))
     fn = float(np.sum(~pred & (y == 1)))
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def with_au_calibration(knowledge, table: pl.DataFrame | None = None):
+    """``knowledge`` with the AU calibration table in ``extra['au_calibration']`` (for the lake)."""
+    from dataclasses import replace
+
+    return replace(knowledge, extra={**knowledge.extra, "au_calibration": table if table is not None else load_table()})

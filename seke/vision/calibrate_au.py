@@ -85,7 +85,8 @@ def fit_au(au: int, mode: str, bs: np.ndarray, pr: dict[str, np.ndarray], y: np.
     ng = len(groups)
     return {"groups": groups, "intercept": float(w[0]), "coefs": [float(c) for c in w[1:1 + ng]],
             "prior_coef": float(w[1 + ng]), "expr_coef": float(w[2 + ng]) if mode == "known" else 0.0,
-            "threshold": best_threshold(p, y)}
+            # too few positives for a stable F1-optimal threshold: keep the plain 0.5
+            "threshold": best_threshold(p, y) if y.sum() >= MIN_POSITIVES else 0.5}
 
 
 def predict(model: dict, au: int, mode: str, bs: np.ndarray, pr: dict[str, np.ndarray]) -> np.ndarray:

@@ -40,7 +40,7 @@ def prepare(img: Image.Image) -> Image.Image:
     return img
 
 
-def view_evidence(img: Image.Image, refine: bool = True) -> ViewEvidence:
+def view_evidence(img: Image.Image, refine: bool = False) -> ViewEvidence:
     """Run the expression model (with mirror averaging), landmarks and blendshapes on a crop."""
     img = prepare(img)
     rgb = np.asarray(img)
