@@ -65,6 +65,8 @@ def decode_crop(data: bytes) -> Image.Image:
         img.load()
     except ValueError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image is over the pixel limit for a face crop ({exc})") from exc
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, DecompressionBomb...)
         raise ValueError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: rescale, do not clip
