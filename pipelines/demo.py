@@ -76,8 +76,9 @@ def summary(lake_root: Path, folder: Path, key: str, seconds: float) -> str:
     lines.append(f"  faces found: {faces}; files/items quarantined: {quarantine.height} "
                  f"({', '.join(f'{r}: {n}' for r, n in quarantine.group_by('reason').len().sort('reason').iter_rows())})")
     if (lake_root / "verified_labels").exists():
-        lines.append(f"  labels accepted: {_count(lake_root, 'verified_labels', \"status = 'accepted'\")}, "
-                     f"abstained: {_count(lake_root, 'verified_labels', \"status = 'abstained'\")}")
+        accepted = _count(lake_root, "verified_labels", "status = 'accepted'")
+        abstained = _count(lake_root, "verified_labels", "status = 'abstained'")
+        lines.append(f"  labels accepted: {accepted}, abstained: {abstained}")
     for t in ("feid", "feab"):
         if (lake_root / t).exists():
             lines.append(f"  {t.upper()} rows: {_count(lake_root, t)}  ->  {lake_root / t}")
