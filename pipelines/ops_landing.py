@@ -69,3 +69,30 @@ def list_landing_batches(root: str, s3_client: Any | None = None,
         except ValueError:
             continue
     return sorted(keys)
+
+
+def fetch_batch(root: str, source: str, batch: str, dest: Path, s3_client: Any) -> Path:
+    """Copy ``<root>/<source>/<batch>/`` from S3 into ``dest`` (a local folder) and return it.
+
+    Lets ingestion (which decodes local files) read an S3 landing zone: the batch is downloaded
+    into a per-run scratch folder; objects already present with the same size are skipped, so a
+    retried step does not download twice.
+    """
+    bucket, prefix = _split_s3(root)
+    base = f"{prefix}/{source}/{batch}/" if prefix else f"{source}/{batch}/"
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=base):
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(base):]
+            if not rel or rel.endswith("/") or ".." in rel.split("/"):
+                continue
+            target = dest / rel
+            if target.exists() and target.stat().st_size == obj["Size"]:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.part")
+            s3_client.download_file(bucket, obj["Key"], str(tmp))
+            tmp.replace(target)
+    return dest
