@@ -63,9 +63,9 @@ def test_materialization_on_postgres_instance(pg_instance, tmp_path, postgres_se
     # Runs and materializations are in PostgreSQL: read them back through a fresh connection.
     with psycopg2.connect(postgres_server.url(postgres_db)) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
-        assert cur.fetchone()[0] == 2
+        assert cur.fetchall()[0][0] == 2
         cur.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
-        n_mat = cur.fetchone()[0]
+        n_mat = cur.fetchall()[0][0]
     assert n_mat == 1 + 2
     runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
     assert {r.run_id for r in runs} >= {result.run_id}

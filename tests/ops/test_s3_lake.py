@@ -79,7 +79,7 @@ def test_duckdb_reads_s3_lake_through_arrow_dataset(s3_lake_uri: str) -> None:
     for got, want in zip([r[3] for r in rows], expected["valence"]):
         assert got == pytest.approx(want)
     # Partition pruning works through the hive columns.
-    assert con.execute("SELECT count(*) FROM labels WHERE source = 'fer2013'").fetchone()[0] == 24
+    assert con.execute("SELECT count(*) FROM labels WHERE source = 'fer2013'").fetchall()[0][0] == 24
 
 
 def _labels_pl(n: int, batch: str, source: str) -> pl.DataFrame:

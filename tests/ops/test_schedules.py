@@ -6,7 +6,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 from dagster import (AssetKey, DagsterInstance, SkipReason, build_schedule_context,
-                     build_sensor_context)
+                     build_sensor_context, instance_for_test)
 from dagster_aws.s3 import S3Resource
 
 from pipelines.ops_landing import fetch_batch, list_landing_batches
@@ -80,7 +80,7 @@ def test_multi_partition_backfill_then_nightly_catch_up(tmp_path):
     keys = ["ckplus__d1", "ckplus__d2", "ckplus__d3"]
     for k in keys:
         make_landing_batch(landing, *k.split("__"), n=3)
-    with DagsterInstance.ephemeral() as instance:
+    with instance_for_test() as instance:   # a real (temporary) SQLite instance with a ref
         instance.add_dynamic_partitions("batches", keys + ["ckplus__never"])
         assert run_knowledge(instance, lake, landing).success
         backfill_id = "bf-test"
