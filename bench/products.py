@@ -85,6 +85,8 @@ def load(name: str, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFram
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fer-limit", type=int, default=None, help="FER2013 validation faces (default all 3,589)")
+    ap.add_argument("--annotator", default="", help="also evaluate this annotator spec on FEAB (e.g. offline)")
+    ap.add_argument("--eval-limit", type=int, default=0, help="faces for --annotator (0 = all FEAB faces)")
     args = ap.parse_args()
     if not (DATA / "ckplus" / "manifest.csv").exists():
         print(f"shared data not found at {DATA}; set SEKE_SHARED_DATA")
@@ -185,6 +187,35 @@ def main() -> int:
     print(f"evaluator (constant-neutral baseline): {feab['face_id'].n_unique()} faces in {t_eval:.2f}s; "
           f"accuracy {res.value('expression', 'accuracy'):.3f}, macro-F1 {res.value('expression', 'macro_f1'):.3f}, "
           f"AU mean F1 {res.value('aus', 'mean_f1'):.3f}")
+    extra = ""
+    if args.annotator:
+        from seke.evaluate import load_annotator
+        from seke.knowledge import knowledge_v1
+
+        sub = feab
+        if args.eval_limit:
+            keep = feab["face_id"].unique(maintain_order=True).head(args.eval_limit)
+            sub = feab.filter(pl.col("face_id").is_in(keep))
+        ann = load_annotator(args.annotator, knowledge_v1())
+        t = time.perf_counter()
+        r = evaluate(ann, sub, plots=False)
+        t_ann = time.perf_counter() - t
+        n = sub["face_id"].n_unique()
+        print(f"evaluator ({r.model}): {n} faces in {t_ann:.1f}s ({n / t_ann:.1f} faces/s)")
+        for src in ("ckplus", "fer2013"):
+            ids = set(sub.filter(pl.col("source") == src)["face_id"])
+            if not ids:
+                continue
+            it = r.items.filter(pl.col("face_id").is_in(list(ids)) & (pl.col("task") == "expression"))
+            acc = float(it["correct"].fill_null(False).mean())
+            print(f"  {src}: expression accuracy {acc:.3f} on {it.height} faces")
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in r.summary().items() if v is not None))
+        base_acc = evaluate(constant_baseline(), sub, plots=False).value("expression", "accuracy")
+        extra = (f" annotator_accuracy={r.value('expression', 'accuracy'):.3f} "
+                 f"annotator_macro_f1={r.value('expression', 'macro_f1'):.3f} "
+                 f"annotator_au_mean_f1={r.value('aus', 'mean_f1'):.3f} "
+                 f"annotator_ece={r.value('expression', 'ece'):.3f} "
+                 f"annotator_vs_constant_accuracy_ratio={r.value('expression', 'accuracy') / base_acc:.2f}")
     ratio = t_feid / t_base if t_base > 0 else float("nan")
     print(f"FEID build / baseline join time ratio: {ratio:.1f}")
     print(f"RESULT feab_subject_overlap={overlap} ckplus_feab_face_share={ck_share:.3f} "
@@ -192,7 +223,8 @@ def main() -> int:
           f"fer_feab_max_class_dev={fer_dev:.4f} feid_records={feid.height} "
           f"feid_records_per_s={feid.height / t_feid:.0f} feid_vs_join_ratio={ratio:.1f} "
           f"feab_items={feab.height} export_llava_s={t_llava:.2f} export_hf_s={t_hf:.2f} "
-          f"warehouse_query_ms={t_q * 1000:.0f} baseline_accuracy={res.value('expression', 'accuracy'):.3f}")
+          f"warehouse_query_ms={t_q * 1000:.0f} baseline_accuracy={res.value('expression', 'accuracy'):.3f}"
+          + extra)
     return 0
 
 
