@@ -243,8 +243,8 @@ def _update(st: _Face, config: SamplingConfig) -> None:
     elif len(st.samples) >= config.budget:
         if not ok:
             st.stop_reason = "all_samples_failed"
-        elif not produced:
-            st.stop_reason = "granularity_not_produced"
+        elif not any(_produced(st, g) for g in st.missing):
+            st.stop_reason = "nothing_produced"
         else:
             st.stop_reason = {"sv_uamc": "n_max", "fixed_n": "fixed_n", "single_shot": "single_shot"}[config.strategy]
 
@@ -254,8 +254,12 @@ def _produced(st: _Face, g: str) -> bool:
 
 
 def _candidate(st: _Face) -> Labels | None:
-    """Human labels where known, aggregated labels for the missing granularities."""
-    if st.stop_reason in ("no_prompt", "all_samples_failed", "granularity_not_produced"):
+    """Human labels where known, aggregated labels for the missing granularities.
+
+    A missing granularity that no sample produced stays ``None`` (the face counted as uncertain
+    and spent its budget on it); a face where nothing was produced has no candidate.
+    """
+    if st.stop_reason in ("no_prompt", "all_samples_failed", "nothing_produced"):
         return None
     k = st.face.known
     return Labels(

@@ -178,3 +178,12 @@ def test_rows_match_lake_schemas():
     assert labels.num_rows == 3
     assert res.stats["calls"] == sum(r["n_calls"] for r in res.labels)
     assert set(res.stats["stop_reasons"]) <= {"confident", "n_max"}
+
+
+def test_unproduced_granularity_stays_null_and_spends_budget():
+    f = face("g", Labels(aus=SMILE))  # expression and VA missing; the annotator only names expressions
+    ann = ScriptedAnnotator({"g": [Labels("happiness")]})
+    row = by_id(run([f], ann, SamplingConfig(verify=False)))["g"]
+    assert row["n_samples"] == 10 and row["stop_reason"] == "n_max"
+    assert row["expression"] == "happiness" and row["valence"] is None and row["va_origin"] is None
+    assert row["status"] == "accepted" and row["aus"] == [6, 12]
