@@ -347,7 +347,7 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
     if "expression" not in missing and known.expression is not None:
         row.update(expression=known.expression, expression_confidence=1.0, expression_origin="human",
                    expression_probs=_one_hot(known.expression), uncertainty_expression=0.0)
-    elif final is not None and "expression" in missing:
+    elif final is not None and "expression" in missing and final.expression is not None:
         row.update(expression=final.expression, expression_confidence=_cal(calibration, expr_conf, "expression"),
                    expression_origin=gen_origin,
                    expression_probs=st.expr.probs if st.expr else None,
@@ -359,7 +359,7 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
     if "va" not in missing and known.valence is not None:
         row.update(valence=known.valence, arousal=known.arousal, va_confidence=1.0, va_origin="human",
                    uncertainty_va=0.0)
-    elif final is not None and "va" in missing:
+    elif final is not None and "va" in missing and final.valence is not None:
         row.update(valence=final.valence, arousal=final.arousal,
                    va_confidence=_cal(calibration, st.va.confidence if st.va else None, "va"),
                    va_origin=gen_origin, uncertainty_va=_finite(st.uncertainty.get("va")))
