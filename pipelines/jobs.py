@@ -13,3 +13,6 @@ annotate_batch = define_asset_job(
     description="Ingest one landing batch and run it through prompts, SV-UAMC sampling, "
                 "verification and FEID/FEAB, then refresh the DuckDB warehouse.",
 )
+
+#: Re-materialize the knowledge tables (run when the tables or their sources change).
+refresh_knowledge = define_asset_job("refresh_knowledge", selection=AssetSelection.assets("knowledge"))
