@@ -169,25 +169,71 @@ def tune(n: int, knowledge: Knowledge, regime: str) -> None:
 
 # ---- offline on dev splits -------------------------------------------------------------------
 
-def offline_dev(data: Path, per_set: int, knowledge: Knowledge):
-    """Dev faces from ``data`` in audit mode (all human labels hidden), or a reason to skip."""
+#: Dev faces per data set: FER2013's validation split; CK+ and wild as shipped (their test
+#: subjects / other half are held back outside ../shared/data, so nothing here is a test set).
+DEV_FILTERS: dict[str, Callable[[Any], bool]] = {
+    "fer2013": lambda known: known.split == "validation",
+    "ckplus": lambda known: True,
+    "wild": lambda known: True,
+}
+
+
+def offline_dev_faces(data: Path, per_set: int) -> tuple[list[FaceItem], dict[str, Labels], list[str]]:
+    """Audit-mode dev faces: every human label hidden (the annotator sees none), kept as gold.
+
+    ``per_set`` files per set, chosen by a hash of the file name (stable, unbiased by order).
+    """
+    import hashlib
+
+    from seke.faces import default_detector, ingest_folder, read_manifest
+
+    faces, gold, notes = [], {}, []
+    for name, keep in DEV_FILTERS.items():
+        folder = data / name
+        if not (folder / "manifest.csv").exists():
+            notes.append(f"{name}: no manifest under {folder}, skipped")
+            continue
+        manifest = read_manifest(folder)
+        names = sorted((n for n, k in manifest.items() if keep(k) and k.expression is not None),
+                       key=lambda n: hashlib.sha256(n.encode()).hexdigest())[:per_set]
+        crops, rejected = ingest_folder(folder, default_detector(), files=[folder / n for n in names])
+        notes.append(f"{name}: {len(crops)} faces, {len(rejected)} rejected at ingestion")
+        for c in crops:
+            k = c.known
+            gold[c.face_id] = Labels(k.expression, k.valence if k.arousal is not None else None,
+                                     k.arousal if k.valence is not None else None,
+                                     None if k.aus is None else {a: 1.0 for a in k.aus})
+            faces.append(FaceItem(c.face_id, c.crop_png, Labels(), source=name, subject_id=k.subject_id))
+    return faces, gold, notes
+
+
+def offline_benchmark(data: Path, per_set: int, knowledge: Knowledge, base: SamplingConfig):
+    """Strategies with the offline annotator on dev data, or (None, reason) when it cannot run."""
     try:
         from seke.annotators.offline import OfflineAnnotator
     except ImportError as exc:
         return None, f"offline annotator not available ({exc})"
     if not data.is_dir():
         return None, f"no data folder at {data}"
-    from seke.faces import default_detector, ingest_folder  # noqa: F401 - lead's ingestion
-    return (OfflineAnnotator, data, per_set), None
+    faces, gold, notes = offline_dev_faces(data, per_set)
+    if not faces:
+        return None, "no dev faces found: " + "; ".join(notes)
+    for n in notes:
+        print(f"  {n}")
+    # One instance for every strategy: sample i of a face is the same TTA view (cached), so the
+    # strategies see common random numbers and fixed-10's views are computed once.
+    annotator = OfflineAnnotator(knowledge, seed=0)
+    return run_strategies(faces, gold, lambda: annotator, knowledge, strategies(base)), None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
     ap.add_argument("--faces", type=int, default=600, help="simulated faces")
-    ap.add_argument("--per-set", type=int, default=200, help="offline dev faces per data set")
+    ap.add_argument("--per-set", type=int, default=100, help="offline dev faces per data set")
     ap.add_argument("--tune", action="store_true", help="sweep k/thresholds on the simulated dev seed")
     ap.add_argument("--regime", default="default", choices=sorted(REGIMES), help="noise regime for --tune")
+    ap.add_argument("--no-offline", action="store_true", help="simulated annotator only")
     ap.add_argument("--regimes", default="default,consistent,noisy", help="regimes to report (headline: default)")
     args = ap.parse_args(argv)
     knowledge = knowledge_v1()
@@ -210,6 +256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         heads[regime] = headline(sim)
         print(f"headline ({regime}): " + " ".join(f"{k}={v:.3f}" for k, v in heads[regime].items()))
     h = heads.get("default") or next(iter(heads.values()))
+    source = "simulated/default"
+    if not args.no_offline:
+        off, why = offline_benchmark(args.data, args.per_set, knowledge, base)
+        if off is None:
+            print(f"\n## offline annotator on dev data: skipped ({why})")
+        else:
+            print_table(f"offline annotator, dev splits of {args.data} (audit mode, all labels hidden)", off)
+            h_off = headline(off)
+            print("headline (offline): " + " ".join(f"{k}={v:.3f}" for k, v in h_off.items()))
+            h, source = h_off, "offline/dev"
+    print(f"headline source: {source}")
     print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in h.items()))
     return 0
 
