@@ -146,3 +146,40 @@ def audit_report(rows: Sequence[Mapping[str, Any]], gold: Mapping[str, Labels], 
             rep[f"{g}_brier"] = metrics.brier([p.confidence for p in ps], [p.correct for p in ps])
     return {k: (_clean(v) if isinstance(v, float) else v) for k, v in rep.items()}
 
+
+
+def gold_for_hidden(known: Mapping[str, Labels], hidden: Mapping[str, Sequence[str]]) -> dict[str, Labels]:
+    """Gold for :func:`audit_report` from the human labels of ``raw_faces`` and the hidden lists.
+
+    ``known`` maps face_id to the face's full human labels (before hiding), ``hidden`` to the
+    granularities that were hidden from the annotator (the ``audit_hidden`` column).
+    """
+    out = {}
+    for fid, gs in hidden.items():
+        k = known.get(fid)
+        if k is None or not gs:
+            continue
+        out[fid] = Labels(k.expression if "expression" in gs else None,
+                          k.valence if "va" in gs else None, k.arousal if "va" in gs else None,
+                          k.aus if "aus" in gs else None)
+    return out
+
+
+#: Audit figures below these floors make the audit asset check warn (a weak annotator or a
+#: drifted source; the floors sit well above chance for 8 classes / sparse AUs / VA signs).
+AUDIT_FLOORS: dict[str, float] = {"expression_accuracy": 0.5, "au_mean_f1": 0.4,
+                                  "valence_sign_agreement": 0.6}
+
+
+def audit_check(report: Mapping[str, Any], floors: Mapping[str, float] = AUDIT_FLOORS,
+                min_faces: int = 1) -> tuple[bool, dict[str, float]]:
+    """``(passed, failing)``: which measured figures fall below their floor.
+
+    Metrics that were not measured (no audited face had that granularity) do not fail; with
+    fewer than ``min_faces`` audited faces nothing fails (too little evidence to warn).
+    """
+    if (report.get("audit_faces") or 0) < min_faces:
+        return True, {}
+    failing = {k: float(report[k]) for k, floor in floors.items()
+               if report.get(k) is not None and report[k] < floor}
+    return not failing, failing

@@ -65,3 +65,15 @@ def test_report_on_simulated_annotator_covers_all_granularities():
     rows = {r["face_id"]: r for r in res.labels}
     kept = [f for f in split.faces if f.face_id not in split.hidden]
     assert kept and all(rows[f.face_id]["expression_origin"] == "human" for f in kept)
+
+
+def test_gold_for_hidden_and_check():
+    from seke.audit import audit_check, gold_for_hidden
+
+    known = {"a": Labels("happiness", 0.5, 0.2, {12: 1.0}), "b": Labels("fear")}
+    gold = gold_for_hidden(known, {"a": ["expression", "aus"], "b": [], "c": ["expression"]})
+    assert gold == {"a": Labels("happiness", None, None, {12: 1.0})}
+    ok, failing = audit_check({"audit_faces": 10, "expression_accuracy": 0.4, "au_mean_f1": None})
+    assert not ok and failing == {"expression_accuracy": 0.4}
+    assert audit_check({"audit_faces": 10, "expression_accuracy": 0.9})[0]
+    assert audit_check({"audit_faces": 0, "expression_accuracy": 0.1})[0]
