@@ -42,7 +42,7 @@ class GateConfig:
     """Thresholds of the non-GX gates (the GX ones live in the suite meta ``parameters``)."""
 
     consistency_floor: float = 0.8     # blocking: share of accepted faces with no flag
-    flag_rate_ceiling: float = 0.1     # warn: share of accepted faces with a given flag
+    flag_rate_ceiling: float = 0.05    # warn: share of accepted faces with a given flag
 
 
 @dataclass
