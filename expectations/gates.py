@@ -191,3 +191,17 @@ def evaluate(table: str, frame: pl.DataFrame, input_rows: int | None = None,
 
 def any_blocking_failed(gates: list[GateResult]) -> bool:
     return any(g.blocking and not g.passed for g in gates)
+
+
+def quarantine_rows(gates: list[GateResult], stage: str) -> pl.DataFrame:
+    """QUARANTINE rows for every id named by a failed *blocking* gate (reason ``gate:<check>``),
+    so a blocked partition's offending faces are queryable next to the other drops."""
+    from seke.quarantine import rows
+
+    items = []
+    for g in gates:
+        if g.blocking and not g.passed:
+            detail = "; ".join(f"{f['expectation']}({f['column']})"
+                               for f in g.metadata.get("failed_expectations", [])) or g.description
+            items += [(i, f"gate:{g.check}", detail) for i in g.metadata.get("unexpected_ids", [])]
+    return rows(items, stage)

@@ -186,3 +186,15 @@ def test_accepted_face_without_expression_fails() -> None:
     g = gates["label_ranges"]
     assert not g.passed
     assert g.metadata["unexpected_ids"] == [F.face_id(1)]
+
+
+def test_blocking_failures_become_quarantine_rows() -> None:
+    from expectations.gates import quarantine_rows
+
+    rows = F.label_rows()
+    rows[3]["valence"] = 1.7
+    rows[0]["valence"] = -0.8  # warn-only: not quarantined by the gate
+    gates = evaluate("verified_labels", F.verified_labels(rows), input_rows=10)
+    q = quarantine_rows(gates, "verified_labels")
+    assert q.rows() == [(F.face_id(3), "verified_labels", "gate:label_ranges",
+                         "expect_column_values_to_be_between(valence)")]
