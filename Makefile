@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export DAGSTER_HOME := $(abspath .dagster)
+export SEKE_LAKE_URI ?= $(abspath lake)
+export SEKE_LANDING_DIR ?= $(abspath landing)
+export SEKE_DUCKDB_PATH ?= $(abspath lake/warehouse.duckdb)
+export GX_ANALYTICS_ENABLED := false
+export DAGSTER_DISABLE_TELEMETRY := 1
+
+.PHONY: install weights demo test test-all ui bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+weights: install
+	$(BIN)/python -m seke fetch-weights
+
+$(DAGSTER_HOME)/dagster.yaml: infra/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp infra/dagster.yaml $@
+
+demo: weights $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m pipelines.demo
+
+test: weights
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: weights
+	$(BIN)/python -m pytest
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf lake landing .dagster

@@ -1,0 +1,18 @@
+"""Jobs: the per-batch annotation graph."""
+
+from dagster import AssetSelection, define_asset_job
+
+from pipelines.partitions import batches
+
+#: Every partitioned asset of the graph for one batch (knowledge is unpartitioned and is
+#: materialized on its own when the tables change).
+annotate_batch = define_asset_job(
+    "annotate_batch",
+    selection=AssetSelection.all() - AssetSelection.assets("knowledge") - AssetSelection.groups("evaluation", "training"),
+    partitions_def=batches,
+    description="Ingest one landing batch and run it through prompts, SV-UAMC sampling, "
+                "verification and FEID/FEAB, then refresh the DuckDB warehouse.",
+)
+
+#: Re-materialize the knowledge tables (run when the tables or their sources change).
+refresh_knowledge = define_asset_job("refresh_knowledge", selection=AssetSelection.assets("knowledge"))
