@@ -6,7 +6,7 @@ why" is one DuckDB query. These helpers build those rows from the stage outputs;
 write them (one quarantine partition per stage partition, replaced on re-materialization).
 
 Reasons (keep them short and stable; dashboards group on them):
-``bad_image``/``no_face``/… (raw_faces, from seke.faces), ``parse_failure`` (a sample whose
+``bad_image``/``no_face``/… (raw_faces, from seke.faces), ``parse_failed`` (a sample whose
 answer could not be parsed), ``abstained`` (SV-UAMC gave up), ``inconsistent`` (abstained
 because the granularities disagree), ``review_unusable`` (a reviewer marked the face unusable),
 ``review_invalid`` (a review answer that failed validation), ``gate:<check>`` (a row named by a
@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from seke.schemas import QUARANTINE
 
-PARSE_FAILURE = "parse_failure"
+PARSE_FAILURE = "parse_failed"
 ABSTAINED = "abstained"
 INCONSISTENT = "inconsistent"
 REVIEW_UNUSABLE = "review_unusable"
@@ -44,11 +44,11 @@ def rows(items: Iterable[tuple[str, str, str]], stage: str) -> pl.DataFrame:
 
 
 def from_samples(samples: pl.DataFrame) -> pl.DataFrame:
-    """One row per failed sample of an mc_samples partition (the face itself is not dropped
-    unless every sample fails; SV-UAMC decides that)."""
+    """One row per failed sample of an mc_samples partition, item ``<face_id>#<sample_index>``
+    (the face itself is not dropped unless every sample fails; SV-UAMC decides that)."""
     failed = samples.filter(pl.col("parse_status") == "failed")
-    return rows(((r["face_id"], PARSE_FAILURE,
-                  f"round {r.get('round')} sample {r.get('sample_index')}: {r.get('error') or 'unparseable'}")
+    return rows(((f"{r['face_id']}#{r.get('sample_index')}", PARSE_FAILURE,
+                  f"round {r.get('round')}: {r.get('error') or 'unparseable'}")
                  for r in failed.iter_rows(named=True)), "mc_samples")
 
 

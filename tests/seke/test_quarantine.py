@@ -17,8 +17,9 @@ def test_parse_failures_and_abstentions_land_in_quarantine(tmp_path: Path) -> No
     samples = F.mc_samples(n_faces=5, per_face=6, failed_share=0.4)
     q_samples = quarantine.from_samples(samples)
     assert q_samples.height == 12
-    assert set(q_samples["reason"]) == {"parse_failure"}
-    assert q_samples["detail"][0] == "round 0 sample 0: invalid JSON"
+    assert set(q_samples["reason"]) == {"parse_failed"}
+    assert (q_samples["item_id"][0], q_samples["detail"][0]) == (f"{F.face_id(0)}#0",
+                                                                 "round 0: invalid JSON")
 
     rows = F.label_rows()
     rows[0]["valence"] = -0.8
@@ -38,7 +39,7 @@ def test_parse_failures_and_abstentions_land_in_quarantine(tmp_path: Path) -> No
     counts = duckdb.connect().execute(
         "SELECT stage, reason, count(*) FROM ds WHERE source = 'ckplus' "
         "GROUP BY ALL ORDER BY ALL").fetchall()
-    assert counts == [("mc_samples", "parse_failure", 12), ("verified_labels", "abstained", 1),
+    assert counts == [("mc_samples", "parse_failed", 12), ("verified_labels", "abstained", 1),
                       ("verified_labels", "inconsistent", 1)]
 
 
