@@ -191,6 +191,8 @@ class ReviewError:
     task_id: Any
     face_id: str | None
     error: str
+    source: str | None = None
+    batch: str | None = None
 
 
 @dataclass
@@ -262,6 +264,24 @@ def parse_annotation(result: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def import_exports(paths: Iterable[str | Path]) -> ReviewImport:
+    """Human labels from several export files (e.g. a drop folder); for a face reviewed in more
+    than one file the newest annotation wins. A file that is not valid JSON is one error."""
+    tasks: list[Mapping[str, Any]] = []
+    errors: list[ReviewError] = []
+    for p in paths:
+        try:
+            loaded = json.loads(Path(p).read_text(encoding="utf-8"))
+            if not isinstance(loaded, list):
+                raise ValueError("a Label Studio JSON export is a list of tasks")
+            tasks += loaded
+        except (OSError, ValueError) as exc:
+            errors.append(ReviewError(str(p), None, f"unreadable export: {exc}"))
+    result = import_export(tasks)
+    result.errors[:0] = errors
+    return result
+
+
 def import_export(export: list[Mapping[str, Any]] | str | Path) -> ReviewImport:
     """Human labels from a Label Studio JSON export (a list of tasks, or a path to one).
 
@@ -275,8 +295,10 @@ def import_export(export: list[Mapping[str, Any]] | str | Path) -> ReviewImport:
     for task in export:
         data = task.get("data") or {}
         face_id, task_id = data.get("face_id"), task.get("id")
+        where = {"source": data.get("source"), "batch": data.get("batch")}
         if not face_id or not data.get("source") or not data.get("batch"):
-            result.errors.append(ReviewError(task_id, face_id, "task data lacks face_id/source/batch"))
+            result.errors.append(ReviewError(task_id, face_id, "task data lacks face_id/source/batch",
+                                             **where))
             continue
         ann = _latest_annotation(task)
         if ann is None:
@@ -284,7 +306,7 @@ def import_export(export: list[Mapping[str, Any]] | str | Path) -> ReviewImport:
         try:
             labels = parse_annotation(ann.get("result") or [])
         except (ValueError, TypeError) as exc:
-            result.errors.append(ReviewError(task_id, face_id, str(exc)))
+            result.errors.append(ReviewError(task_id, face_id, str(exc), **where))
             continue
         labels.update(face_id=face_id, reviewer=_reviewer(ann),
                       task_id=None if task_id is None else int(task_id),

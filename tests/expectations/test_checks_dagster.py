@@ -108,3 +108,54 @@ def test_blocking_failure_stops_downstream(tmp_path: Path, instance: dg.DagsterI
     assert "blocking" in failures[0].step_failure_data.error.message.lower()
     assert check in failures[0].step_failure_data.error.message
     assert not Lake(str(tmp_path / "lake")).exists("feid", {"source": "toy", "batch": key})
+
+
+def _multi_defs(lake_dir: Path) -> list:
+    """The real graph's shape: one step writes mc_samples and verified_labels (a multi-asset),
+    each with its own gates; products depends on verified_labels."""
+    lake = Lake(str(lake_dir))
+    specs = check_specs("mc_samples", "samples", PARTS) + check_specs("verified_labels", "labels", PARTS)
+
+    @dg.multi_asset(specs=[dg.AssetSpec("samples"), dg.AssetSpec("labels", deps=["samples"])],
+                    partitions_def=PARTS, check_specs=specs, can_subset=False)
+    def annotate(context: dg.AssetExecutionContext):
+        key = context.partition_key
+        samples = F.mc_samples(failed_share=0.4 if key == "warn_only" else 0.0)
+        labels = F.verified_labels() if key in ("clean", "warn_only") else _partition_frame(key)
+        part = {"source": "toy", "batch": key}
+        lake.write_partition("mc_samples", part, samples)
+        lake.write_partition("verified_labels", part, labels)
+        yield dg.MaterializeResult(asset_key="samples", check_results=check_results(
+            "mc_samples", samples, input_rows=5, asset_key="samples"))
+        yield dg.MaterializeResult(asset_key="labels", check_results=check_results(
+            "verified_labels", labels, input_rows=10, asset_key="labels"))
+
+    @dg.asset(partitions_def=PARTS, deps=["labels"])
+    def products(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        part = {"source": "toy", "batch": context.partition_key}
+        lake.write_partition("feid", part, lake.read_partition("verified_labels", part))
+        return dg.MaterializeResult()
+
+    return [annotate, products]
+
+
+@pytest.mark.parametrize("key,ok", [("warn_only", True), ("broken_va", False)])
+def test_multi_asset_gates(tmp_path: Path, instance: dg.DagsterInstance, key: str, ok: bool) -> None:
+    result = dg.materialize(_multi_defs(tmp_path / "lake"), instance=instance, partition_key=key,
+                            raise_on_error=False)
+    evals = {(e.asset_key.to_user_string(), e.check_name): e
+             for e in result.get_asset_check_evaluations()}
+    assert len(evals) == 4 + 8  # every gate of both tables reported
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert result.success is ok
+    if ok:  # 40% parse failures: a WARN on samples only, products still written
+        pf = evals[("samples", "parse_failure_rate")]
+        assert not pf.passed and pf.severity == dg.AssetCheckSeverity.WARN
+        assert pf.metadata["rate"].value == pytest.approx(0.4)
+        assert "products" in materialized
+    else:
+        lr = evals[("labels", "label_ranges")]
+        assert not lr.passed and lr.severity == dg.AssetCheckSeverity.ERROR
+        assert evals[("samples", "label_ranges")].passed
+        assert "products" not in materialized
+    assert Lake(str(tmp_path / "lake")).exists("feid", {"source": "toy", "batch": key}) is ok
