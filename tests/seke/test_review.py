@@ -182,3 +182,51 @@ def test_parse_annotation_normalises_aliases() -> None:
     got = review.parse_annotation([{"from_name": "expression", "value": {"choices": ["happy"]}},
                                    {"from_name": "aus", "value": {"choices": ["au12", "AU6"]}}])
     assert got["expression"] == "happiness" and got["aus"] == [6, 12]
+
+
+def test_reviewed_faces_reenter_as_knowledge_without_new_samples() -> None:
+    """After a full review, the reviewed faces need no sample at all (nothing is missing), and
+    every other face keeps its prompt hash, so a cached annotator answers it for free."""
+    from seke.annotation import Labels
+    from seke.annotators.simulated import SimulatedAnnotator
+    from seke.knowledge import knowledge_v1
+    from seke.prompts import build_annotation_prompt
+    from seke.records import face_items
+    from seke.sv_uamc import SamplingConfig, run_sampling
+
+    k = knowledge_v1()
+    faces = F.raw_faces(6).with_columns(
+        pl.Series("crop_png", [_png(i) for i in range(6)], dtype=pl.Binary),
+        pl.lit(None, dtype=pl.List(pl.Int32)).alias("known_aus"))
+    truth = {F.face_id(i): Labels(e, v, a, {au: 1.0 for au in aus})
+             for i, (e, v, a, aus) in enumerate(F.PROTOTYPES[i % 5] for i in range(6))}
+
+    def annotate(raw: pl.DataFrame):
+        items = face_items(raw, "ckplus")
+        prompts = {f.face_id: build_annotation_prompt(f.known, k) for f in items}
+        sim = SimulatedAnnotator(truth, seed=1, knowledge=k)
+        res = run_sampling(items, prompts, sim, k, SamplingConfig())
+        return prompts, {r["face_id"]: r for r in res.labels}, res.samples
+
+    prompts1, labels1, samples1 = annotate(faces)
+    reviewed = [F.face_id(0), F.face_id(3)]
+    rv = pl.from_arrow(pa_table([{"face_id": f, "expression": truth[f].expression,
+                                  "valence": truth[f].valence, "arousal": truth[f].arousal,
+                                  "aus": sorted(truth[f].aus), "unusable": False} for f in reviewed]))
+    prompts2, labels2, samples2 = annotate(review.merge_review_labels(faces, rv))
+
+    assert all(labels1[f]["n_samples"] > 0 for f in reviewed)
+    for f in reviewed:
+        assert labels2[f]["n_samples"] == 0 and labels2[f]["stop_reason"] == "nothing_missing"
+        assert {labels2[f][f"{g}_origin"] for g in ("expression", "va", "au")} == {"human"}
+        assert labels2[f]["expression"] == truth[f].expression
+    assert not {s["face_id"] for s in samples2} & set(reviewed)
+    others = [f for f in prompts1 if f not in reviewed]
+    assert all(prompts1[f].prompt_hash == prompts2[f].prompt_hash for f in others)
+    assert set(labels2) == set(labels1)  # same face ids before and after the review
+
+
+def pa_table(rows):
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=review.REVIEW_LABELS)
