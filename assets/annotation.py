@@ -88,7 +88,12 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     engine = annotator.build(k, store)
     cfg = config.sampling()
     context.log.info(f"{len(items)} faces, annotator {engine.backend}/{engine.model}, strategy {cfg.strategy}")
-    result = run_sampling(items, prompt_specs(prompts), engine, k, cfg, audit_hidden=hidden, splits=splits)
+    try:
+        result = run_sampling(items, prompt_specs(prompts), engine, k, cfg, audit_hidden=hidden, splits=splits)
+    finally:
+        if hasattr(engine, "close"):  # VLLM: release the loop thread and HTTP connections
+            engine.close()
+    endpoint_stats = engine.stats.as_metadata() if hasattr(engine, "stats") else {}
 
     samples = schemas.conform(pa.Table.from_pylist(result.samples) if result.samples
                               else schemas.MC_SAMPLES.empty_table(), schemas.MC_SAMPLES)
@@ -108,6 +113,8 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
                                            "arousal", "parse_status", "latency_ms"]),
         "annotator": MetadataValue.text(f"{engine.backend}/{engine.model}"),
         "strategy": MetadataValue.text(cfg.strategy),
+        **{f"endpoint/{name}": (MetadataValue.int(v) if isinstance(v, int) else MetadataValue.float(float(v)))
+           for name, v in endpoint_stats.items()},
         "model_calls": MetadataValue.int(int(stats.get("calls", samples.num_rows))),
         "calls_per_face": MetadataValue.float(float(samples.num_rows) / max(1, len(items))),
         "parse_failures": MetadataValue.int(failed.height),

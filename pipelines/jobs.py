@@ -8,7 +8,7 @@ from pipelines.partitions import batches
 #: materialized on its own when the tables change).
 annotate_batch = define_asset_job(
     "annotate_batch",
-    selection=AssetSelection.all() - AssetSelection.assets("knowledge") - AssetSelection.groups("evaluation", "training"),
+    selection=AssetSelection.all() - AssetSelection.assets("knowledge") - AssetSelection.groups("evaluation", "training", "backfill"),
     partitions_def=batches,
     description="Ingest one landing batch and run it through prompts, SV-UAMC sampling, "
                 "verification and FEID/FEAB, then refresh the DuckDB warehouse.",
@@ -16,3 +16,11 @@ annotate_batch = define_asset_job(
 
 #: Re-materialize the knowledge tables (run when the tables or their sources change).
 refresh_knowledge = define_asset_job("refresh_knowledge", selection=AssetSelection.assets("knowledge"))
+
+#: OpenAI Batch API prefill for large backfills: ingest, prompts, then submit/poll/collect the
+#: first SV-UAMC round of every face into the response cache at the batch price.
+vllm_backfill = define_asset_job(
+    "vllm_backfill",
+    selection=AssetSelection.assets("raw_faces", "knowledge_prompts", "vllm_batch_prefill", "review_labels"),
+    partitions_def=batches,
+)

@@ -62,7 +62,7 @@ def materialized(tmp_path_factory, shared_data):
                  "landing": LandingZoneResource(path=str(root / "landing")),
                  "annotator": AnnotatorResource(kind="offline", seed=0),
                  "duckdb": WarehouseResource(path=str(root / "lake" / "warehouse.duckdb"))}
-    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources=resources)
+    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("batches", [KEY])
 
@@ -186,7 +186,7 @@ def test_blocking_consistency_gate_stops_feid_and_feab_in_the_same_run(tmp_path,
                  "landing": LandingZoneResource(path=str(tmp_path / "landing")),
                  "annotator": AnnotatorResource(kind="offline"),
                  "duckdb": WarehouseResource(path=str(tmp_path / "wh.duckdb"))}
-    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources=resources)
+    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("batches", ["ckplus__gate"])
     assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success

@@ -37,7 +37,7 @@ def test_annotate_batch_with_vllm_annotator(tmp_path, shared_data, monkeypatch):
                      "landing": LandingZoneResource(path=str(tmp_path / "landing")),
                      "annotator": AnnotatorResource(kind="vllm", seed=0),
                      "duckdb": WarehouseResource(path=str(tmp_path / "lake" / "warehouse.duckdb"))}
-        defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources=resources)
+        defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
         instance = DagsterInstance.ephemeral()
         instance.add_dynamic_partitions("batches", [KEY])
         assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success

@@ -4,7 +4,6 @@ import polars as pl
 import pytest
 from dagster import AssetSelection, DagsterInstance, Definitions, define_asset_job
 
-from assets.vllm_batch import vllm_batch_prefill
 from pipelines.partitions import batches
 from tests.assets.test_graph import KEY, build_batch
 from tests.fake_openai_server import Behaviour, FakeOpenAIServer
@@ -34,7 +33,7 @@ def test_prefill_then_annotate_pays_first_round_once(tmp_path, shared_data, monk
                                     - AssetSelection.groups("evaluation", "training", "backfill"),
                                     partitions_def=batches)
         defs = Definitions(
-            assets=[*pd.defs.assets, vllm_batch_prefill], jobs=[*pd.defs.jobs, prefill, annotate],
+            assets=pd.defs.assets, jobs=[*pd.defs.jobs, prefill, annotate],
             resources={"lake": LakeResource(uri=str(tmp_path / "lake")),
                        "landing": LandingZoneResource(path=str(tmp_path / "landing")),
                        "annotator": AnnotatorResource(kind="vllm", seed=0), "vllm": VLLMResource(),
