@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from pipelines.partitions import batches
 from resources.lake import LakeResource
 from resources.warehouse import WarehouseResource
-from seke.warehouse import build_warehouse
+from seke.warehouse import build_warehouse, connect_readonly
 
 
 @asset(partitions_def=batches, deps=["feid", "feab", "verified_labels", "mc_samples", "raw_faces"],
@@ -21,9 +21,8 @@ def warehouse(context: AssetExecutionContext, lake: LakeResource, duckdb: Wareho
     tmp = f"{duckdb.path}.{uuid.uuid4().hex}.tmp"
     views = build_warehouse(lake.lake(), tmp)
     os.replace(tmp, duckdb.path)
-    import duckdb as ddb
-
-    con = ddb.connect(duckdb.path, read_only=True)
+    # connect_readonly attaches S3 tables as Arrow datasets (an S3 lake has no DuckDB views).
+    con = connect_readonly(duckdb.path)
     counts = {v: con.execute(f'SELECT count(*) FROM "{v}"').fetchone()[0] for v in views}
     con.close()
     return MaterializeResult(metadata={
