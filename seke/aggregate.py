@@ -5,9 +5,11 @@
   is that mean, and the confidence is its value at the chosen class;
 * valence–arousal: trimmed mean per axis (robust to a stray sample), confidence from the
   standard error of the mean;
-* AUs: per-AU frequency of presence over samples (probabilities count as soft votes); an AU is
-  present when its frequency is at least 0.5; the confidence is the mean posterior probability
-  that each AU's decision is on the right side of 0.5.
+* AUs: each sample votes present/absent per AU (its probability ≥ 0.5); an AU is present when
+  most votes say so (an even split is settled by the mean probability). ``probs`` reports the
+  mean probability per AU. Uncertainty and confidence come from the Beta posterior over the
+  *votes*: Monte Carlo sampling measures disagreement between samples, and an annotator that
+  says 0.5 every time is not made more certain by soft-counting it (it would never stop).
 
 Only samples that parsed (``parse_status != "failed"``) reach these functions.
 """
@@ -52,7 +54,7 @@ class VAAggregate:
 @dataclass(frozen=True)
 class AUAggregate:
     present: list[int]
-    probs: list[float]          # aligned to AU_CATALOGUE: frequency of presence
+    probs: list[float]          # aligned to AU_CATALOGUE: mean presence probability over samples
     confidence: float
     uncertainty: float          # largest per-AU posterior tail mass beyond 0.5
     n: int
@@ -110,18 +112,20 @@ def aggregate_va(samples: Sequence[Sample]) -> VAAggregate | None:
 
 
 def au_presence(samples: Sequence[Sample]) -> dict[int, list[float]]:
-    """Per catalogue AU, one presence value per sample that coded AUs (missing AU = absent)."""
+    """Per catalogue AU, one probability per sample that coded AUs (missing AU = absent)."""
     coded = [s.labels.aus for s in samples if s.labels.aus is not None]
     return {au: [min(1.0, max(0.0, float(aus.get(au, 0.0)))) for aus in coded] for au in AU_CATALOGUE} if coded else {}
 
 
 def aggregate_aus(samples: Sequence[Sample]) -> AUAggregate | None:
-    """Per-AU frequency over samples that coded AUs; None when none did."""
+    """Per-AU majority of the samples' votes; None when no sample coded AUs."""
     presence = au_presence(samples)
     if not presence:
         return None
-    freq = [float(np.mean(presence[au])) for au in AU_CATALOGUE]
-    tails = au_tail_masses(presence)
+    votes = {au: [1.0 if p >= 0.5 else 0.0 for p in ps] for au, ps in presence.items()}
+    mean_p = [float(np.mean(presence[au])) for au in AU_CATALOGUE]
+    share = [float(np.mean(votes[au])) for au in AU_CATALOGUE]
+    present = [au for au, v, m in zip(AU_CATALOGUE, share, mean_p) if v > 0.5 or (v == 0.5 and m >= 0.5)]
+    tails = au_tail_masses(votes)
     conf = float(np.mean([1.0 - tails[au] for au in AU_CATALOGUE]))
-    present = [au for au, f in zip(AU_CATALOGUE, freq) if f >= 0.5]
-    return AUAggregate(present, freq, conf, au_uncertainty(presence), len(next(iter(presence.values()))))
+    return AUAggregate(present, mean_p, conf, au_uncertainty(votes), len(next(iter(presence.values()))))

@@ -126,7 +126,7 @@ def test_nothing_missing_costs_no_call():
 def test_parse_failures_are_kept_and_ignored():
     f = smiling("p")
     ann = ScriptedAnnotator({"p": [None] + [Labels("happiness")] * 9})
-    res = run([f], ann)
+    res = run([f], ann, SamplingConfig(threshold_expression=0.10))  # 2 agreeing votes are not enough
     row = by_id(res)["p"]
     statuses = [s["parse_status"] for s in res.samples]
     assert statuses.count("failed") == 1 and row["expression"] == "happiness"
@@ -187,3 +187,12 @@ def test_unproduced_granularity_stays_null_and_spends_budget():
     assert row["n_samples"] == 10 and row["stop_reason"] == "n_max"
     assert row["expression"] == "happiness" and row["valence"] is None and row["va_origin"] is None
     assert row["status"] == "accepted" and row["aus"] == [6, 12]
+
+
+def test_default_thresholds_stop_on_a_majority_only():
+    faces = [smiling("m"), smiling("t")]
+    ann = ScriptedAnnotator({"m": [Labels("happiness"), Labels("happiness"), Labels("contempt")],
+                             "t": [Labels("happiness"), Labels("contempt"), Labels("neutral")]})
+    rows = by_id(run(faces, ann))
+    assert rows["m"]["n_samples"] == 3 and rows["m"]["stop_reason"] == "confident"
+    assert rows["t"]["n_samples"] > 3
