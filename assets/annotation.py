@@ -9,10 +9,11 @@ import json
 
 import polars as pl
 import pyarrow as pa
-from dagster import (AssetExecutionContext, AssetSpec, Config, MaterializeResult, MetadataValue,
-                     multi_asset)
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
+                     AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset)
 from pydantic import Field
 
+from assets.calibration import read_current_calibration
 from assets.common import lake_partition, table_metadata
 from assets.knowledge import read_current_knowledge
 from expectations.checks import check_results, check_specs
@@ -22,7 +23,8 @@ from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
 from seke import quarantine, schemas
 from seke.annotation import PromptSpec
-from seke.records import face_items
+from seke.audit import AUDIT_FLOORS, audit_check, audit_report, gold_for_hidden
+from seke.records import face_items, known_labels
 from seke.sv_uamc import SamplingConfig, run_sampling
 
 _DEFAULTS = SamplingConfig()
@@ -72,7 +74,10 @@ def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:
                                  "consistency score and flags, origin per granularity, accepted or abstained.")],
     partitions_def=batches, pool="vllm", can_subset=False, name="annotate_faces",
     check_specs=check_specs("mc_samples", "mc_samples", batches)
-    + check_specs("verified_labels", "verified_labels", batches),
+    + check_specs("verified_labels", "verified_labels", batches)
+    + [AssetCheckSpec("audit_quality", asset="verified_labels",
+                      description="[warn] audit mode: generated labels agree with the hidden human "
+                                  "labels above the floors (accuracy, AU F1, valence sign)")],
 )
 def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, lake: LakeResource,
                    annotator: AnnotatorResource):
@@ -87,9 +92,11 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     splits = {r["face_id"]: r["split"] for r in faces.iter_rows(named=True) if r["split"]}
     engine = annotator.build(k, store)
     cfg = config.sampling()
+    calibration = read_current_calibration(store)
     context.log.info(f"{len(items)} faces, annotator {engine.backend}/{engine.model}, strategy {cfg.strategy}")
     try:
-        result = run_sampling(items, prompt_specs(prompts), engine, k, cfg, audit_hidden=hidden, splits=splits)
+        result = run_sampling(items, prompt_specs(prompts), engine, k, cfg, audit_hidden=hidden,
+                              splits=splits, calibration=calibration)
     finally:
         if hasattr(engine, "close"):  # VLLM: release the loop thread and HTTP connections
             engine.close()
@@ -107,6 +114,9 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     store.write_partition("quarantine", {**part, "stage": "mc_samples"}, failed)
     store.write_partition("quarantine", {**part, "stage": "verified_labels"}, abstained)
     stats = result.stats
+    gold = gold_for_hidden({r["face_id"]: known_labels(r) for r in faces.iter_rows(named=True)}, hidden)
+    audit = audit_report(result.labels, gold)
+    audit_passed, audit_failing = audit_check(audit)
     sampled_faces = int(l_df.filter(pl.col("n_samples") > 0).height) if l_df.height else 0
     yield MaterializeResult(asset_key="mc_samples", metadata={
         **table_metadata(samples, s_path, ["face_id", "round", "sample_index", "expression", "valence",
@@ -129,5 +139,12 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         "accepted": MetadataValue.int(len(result.labels) - abstained.height),
         "abstained": MetadataValue.int(abstained.height),
         "sampling_stats": MetadataValue.json(json.loads(json.dumps(stats, default=str))),
+        "calibration_version": MetadataValue.text(calibration.version if calibration else "none (raw confidences)"),
+        "audit": MetadataValue.json(json.loads(json.dumps(audit, default=str))),
     }, check_results=check_results("verified_labels", l_df, input_rows=faces.height, knowledge=k,
-                                   config=config.gates(), asset_key="verified_labels"))
+                                   config=config.gates(), asset_key="verified_labels")
+       + [AssetCheckResult(check_name="audit_quality", asset_key="verified_labels", passed=audit_passed,
+                           severity=AssetCheckSeverity.WARN,
+                           metadata={"audit_faces": MetadataValue.int(int(audit.get("audit_faces") or 0)),
+                                     "below_floor": MetadataValue.json(audit_failing),
+                                     "floors": MetadataValue.json(AUDIT_FLOORS)})])

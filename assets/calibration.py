@@ -50,7 +50,7 @@ def _audited_rows(lake: Lake) -> tuple[list[dict], dict]:
     return rows, gold_for_hidden(known, {r["face_id"]: r["audit_hidden"] for r in rows})
 
 
-@asset(deps=["verified_labels", "raw_faces"], group_name="annotation", kinds={"parquet"},
+@asset(deps=["verified_labels", "raw_faces"], group_name="calibration", kinds={"parquet"},
        check_specs=[AssetCheckSpec("audit_quality", asset="confidence_calibration",
                                    description="audit-mode label quality above its floors in every partition")])
 def confidence_calibration(context: AssetExecutionContext, config: CalibrationConfig,

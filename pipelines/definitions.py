@@ -4,6 +4,7 @@
 from dagster import Definitions
 
 from assets.annotation import annotate_faces
+from assets.calibration import confidence_calibration
 from assets.evaluation import evaluation
 from assets.knowledge import knowledge
 from assets.knowledge_prompts import knowledge_prompts
@@ -12,7 +13,7 @@ from assets.raw_faces import raw_faces
 from assets.review import review_labels, review_queue
 from assets.vllm_batch import vllm_batch_prefill
 from assets.warehouse import warehouse
-from pipelines.jobs import annotate_batch, refresh_knowledge, vllm_backfill
+from pipelines.jobs import annotate_batch, refit_calibration, refresh_knowledge, vllm_backfill
 from pipelines.sensors import new_batches_sensor
 from resources.annotator import AnnotatorResource
 from resources.landing import LandingZoneResource
@@ -22,8 +23,9 @@ from resources.warehouse import WarehouseResource
 
 defs = Definitions(
     assets=[raw_faces, knowledge, knowledge_prompts, annotate_faces, feid, feab, warehouse,
-            evaluation, review_queue, review_labels, vllm_batch_prefill],
-    jobs=[annotate_batch, refresh_knowledge, vllm_backfill],
+            evaluation, review_queue, review_labels, vllm_batch_prefill,
+            confidence_calibration],
+    jobs=[annotate_batch, refresh_knowledge, refit_calibration, vllm_backfill],
     sensors=[new_batches_sensor],
     resources={
         "lake": LakeResource(),

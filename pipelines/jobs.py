@@ -8,7 +8,7 @@ from pipelines.partitions import batches
 #: materialized on its own when the tables change).
 annotate_batch = define_asset_job(
     "annotate_batch",
-    selection=AssetSelection.all() - AssetSelection.assets("knowledge") - AssetSelection.groups("evaluation", "training", "backfill"),
+    selection=AssetSelection.all() - AssetSelection.assets("knowledge") - AssetSelection.groups("evaluation", "training", "backfill", "calibration"),
     partitions_def=batches,
     description="Ingest one landing batch and run it through prompts, SV-UAMC sampling, "
                 "verification and FEID/FEAB, then refresh the DuckDB warehouse.",
@@ -24,3 +24,6 @@ vllm_backfill = define_asset_job(
     selection=AssetSelection.assets("raw_faces", "knowledge_prompts", "vllm_batch_prefill", "review_labels"),
     partitions_def=batches,
 )
+
+#: Refit the confidence calibration on every audited face in the lake.
+refit_calibration = define_asset_job("refit_calibration", selection=AssetSelection.assets("confidence_calibration"))

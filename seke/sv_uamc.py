@@ -12,7 +12,8 @@ Then, per face: aggregate the parsed samples (:mod:`seke.aggregate`), merge them
 human-known granularities (which are carried through with origin ``human`` and never
 overwritten), score consistency with the knowledge tables, and — when ``verify`` is on — send
 faces that are still uncertain at ``n_max`` or inconsistent to one ``verify_batch`` call.
-A ``reject`` verdict, a failed verification or a result below ``consistency_floor`` abstains the
+A ``reject`` verdict, a failed verification, or a verified result that still carries a
+consistency flag or scores below ``consistency_floor`` abstains the
 face: it keeps its candidate labels for the review queue but ``status`` is ``abstained`` and
 ``abstain_reason`` says why, so nothing downstream uses it as a label.
 
@@ -334,7 +335,9 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
                     # the samples' own support for the corrected class, not the verifier's say-so
                     expr_conf = st.expr.probs[EXPRESSIONS.index(final.expression)]
                 score = consistency(final, knowledge)
-            if status == "accepted" and score is not None and score.score < config.consistency_floor:
+            # DESIGN §4: a face still inconsistent after verification is abstained, not labelled.
+            if status == "accepted" and score is not None and (
+                    not score.consistent or score.score < config.consistency_floor):
                 status, reason = "abstained", "still_inconsistent"
 
     gen_origin = "verified" if (was_sent and verdict is not None and verdict.verdict != "reject") else "generated"

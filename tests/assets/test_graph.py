@@ -202,3 +202,49 @@ def test_blocking_consistency_gate_stops_feid_and_feab_in_the_same_run(tmp_path,
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert not checks["consistency_rate"].passed
     assert checks["consistency_rate"].severity.value == "ERROR"
+
+
+def test_audit_mode_reports_quality_and_feeds_calibration(tmp_path, shared_data):
+    """Audit mode hides every human label of a CK+ batch; verified_labels metadata carries the
+    comparison, the audit check runs, and the calibration job fits on those faces."""
+    import pipelines.definitions as pd
+    from dagster import AssetKey
+
+    from resources.annotator import AnnotatorResource
+    from resources.landing import LandingZoneResource
+    from resources.lake import LakeResource
+    from resources.warehouse import WarehouseResource
+
+    batch = tmp_path / "landing" / "ckplus" / "audit"
+    batch.mkdir(parents=True)
+    ck = pl.read_csv(shared_data / "ckplus" / "manifest.csv").head(24)
+    for name in ck["image"]:
+        (batch / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / "ckplus" / name, batch / name)
+    ck.write_csv(batch / "manifest.csv")
+    resources = {"lake": LakeResource(uri=str(tmp_path / "lake")),
+                 "landing": LandingZoneResource(path=str(tmp_path / "landing")),
+                 "annotator": AnnotatorResource(kind="offline"),
+                 "duckdb": WarehouseResource(path=str(tmp_path / "wh.duckdb"))}
+    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("batches", ["ckplus__audit"])
+    assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success
+    result = defs.resolve_job_def("annotate_batch").execute_in_process(
+        instance=instance, partition_key="ckplus__audit",
+        run_config={"ops": {"knowledge_prompts": {"config": {"audit_fraction": 1.0}}}})
+    assert result.success
+    labels = pl.read_parquet(str(tmp_path / "lake" / "verified_labels" / "**" / "*.parquet"))
+    assert (labels["audit_hidden"].list.len() > 0).all()
+    assert (labels["expression_origin"] != "human").all()  # hidden: generated, not copied
+    md = instance.get_latest_materialization_event(AssetKey("verified_labels")).asset_materialization.metadata
+    audit = md["audit"].value
+    assert audit["audit_faces"] == labels.height
+    assert 0.0 <= audit["expression_accuracy"] <= 1.0 and audit["au_mean_f1"] is not None
+    checks = {e.asset_check_evaluation_data.check_name for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert "audit_quality" in checks
+    cal = defs.resolve_job_def("refit_calibration").execute_in_process(
+        instance=instance, run_config={"ops": {"confidence_calibration": {"config": {"min_pairs": 10}}}})
+    assert cal.success
+    assert (tmp_path / "lake" / "calibration_current").exists()
