@@ -4,6 +4,7 @@
 from dagster import Definitions
 
 from assets.annotation import annotate_faces
+from assets.evaluation import evaluation
 from assets.knowledge import knowledge
 from assets.knowledge_prompts import knowledge_prompts
 from assets.products import feab, feid
@@ -17,7 +18,8 @@ from resources.lake import LakeResource
 from resources.warehouse import WarehouseResource
 
 defs = Definitions(
-    assets=[raw_faces, knowledge, knowledge_prompts, annotate_faces, feid, feab, warehouse],
+    assets=[raw_faces, knowledge, knowledge_prompts, annotate_faces, feid, feab, warehouse,
+            evaluation],
     jobs=[annotate_batch, refresh_knowledge],
     sensors=[new_batches_sensor],
     resources={

@@ -51,7 +51,10 @@ def main() -> int:
     instance = DagsterInstance.get()
     instance.add_dynamic_partitions(batches.name, [key])
     for job_name, pkey in (("refresh_knowledge", None), ("annotate_batch", key)):
-        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, partition_key=pkey)
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, partition_key=pkey,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        print(f"  {job_name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
         if not result.success:
             print(f"{job_name} failed", file=sys.stderr)
             return 1

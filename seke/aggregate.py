@@ -112,7 +112,7 @@ def aggregate_va(samples: Sequence[Sample]) -> VAAggregate | None:
 def au_presence(samples: Sequence[Sample]) -> dict[int, list[float]]:
     """Per catalogue AU, one presence value per sample that coded AUs (missing AU = absent)."""
     coded = [s.labels.aus for s in samples if s.labels.aus is not None]
-    return {au: [float(np.clip(aus.get(au, 0.0), 0.0, 1.0)) for aus in coded] for au in AU_CATALOGUE} if coded else {}
+    return {au: [min(1.0, max(0.0, float(aus.get(au, 0.0)))) for aus in coded] for au in AU_CATALOGUE} if coded else {}
 
 
 def aggregate_aus(samples: Sequence[Sample]) -> AUAggregate | None:

@@ -4,9 +4,9 @@ Why a split of its own: the benchmark must never share a person with the instruc
 model is tuned on, otherwise a model can score by recognising identities instead of reading
 expressions. So :func:`split_benchmark` assigns whole subjects to one side wherever
 ``subject_id`` is known, and stratifies by expression (faces without subjects) or approximately
-(subjects, by a greedy fit to the per-expression targets). Every choice is a hash of
-``(seed, key)``, so the split depends neither on row order nor on which other batches exist —
-re-materializing one batch never moves faces of another.
+(subjects: each subject's side is a hash of ``(seed, subject)``, so stratified in expectation
+and identical in every batch). Every choice is a hash of ``(seed, key)``, so the split does not
+depend on row order, and re-materializing one batch never moves faces of another.
 
 :func:`build_feab` turns the benchmark faces into items for the three tasks with gold answers
 whose origin is recorded: human labels first; a generated-and-verified label only where no human
@@ -39,19 +39,31 @@ def stable_hash(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(payload).digest()[:8], "big")
 
 
+def unit_hash(*parts: object) -> float:
+    """:func:`stable_hash` mapped to [0, 1)."""
+    return stable_hash(*parts) / 2.0 ** 64
+
+
 def _stratum(expression: object) -> str:
     e = normalise_expression(expression) if isinstance(expression, str) else None
     return e or NO_EXPRESSION
 
 
-def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0) -> pl.DataFrame:
+def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0,
+                    subjects: str = "hash") -> pl.DataFrame:
     """Add ``bench_split`` ("feid" | "feab") to every row of ``labels`` (one row per face).
 
-    * Rows with a ``subject_id``: all faces of a subject go to the same side. Subjects are
-      visited in hashed order and sent to FEAB when that brings the per-expression FEAB counts
-      closer to ``fraction`` of each expression's faces (a greedy stratified fit).
+    * Rows with a ``subject_id``, ``subjects="hash"`` (default): a subject goes to FEAB when
+      the hash of ``(seed, subject)`` mapped to [0, 1) is below ``fraction``. All faces of a
+      subject land on the same side in every batch, even when batches are split separately
+      (which the per-batch assets do); each expression's FEAB share is ``fraction`` only in
+      expectation (CK+, 91 subjects: 0.08–0.29 per class at 0.2).
+    * ``subjects="greedy"``: subjects visited in hashed order join FEAB when that brings every
+      expression's FEAB count closer to ``fraction`` of its faces — much tighter stratification,
+      but a subject's side then depends on the other subjects in the frame, so use it only for
+      a one-shot build over *all* faces of every subject (never per batch).
     * Rows without: within each expression stratum, the ``round(fraction * n)`` faces with the
-      smallest hash of ``(seed, face_id)`` go to FEAB.
+      smallest hash of ``(seed, face_id)`` go to FEAB — exact stratification within the frame.
 
     The expression used for stratifying is the row's ``expression`` (missing → its own stratum).
     """
@@ -60,37 +72,43 @@ def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0) 
     if labels.height == 0:
         return labels.with_columns(pl.lit(None, dtype=pl.String).alias(SPLIT_COLUMN))
     face_ids = labels["face_id"].cast(pl.String).to_list()
-    subjects = (labels["subject_id"].cast(pl.String).to_list() if "subject_id" in labels.columns
-                else [None] * labels.height)
+    subject_ids = (labels["subject_id"].cast(pl.String).to_list() if "subject_id" in labels.columns
+                   else [None] * labels.height)
     expressions = (labels["expression"].to_list() if "expression" in labels.columns
                    else [None] * labels.height)
     strata = [_stratum(e) for e in expressions]
+    if subjects not in ("hash", "greedy"):
+        raise ValueError(f"subjects must be 'hash' or 'greedy', got {subjects!r}")
     assignment: dict[int, str] = {}
-
-    # --- faces with a subject: greedy subject-level stratified selection -------------------
     by_subject: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(subjects):
+    for i, s in enumerate(subject_ids):
         if s is not None and str(s).strip():
             by_subject[str(s).strip()].append(i)
-    if by_subject:
+
+    if subjects == "hash":
+        # A pure function of (seed, subject) keeps a subject on one side across every batch and
+        # re-run (the assets split one batch at a time); stratification holds in expectation.
+        for subject, rows in by_subject.items():
+            side = "feab" if unit_hash(seed, "subject", subject) < fraction else "feid"
+            for i in rows:
+                assignment[i] = side
+    else:
         totals: dict[str, int] = defaultdict(int)
         for rows in by_subject.values():
             for i in rows:
                 totals[strata[i]] += 1
-        target = {e: fraction * n for e, n in totals.items()}
         chosen: dict[str, int] = defaultdict(int)
         for subject in sorted(by_subject, key=lambda s: (stable_hash(seed, "subject", s), s)):
-            rows = by_subject[subject]
             counts: dict[str, int] = defaultdict(int)
-            for i in rows:
+            for i in by_subject[subject]:
                 counts[strata[i]] += 1
-            gain = sum(abs(chosen[e] - target[e]) - abs(chosen[e] + c - target[e])
+            gain = sum(abs(chosen[e] - fraction * totals[e]) - abs(chosen[e] + c - fraction * totals[e])
                        for e, c in counts.items())
             side = "feab" if gain > 0 else "feid"
             if side == "feab":
                 for e, c in counts.items():
                     chosen[e] += c
-            for i in rows:
+            for i in by_subject[subject]:
                 assignment[i] = side
 
     # --- faces without a subject: per-expression stratified hash selection ---------------
@@ -215,7 +233,8 @@ def gold_for(row: dict, gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> d
 
 
 def build_feab(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float = 0.2,
-               seed: int = 0, gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> pl.DataFrame:
+               seed: int = 0, subjects: str = "hash",
+               gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> pl.DataFrame:
     """Benchmark items (FEAB schema, plus ``source``/``batch`` when ``labels`` has them).
 
     ``labels`` are verified labels; when they carry no ``bench_split`` column the split is
@@ -223,7 +242,7 @@ def build_feab(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float
     so both sides agree). One item per face and task that has gold.
     """
     if SPLIT_COLUMN not in labels.columns:
-        labels = split_benchmark(labels, fraction=fraction, seed=seed)
+        labels = split_benchmark(labels, fraction=fraction, seed=seed, subjects=subjects)
     bench = prepare_faces(labels.filter(pl.col(SPLIT_COLUMN) == "feab"), raw_faces)
     extra = [c for c in ("source", "batch") if c in bench.columns]
     rows: list[dict] = []

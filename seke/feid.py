@@ -220,7 +220,7 @@ def records_for_face(row: dict) -> list[dict]:
 
 
 def build_feid(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float = 0.2,
-               seed: int = 0) -> pl.DataFrame:
+               seed: int = 0, subjects: str = "hash") -> pl.DataFrame:
     """FEID records (FEID schema, plus ``source``/``batch`` when ``labels`` has them).
 
     Only accepted faces on the FEID side of the split; when ``labels`` has no ``bench_split``
@@ -228,7 +228,7 @@ def build_feid(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float
     :func:`seke.feab.build_feab`). Faces whose crop is missing from ``raw_faces`` are skipped.
     """
     if SPLIT_COLUMN not in labels.columns:
-        labels = split_benchmark(labels, fraction=fraction, seed=seed)
+        labels = split_benchmark(labels, fraction=fraction, seed=seed, subjects=subjects)
     faces = prepare_faces(labels.filter(pl.col(SPLIT_COLUMN) == "feid"), raw_faces)
     extra = [c for c in ("source", "batch") if c in faces.columns]
     rows: list[dict] = []

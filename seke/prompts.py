@@ -14,6 +14,7 @@ URL (never a local path), so prompts can be stored in the lake without image byt
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Sequence
 
@@ -229,7 +230,15 @@ def _labels_properties(missing: Sequence[str]) -> dict[str, Any]:
 
 
 def answer_json_schema(missing: Sequence[str]) -> dict[str, Any]:
-    """JSON schema of an annotation answer asking for the ``missing`` granularities."""
+    """JSON schema of an annotation answer asking for the ``missing`` granularities.
+
+    Memoised per granularity set (it is built for every request); treat the result as read-only.
+    """
+    return _answer_json_schema(tuple(missing))
+
+
+@functools.lru_cache(maxsize=16)
+def _answer_json_schema(missing: tuple[str, ...]) -> dict[str, Any]:
     unknown = [g for g in missing if g not in GRANULARITIES]
     if unknown:
         raise ValueError(f"unknown granularities {unknown}; expected a subset of {GRANULARITIES}")

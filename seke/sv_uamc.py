@@ -243,8 +243,8 @@ def _update(st: _Face, config: SamplingConfig) -> None:
     elif len(st.samples) >= config.budget:
         if not ok:
             st.stop_reason = "all_samples_failed"
-        elif not produced:
-            st.stop_reason = "granularity_not_produced"
+        elif not any(_produced(st, g) for g in st.missing):
+            st.stop_reason = "nothing_produced"
         else:
             st.stop_reason = {"sv_uamc": "n_max", "fixed_n": "fixed_n", "single_shot": "single_shot"}[config.strategy]
 
@@ -254,8 +254,12 @@ def _produced(st: _Face, g: str) -> bool:
 
 
 def _candidate(st: _Face) -> Labels | None:
-    """Human labels where known, aggregated labels for the missing granularities."""
-    if st.stop_reason in ("no_prompt", "all_samples_failed", "granularity_not_produced"):
+    """Human labels where known, aggregated labels for the missing granularities.
+
+    A missing granularity that no sample produced stays ``None`` (the face counted as uncertain
+    and spent its budget on it); a face where nothing was produced has no candidate.
+    """
+    if st.stop_reason in ("no_prompt", "all_samples_failed", "nothing_produced"):
         return None
     k = st.face.known
     return Labels(
@@ -343,7 +347,7 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
     if "expression" not in missing and known.expression is not None:
         row.update(expression=known.expression, expression_confidence=1.0, expression_origin="human",
                    expression_probs=_one_hot(known.expression), uncertainty_expression=0.0)
-    elif final is not None and "expression" in missing:
+    elif final is not None and "expression" in missing and final.expression is not None:
         row.update(expression=final.expression, expression_confidence=_cal(calibration, expr_conf, "expression"),
                    expression_origin=gen_origin,
                    expression_probs=st.expr.probs if st.expr else None,
@@ -355,7 +359,7 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
     if "va" not in missing and known.valence is not None:
         row.update(valence=known.valence, arousal=known.arousal, va_confidence=1.0, va_origin="human",
                    uncertainty_va=0.0)
-    elif final is not None and "va" in missing:
+    elif final is not None and "va" in missing and final.valence is not None:
         row.update(valence=final.valence, arousal=final.arousal,
                    va_confidence=_cal(calibration, st.va.confidence if st.va else None, "va"),
                    va_origin=gen_origin, uncertainty_va=_finite(st.uncertainty.get("va")))

@@ -19,6 +19,7 @@ integral), so re-running a partition reproduces the same stopping decisions.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -58,9 +59,15 @@ def prob_leading_is_mode(counts: np.ndarray, prior: float = DIRICHLET_PRIOR,
     counts = np.asarray(counts, dtype=float)
     if counts.sum() <= 0:
         return 0.0
+    return _prob_mode(tuple(float(c) for c in counts), prior, draws, seed)
+
+
+@lru_cache(maxsize=65536)
+def _prob_mode(counts: tuple[float, ...], prior: float, draws: int, seed: int) -> float:
+    """Cached: vote counts repeat across faces and rounds, and the integral is deterministic."""
     lead = int(np.argmax(counts))
     rng = np.random.default_rng(seed)
-    theta = rng.dirichlet(counts + prior, size=draws)
+    theta = rng.dirichlet(np.asarray(counts) + prior, size=draws)
     return float(np.mean(np.argmax(theta, axis=1) == lead))
 
 
@@ -100,14 +107,13 @@ def au_tail_masses(presence: Mapping[int, Sequence[float]], prior: float = AU_PR
 
     ``presence[au]`` holds one value per sample, 0/1 or a probability (soft counts).
     """
-    out = {}
-    for au, xs in presence.items():
-        xs = np.clip(np.asarray(xs, dtype=float), 0.0, 1.0)
-        a = prior + xs.sum()
-        b = prior + len(xs) - xs.sum()
-        below = float(betainc(a, b, 0.5))  # P(p < 0.5)
-        out[au] = min(below, 1.0 - below)
-    return out
+    if not presence:
+        return {}
+    aus = list(presence)
+    s = np.array([float(np.clip(np.asarray(presence[au], dtype=float), 0.0, 1.0).sum()) for au in aus])
+    n = np.array([len(presence[au]) for au in aus], dtype=float)
+    below = betainc(prior + s, prior + n - s, 0.5)  # P(p < 0.5), vectorised over AUs
+    return {au: float(min(b, 1.0 - b)) for au, b in zip(aus, below)}
 
 
 def au_uncertainty(presence: Mapping[int, Sequence[float]], prior: float = AU_PRIOR) -> float:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from seke.lake import PART_NAME, Lake
+from seke.lake import Lake
 
 META_TABLE = "_seke_lake"
 PART_GLOB = "part-*.parquet"
@@ -57,12 +57,20 @@ def partition_keys(lake: Lake, table: str) -> list[str]:
 
 
 def table_dataset(lake: Lake, table: str) -> ds.Dataset:
-    """A table as an Arrow dataset with string-typed hive partition columns."""
+    """A table as an Arrow dataset with string-typed hive partition columns.
+
+    The schema is the union of every file's schema (like DuckDB's ``union_by_name``), so a
+    column added in a later batch shows up, as null in older partitions.
+    """
     fs, _ = lake.filesystem()
     keys = partition_keys(lake, table)
-    partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive") if keys else None
+    part_schema = pa.schema([(k, pa.string()) for k in keys])
+    partitioning = ds.partitioning(part_schema, flavor="hive") if keys else None
     files = [f.path for f in _parquet_files(lake, table)]
-    return ds.dataset(files, filesystem=fs, format="parquet", partitioning=partitioning,
+    probe = ds.dataset(files, filesystem=fs, format="parquet")
+    schemas = [frag.physical_schema for frag in probe.get_fragments()]
+    schema = pa.unify_schemas([*schemas, part_schema], promote_options="permissive")
+    return ds.dataset(files, schema=schema, filesystem=fs, format="parquet", partitioning=partitioning,
                       partition_base_dir=lake.table_path(table))
 
 
@@ -123,4 +131,12 @@ def views(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute(f"SELECT table_name FROM {META_TABLE} ORDER BY 1").fetchall()]
 
 
-__all__ = ["build_warehouse", "connect_readonly", "table_dataset", "views", "PART_NAME"]
+
+def view_counts(db_path: str) -> dict[str, int]:
+    """Row count per view, through :func:`connect_readonly` (works for local and S3 lakes)."""
+    con = connect_readonly(db_path)
+    try:
+        return {v: int(con.execute(f"SELECT count(*) FROM {_quote_ident(v)}").fetchone()[0])
+                for v in views(con)}
+    finally:
+        con.close()

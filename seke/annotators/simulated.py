@@ -10,8 +10,10 @@ tests need exact control of what each sample says. Two annotators implement
   where ``d`` is the face's difficulty in [0, 1]. Each sample departs from the belief with
   probability ``sample_noise(d)``; VA gets Gaussian noise, AUs per-AU flips; a share of samples
   fail to parse. Verbalised class probabilities are over-confident, as VLLMs' are. The verifier
-  judges the candidate right with probability ``verifier_accuracy`` and, when it rejects a wrong
-  candidate, offers a correction with probability ``verifier_correct_share``.
+  judges the candidate right with probability ``verifier_accuracy(d)`` (harder faces are harder
+  to verify too) and, when it rejects a wrong candidate, offers a correction with probability
+  ``verifier_correct_share``; the correction is itself right with probability
+  ``verifier_accuracy(d)``.
   Every random draw is keyed on (seed, face_id, sample index), so sample *i* of a face is the
   same whichever strategy asks for it and in whatever batch order: strategies are compared on
   common random numbers.
@@ -62,8 +64,9 @@ class NoiseModel:
     parse_failure_rate: float = 0.03
     confidence_low: float = 0.6          # verbalised top-class probability ~ U(low, high)
     confidence_high: float = 0.95
-    verifier_accuracy: float = 0.85
-    verifier_correct_share: float = 0.3
+    verifier_accuracy_base: float = 0.92  # P(verifier judges right) = base - slope · difficulty
+    verifier_accuracy_slope: float = 0.25
+    verifier_correct_share: float = 0.3   # a rejected wrong candidate comes with a correction
     difficulty_a: float = 1.2            # face difficulty ~ Beta(a, b) when not given
     difficulty_b: float = 2.5
 
@@ -206,12 +209,16 @@ class SimulatedAnnotator:
         r = _rng(self.seed, fid, "verify")
         missing = req.face.known.missing_granularities()
         right = self.candidate_is_right(fid, req.candidate, missing)
-        judged_right = right if r.random() < self.noise.verifier_accuracy else not right
+        n, d = self.noise, self.difficulty(fid)
+        accuracy = n.rate(n.verifier_accuracy_base, -n.verifier_accuracy_slope, d)
+        judged_right = right if r.random() < accuracy else not right
         if judged_right:
             return Verdict(verdict="accept", reasons=["labels match the face"], **base)
-        if not right and r.random() < self.noise.verifier_correct_share:
+        if not right and r.random() < n.verifier_correct_share:
             t = self.truth[fid]
-            corrected = Labels(t.expression if "expression" in missing else None,
+            # the correction itself is right only as often as the verifier is
+            expr = t.expression if r.random() < accuracy else _wrong_class(t.expression, r, n.systematic_share)
+            corrected = Labels(expr if "expression" in missing else None,
                                t.valence if "va" in missing else None,
                                t.arousal if "va" in missing else None,
                                t.aus if "aus" in missing else None)

@@ -50,7 +50,7 @@ def make_faces(n_subjects: int = 10, per_subject: int = 3, n_loose: int = 24,
         for j in range(count):
             e = exprs[(s * 3 + j) % len(exprs)]
             image = png(k)
-            fid = hashlib.sha256(image + str(k).encode()).hexdigest()
+            fid = hashlib.sha256(image + f"{source}:{k}".encode()).hexdigest()
             subject = f"S{s:03d}" if s < n_subjects else None
             human_aus = PROTO[e] if subject else None
             raw.append({"face_id": fid, "file_name": f"images/{k}.png", "face_index": 0,
@@ -86,3 +86,56 @@ def make_faces(n_subjects: int = 10, per_subject: int = 3, n_loose: int = 24,
     raw_df = raw_df.with_columns([pl.lit(v).alias(c) for c, v in extra.items()])
     lab_df = lab_df.with_columns([pl.lit(v).alias(c) for c, v in extra.items()])
     return raw_df, lab_df
+
+
+def make_samples(labels: pl.DataFrame, backend: str = "offline", model: str = "fer+blendshapes") -> pl.DataFrame:
+    """mc_samples rows: ``n_samples`` per face, every 9th sample a parse failure, priced per token."""
+    from seke.schemas import MC_SAMPLES
+
+    rows = []
+    for r in labels.iter_rows(named=True):
+        for i in range(r["n_samples"]):
+            failed = (len(rows) % 9) == 8
+            rows.append({"face_id": r["face_id"], "prompt_hash": "p1", "strategy": "sv_uamc",
+                         "round": i // 3, "sample_index": i, "backend": backend, "model": model,
+                         "temperature": 0.7, "raw_text": "{}", "parse_status": "failed" if failed else "ok",
+                         "error": "no JSON object" if failed else None,
+                         "expression": None if failed else r["expression"], "prompt_tokens": 100,
+                         "completion_tokens": 20, "latency_ms": 10.0 + i, "cost_usd": 0.0012,
+                         "cache_hit": i == 0})
+    return pl.from_arrow(conform(pa.Table.from_pylist(rows), MC_SAMPLES))
+
+
+def make_lake(root: str) -> "object":
+    """A small materialized lake with every table the analyst queries touch.
+
+    Two partitions (ckplus/b1 with subjects and AUs, fer2013/b2 without); in fer2013 the first
+    six faces are audit faces (expression hidden), two of them answered wrongly.
+    """
+    from seke.evaluate import constant_baseline, evaluate, store
+    from seke.feab import build_feab
+    from seke.feid import build_feid
+    from seke.lake import Lake
+
+    lake = Lake(root)
+    for source, batch, subjects, loose in (("ckplus", "b1", 8, 0), ("fer2013", "b2", 0, 30)):
+        raw, labels = make_faces(n_subjects=subjects, per_subject=3, n_loose=loose, source=source, batch=batch)
+        if source == "fer2013":
+            idx = pl.int_range(pl.len())
+            labels = labels.with_columns(
+                pl.when(idx < 6).then(pl.lit(["expression"])).otherwise(pl.col("audit_hidden")).alias("audit_hidden"),
+                pl.when(idx < 2).then(pl.lit("contempt")).otherwise(pl.col("expression")).alias("expression"))
+        part = {"source": source, "batch": batch}
+        lake.write_partition("raw_faces", part, raw)
+        lake.write_partition("verified_labels", part, labels)
+        lake.write_partition("mc_samples", part, make_samples(labels))
+        lake.write_partition("quarantine", part, pl.DataFrame(
+            {"item_id": [f"{source}/bad.jpg", f"{source}/noface.png"], "stage": ["raw_faces", "raw_faces"],
+             "reason": ["decode_error", "no_face"], "detail": ["cannot decode", "no face found"]}))
+        lake.write_partition("feid", part, build_feid(labels, raw).drop("source", "batch"))
+        lake.write_partition("feab", part, build_feab(labels, raw, fraction=0.4).drop("source", "batch"))
+    feab = lake.read_table("feab")
+    for expression in ("neutral", "happiness"):
+        store(lake, evaluate(constant_baseline(expression=expression), feab, plots=False,
+                             run_id=f"run-{expression}"))
+    return lake

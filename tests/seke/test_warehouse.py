@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 
 from seke.lake import Lake
-from seke.warehouse import build_warehouse, connect_readonly
+from seke.warehouse import build_warehouse, connect_readonly, view_counts
 from tests.seke.products_fixtures import make_faces
 
 
@@ -30,6 +30,7 @@ def test_views_with_string_partitions_and_readonly(tmp_path):
     with pytest.raises(duckdb.Error):
         con.execute("CREATE TABLE x AS SELECT 1")
     con.close()
+    assert view_counts(db) == {"raw_faces": 20, "verified_labels": 20}
 
 
 def test_views_follow_new_partitions_and_rebuild(tmp_path):
@@ -48,3 +49,19 @@ def test_views_follow_new_partitions_and_rebuild(tmp_path):
 def test_missing_db_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="warehouse"):
         connect_readonly(str(tmp_path / "nope.duckdb"))
+
+
+def test_arrow_dataset_unifies_schemas_across_partitions(tmp_path):
+    """The S3 path (Arrow datasets) must see a column that only newer partitions have."""
+    from seke.warehouse import table_dataset
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write_partition("t", {"source": "a", "batch": "001"}, pl.DataFrame({"x": [1, 2]}))
+    lake.write_partition("t", {"source": "b", "batch": "002"}, pl.DataFrame({"x": [3], "y": ["new"]}))
+    con = duckdb.connect()
+    con.register("t", table_dataset(lake, "t"))
+    rows = con.execute("SELECT source, batch, x, y FROM t ORDER BY x").fetchall()
+    assert rows == [("a", "001", 1, None), ("a", "001", 2, None), ("b", "002", 3, "new")]
+    local_db = str(tmp_path / "w.duckdb")
+    build_warehouse(lake, local_db)
+    assert connect_readonly(local_db).execute("SELECT source, batch, x, y FROM t ORDER BY x").fetchall() == rows
