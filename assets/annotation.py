@@ -15,10 +15,12 @@ from pydantic import Field
 
 from assets.common import lake_partition, table_metadata
 from assets.knowledge import read_current_knowledge
+from expectations.checks import check_results, check_specs
+from expectations.gates import GateConfig
 from pipelines.partitions import batches
 from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
-from seke import schemas
+from seke import quarantine, schemas
 from seke.annotation import PromptSpec
 from seke.records import face_items
 from seke.sv_uamc import SamplingConfig, run_sampling
@@ -39,9 +41,17 @@ class SamplingRunConfig(Config):
     verify: bool = _DEFAULTS.verify
     consistency_floor: float = _DEFAULTS.consistency_floor
     seed: int = _DEFAULTS.seed
+    gate_consistency_floor: float = Field(
+        GateConfig.consistency_floor, description="blocking check: least share of accepted faces "
+                                                  "with no consistency flag; below it FEID/FEAB are not written")
+    gate_flag_rate_ceiling: float = Field(GateConfig.flag_rate_ceiling,
+                                          description="warn check: most share of faces with one consistency flag")
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(**self.model_dump())
+        return SamplingConfig(**self.model_dump(exclude={"gate_consistency_floor", "gate_flag_rate_ceiling"}))
+
+    def gates(self) -> GateConfig:
+        return GateConfig(self.gate_consistency_floor, self.gate_flag_rate_ceiling)
 
 
 def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:
@@ -61,6 +71,8 @@ def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:
                                  "uncertainty, samples spent, stop reason, verification verdict, "
                                  "consistency score and flags, origin per granularity, accepted or abstained.")],
     partitions_def=batches, pool="vllm", can_subset=False, name="annotate_faces",
+    check_specs=check_specs("mc_samples", "mc_samples", batches)
+    + check_specs("verified_labels", "verified_labels", batches),
 )
 def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, lake: LakeResource,
                    annotator: AnnotatorResource):
@@ -84,17 +96,13 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
                              else schemas.VERIFIED_LABELS.empty_table(), schemas.VERIFIED_LABELS)
     s_path = store.write_partition("mc_samples", part, samples)
     l_path = store.write_partition("verified_labels", part, labels)
-    failed = [r for r in result.samples if r.get("parse_status") == "failed"]
-    abstained = [r for r in result.labels if r.get("status") == "abstained"]
-    store.write_partition("quarantine", {**part, "stage": "mc_samples"}, pa.Table.from_pylist(
-        [{"item_id": f"{r['face_id']}#{r['sample_index']}", "stage": "mc_samples", "reason": "parse_failed",
-          "detail": r.get("error") or ""} for r in failed], schema=schemas.QUARANTINE))
-    store.write_partition("quarantine", {**part, "stage": "verified_labels"}, pa.Table.from_pylist(
-        [{"item_id": r["face_id"], "stage": "verified_labels", "reason": "abstained",
-          "detail": r.get("abstain_reason") or ""} for r in abstained], schema=schemas.QUARANTINE))
-
-    s_df = pl.from_arrow(samples)
+    s_df, l_df = pl.from_arrow(samples), pl.from_arrow(labels)
+    failed = quarantine.from_samples(s_df)
+    abstained = quarantine.from_labels(l_df)
+    store.write_partition("quarantine", {**part, "stage": "mc_samples"}, failed)
+    store.write_partition("quarantine", {**part, "stage": "verified_labels"}, abstained)
     stats = result.stats
+    sampled_faces = int(l_df.filter(pl.col("n_samples") > 0).height) if l_df.height else 0
     yield MaterializeResult(asset_key="mc_samples", metadata={
         **table_metadata(samples, s_path, ["face_id", "round", "sample_index", "expression", "valence",
                                            "arousal", "parse_status", "latency_ms"]),
@@ -102,16 +110,17 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         "strategy": MetadataValue.text(cfg.strategy),
         "model_calls": MetadataValue.int(int(stats.get("calls", samples.num_rows))),
         "calls_per_face": MetadataValue.float(float(samples.num_rows) / max(1, len(items))),
-        "parse_failures": MetadataValue.int(len(failed)),
+        "parse_failures": MetadataValue.int(failed.height),
         "cache_hits": MetadataValue.int(int(s_df["cache_hit"].sum() or 0)) if s_df.height else MetadataValue.int(0),
         "tokens": MetadataValue.int(int((s_df["prompt_tokens"].sum() or 0) + (s_df["completion_tokens"].sum() or 0))) if s_df.height else MetadataValue.int(0),
         "cost_usd": MetadataValue.float(float(s_df["cost_usd"].sum() or 0.0)) if s_df.height else MetadataValue.float(0.0),
         "mean_latency_ms": MetadataValue.float(float(s_df["latency_ms"].mean() or 0.0)) if s_df.height else MetadataValue.float(0.0),
-    })
+    }, check_results=check_results("mc_samples", s_df, input_rows=sampled_faces, asset_key="mc_samples"))
     yield MaterializeResult(asset_key="verified_labels", metadata={
         **table_metadata(labels, l_path, ["face_id", "status", "expression", "expression_confidence",
                                           "valence", "arousal", "aus", "n_samples", "stop_reason", "verdict"]),
-        "accepted": MetadataValue.int(len(result.labels) - len(abstained)),
-        "abstained": MetadataValue.int(len(abstained)),
+        "accepted": MetadataValue.int(len(result.labels) - abstained.height),
+        "abstained": MetadataValue.int(abstained.height),
         "sampling_stats": MetadataValue.json(json.loads(json.dumps(stats, default=str))),
-    })
+    }, check_results=check_results("verified_labels", l_df, input_rows=faces.height, knowledge=k,
+                                   config=config.gates(), asset_key="verified_labels"))

@@ -9,8 +9,10 @@ from assets.common import lake_partition, table_metadata
 from pipelines.partitions import batches
 from resources.landing import LandingZoneResource
 from resources.lake import LakeResource
-from seke import schemas
-from seke.faces import default_detector, ingest_folder
+from expectations.checks import check_results, check_specs
+from seke import quarantine, schemas
+from seke.faces import Rejected, default_detector, ingest_folder
+from seke.review import merge_review_labels, unusable_ids
 
 
 def crops_table(crops) -> pa.Table:
@@ -26,12 +28,8 @@ def crops_table(crops) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schemas.RAW_FACES)
 
 
-def quarantine_table(rejected) -> pa.Table:
-    return pa.Table.from_pylist([{"item_id": r.item_id, "stage": "raw_faces", "reason": r.reason,
-                                  "detail": r.detail} for r in rejected], schema=schemas.QUARANTINE)
-
-
-@asset(partitions_def=batches, group_name="ingest", kinds={"parquet"})
+@asset(partitions_def=batches, group_name="ingest", kinds={"parquet"}, deps=["review_labels"],
+       check_specs=check_specs("raw_faces", "raw_faces", batches))
 def raw_faces(context: AssetExecutionContext, lake: LakeResource,
               landing: LandingZoneResource) -> MaterializeResult:
     """Face crops of one ingest batch: photos are detected and cropped (BlazeFace), pre-cropped
@@ -42,16 +40,28 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
     crops, rejected = ingest_folder(folder, detector=default_detector())
     table = crops_table(crops)
     store = lake.lake()
+    reviewed = 0
+    if store.exists("review_labels", part):
+        # Human review answers become known labels; faces marked unusable are quarantined.
+        review = store.read_partition("review_labels", part).drop(["source", "batch"])
+        unusable = set(unusable_ids(review)) & set(table.column("face_id").to_pylist())
+        merged = merge_review_labels(pl.from_arrow(table), review).filter(~pl.col("face_id").is_in(unusable))
+        table = merged.to_arrow().cast(schemas.RAW_FACES)
+        rejected += [Rejected(fid, quarantine.REVIEW_UNUSABLE, "marked unusable by a human reviewer")
+                     for fid in sorted(unusable)]
+        reviewed = review.height
     path = store.write_partition("raw_faces", part, table)
-    store.write_partition("quarantine", {**part, "stage": "raw_faces"}, quarantine_table(rejected))
+    store.write_partition("quarantine", {**part, "stage": "raw_faces"},
+                          quarantine.rows(((r.item_id, r.reason, r.detail) for r in rejected), "raw_faces"))
     reasons = pl.DataFrame({"reason": [r.reason for r in rejected]}, schema={"reason": pl.String})
     counts = {r: int(n) for r, n in reasons.group_by("reason").len().iter_rows()} if rejected else {}
     context.log.info(f"{len(crops)} faces from {folder}; quarantined {len(rejected)}: {counts}")
     return MaterializeResult(metadata={
         **table_metadata(table, path),
-        "faces": MetadataValue.int(len(crops)),
+        "faces": MetadataValue.int(table.num_rows),
         "quarantined": MetadataValue.int(len(rejected)),
         "quarantine_reasons": MetadataValue.json(counts),
         "with_known_expression": MetadataValue.int(sum(c.known.expression is not None for c in crops)),
         "with_known_aus": MetadataValue.int(sum(c.known.aus is not None for c in crops)),
-    })
+        "reviewed_faces_merged": MetadataValue.int(reviewed),
+    }, check_results=check_results("raw_faces", pl.from_arrow(table), input_rows=len(crops) + len(rejected)))

@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=3, help="samples per face (one request with n)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--latency", type=float, default=0.5, help="server latency per request, s")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
     k = knowledge_v1()

@@ -181,6 +181,9 @@ def extract_json(text: str | None) -> tuple[dict[str, Any], str]:
 
 # ---- validation + normalisation ------------------------------------------------------------
 def _get(obj: dict[str, Any], *names: str) -> Any:
+    for n in names:  # fast path: the exact key (structured outputs always use it)
+        if n in obj:
+            return obj[n]
     lower = {str(k).strip().lower(): v for k, v in obj.items()}
     for n in names:
         if n in lower:

@@ -156,6 +156,7 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
 

@@ -32,12 +32,13 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -100,19 +101,44 @@ def truth_for(image_sha: str) -> str:
     return EXPRESSIONS[int(image_sha[:8], 16) % len(EXPRESSIONS)]
 
 
+def _prompt_text(body: dict[str, Any]) -> str:
+    parts = []
+    for m in body.get("messages", []):
+        c = m.get("content")
+        if isinstance(c, str):
+            parts.append(c)
+        elif isinstance(c, list):
+            parts.extend(p.get("text", "") for p in c if p.get("type") == "text")
+    return "\n".join(parts)
+
+
+_FACT_EXPR = re.compile(r"Facts established by human annotators[^\n]*\n(?:- .*\n)*?- expression: (\w+)")
+_AU_ROW = re.compile(r"^- (\w+): ((?:AU\d+ \([\d.]+\)(?:, )?)+)$", re.MULTILINE)
+_VA_ROW = re.compile(r"^- (\w+): valence ([+-][\d.]+) ± [\d.]+, arousal ([+-][\d.]+)", re.MULTILINE)
+
+
 def good_answer(image_sha: str, index: int, body: dict[str, Any]) -> str:
-    expr = truth_for(image_sha)
-    is_verify = any("Candidate labels" in str(m.get("content")) for m in body.get("messages", []))
-    if is_verify:
+    """A knowledge-following model: keeps the human facts stated in the prompt, answers the
+    expression 'seen' in the image (deterministic from its bytes) otherwise, and takes AUs and
+    VA from the knowledge tables in the prompt (falling back to built-in prototypes)."""
+    text = _prompt_text(body)
+    if "Candidate labels" in text:
         return json.dumps({"verdict": "accept", "reasons": ["visible evidence matches"], "corrected": None})
-    jitter = ((int(image_sha[8:12], 16) + 97 * index) % 21 - 10) / 100.0
-    v, a = _VA[expr]
+    fact = _FACT_EXPR.search(text)
+    expr = fact.group(1) if fact and fact.group(1) in _VA else truth_for(image_sha)
+    au_table = {m.group(1): {int(a): float(p) for a, p in re.findall(r"AU(\d+) \(([\d.]+)\)", m.group(2))}
+                for m in _AU_ROW.finditer(text)}
+    present = ({a for a, p in au_table[expr].items() if p >= 0.5} if expr in au_table
+               else set(_AUS[expr]))
+    va_table = {m.group(1): (float(m.group(2)), float(m.group(3))) for m in _VA_ROW.finditer(text)}
+    v, a = va_table.get(expr, _VA[expr])
+    jitter = ((int(image_sha[8:12], 16) + 97 * index) % 11 - 5) / 100.0
     probs = {e: (0.72 if e == expr else 0.04) for e in EXPRESSIONS}
-    aus = {f"AU{au}": {"p": 0.9 if au in _AUS[expr] else 0.05,
-                       "intensity": "C" if au in _AUS[expr] else "0"} for au in ALL_AUS}
+    aus = {f"AU{au}": {"p": 0.9 if au in present else 0.05,
+                       "intensity": "C" if au in present else "0"} for au in ALL_AUS}
     return json.dumps({"expression": expr, "expression_probs": probs,
-                       "valence": round(max(-1, min(1, v + jitter)), 3),
-                       "arousal": round(max(-1, min(1, a - jitter)), 3),
+                       "valence": round(max(-1, min(1, 0.8 * v + jitter)), 3),
+                       "arousal": round(max(-1, min(1, 0.8 * a - jitter)), 3),
                        "aus": aus, "rationale": f"visible evidence typical of {expr}"})
 
 

@@ -27,202 +27,29 @@ Why it looks like this:
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from seke.annotation import (FaceItem, Labels, PromptSpec, Sample, SampleRequest, Verdict,
-                             VerifyRequest)
+from seke.annotation import Labels, Sample, SampleRequest, Verdict, VerifyRequest
+from seke.annotators.vllm_records import (fill_sample, params_text, sample_from_record,
+                                         sample_to_record, verdict_from_record, verdict_to_record)
+from seke.annotators.vllm_support import (BUDGET_EXHAUSTED, Budget, CallResult, Capabilities,
+                                          RunStats, VLLMConfig, image_data_url, redact_url,
+                                          split_evenly, summarise_samples, with_image)
 from seke.cache import CacheEntry, CapabilityMemo, ResponseCache, cache_key, endpoint_id, image_sha256
 from seke.knowledge import Knowledge
 from seke.prompts import (answer_json_schema, build_verification_prompt, response_format,
                           verification_json_schema)
-from seke.response_schema import (PARSER_VERSION, ParseError, detect_refusal, parse_annotation,
-                                  parse_verdict, repair_messages)
+from seke.response_schema import (ParseError, detect_refusal, parse_annotation, parse_verdict,
+                                  repair_messages)
 
 log = logging.getLogger("seke.vllm")
 T = TypeVar("T")
-
-BUDGET_EXHAUSTED = "budget_exhausted"
-
-
-# ---- configuration -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VLLMConfig:
-    """Everything that defines one endpoint and one run's sampling and limits."""
-
-    base_url: str
-    model: str
-    api_key: str = field(default="EMPTY", repr=False)
-    timeout_s: float = 60.0
-    max_retries: int = 2
-    max_concurrency: int = 8
-    temperature: float = 0.7
-    top_p: float | None = None
-    seed: int | None = None
-    max_tokens: int = 1200
-    verify_temperature: float = 0.0
-    max_calls: int | None = None
-    max_usd: float | None = None
-    price_input_per_1m: float = 0.0
-    price_output_per_1m: float = 0.0
-    #: "auto" (probe) or a comma list of supported features among n,json_schema,json_object,logprobs
-    capabilities: str = "auto"
-    image_detail: str | None = None
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.price_input_per_1m
-                + completion_tokens * self.price_output_per_1m) / 1e6
-
-
-@dataclass
-class Capabilities:
-    """What an endpoint supports (``response_format``: json_schema | json_object | none)."""
-
-    n: bool
-    response_format: str
-    logprobs: bool
-    source: str = "probe"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "response_format": self.response_format, "logprobs": self.logprobs}
-
-    def describe(self) -> str:
-        yn = {True: "yes", False: "no"}
-        return (f"n={yn[self.n]} response_format={self.response_format} "
-                f"logprobs={yn[self.logprobs]} ({self.source})")
-
-    @staticmethod
-    def parse(spec: str) -> "Capabilities":
-        feats = {f.strip().lower() for f in spec.split(",") if f.strip()}
-        rf = "json_schema" if "json_schema" in feats else ("json_object" if "json_object" in feats else "none")
-        return Capabilities("n" in feats, rf, "logprobs" in feats, source="configured")
-
-
-@dataclass
-class RunStats:
-    """Accounting of one annotator over its lifetime (per-partition metadata comes from here
-    or from :func:`summarise_samples`)."""
-
-    calls: int = 0
-    probe_calls: int = 0
-    repair_calls: int = 0
-    failed_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    cache_hits: int = 0
-    budget_exhausted: int = 0
-    latency_ms_total: float = 0.0
-
-    def as_metadata(self) -> dict[str, float | int]:
-        d = dict(self.__dict__)
-        d["mean_call_latency_ms"] = self.latency_ms_total / self.calls if self.calls else 0.0
-        d.pop("latency_ms_total")
-        return d
-
-
-def summarise_samples(samples: Sequence[Sample]) -> dict[str, float | int]:
-    """Per-partition accounting from samples: tokens, latency, cost, cache hits, parse status."""
-    n = len(samples)
-    paid = [s for s in samples if not s.cache_hit]
-    return {
-        "samples": n,
-        "parse_ok": sum(s.parse_status == "ok" for s in samples),
-        "parse_repaired": sum(s.parse_status == "repaired" for s in samples),
-        "parse_failed": sum(s.parse_status == "failed" for s in samples),
-        "budget_exhausted": sum(s.error == BUDGET_EXHAUSTED for s in samples),
-        "cache_hits": sum(s.cache_hit for s in samples),
-        "prompt_tokens": sum(s.prompt_tokens for s in samples),
-        "completion_tokens": sum(s.completion_tokens for s in samples),
-        "cost_usd": round(sum(s.cost_usd for s in samples), 6),
-        "mean_latency_ms": (sum(s.latency_ms for s in paid) / len(paid)) if paid else 0.0,
-    }
-
-
-# ---- helpers -------------------------------------------------------------------------------
-def redact_url(url: str) -> str:
-    """Drop credentials and query strings (Azure-style ``?api-key=``) before logging a URL."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def image_data_url(png_or_jpeg: bytes) -> str:
-    """The image as a base64 data URL (the only way images leave the platform)."""
-    mime = "image/jpeg" if png_or_jpeg[:3] == b"\xff\xd8\xff" else "image/png"
-    return f"data:{mime};base64,{base64.b64encode(png_or_jpeg).decode('ascii')}"
-
-
-def with_image(messages: Sequence[dict[str, Any]], image: bytes,
-               detail: str | None = None) -> list[dict[str, Any]]:
-    """Attach the image to the last user message as an ``image_url`` content part."""
-    out = [dict(m) for m in messages]
-    for i in range(len(out) - 1, -1, -1):
-        if out[i]["role"] == "user":
-            url: dict[str, Any] = {"url": image_data_url(image)}
-            if detail:
-                url["detail"] = detail
-            text = out[i]["content"]
-            parts = text if isinstance(text, list) else [{"type": "text", "text": text}]
-            out[i]["content"] = [*parts, {"type": "image_url", "image_url": url}]
-            return out
-    raise ValueError("prompt has no user message to attach the image to")
-
-
-class _Budget:
-    """Per-run limits; used only from the annotator's event-loop thread (no locking needed)."""
-
-    def __init__(self, max_calls: int | None, max_usd: float | None) -> None:
-        self.max_calls = max_calls
-        self.max_usd = max_usd
-        self.calls = 0
-        self.usd = 0.0
-        self.in_flight = 0
-
-    def acquire(self) -> bool:
-        if self.max_calls is not None and self.calls >= self.max_calls:
-            return False
-        if self.max_usd is not None:
-            avg = self.usd / self.calls if self.calls else 0.0
-            if self.usd + (self.in_flight + 1) * avg > self.max_usd or self.usd >= self.max_usd:
-                return False
-        self.calls += 1
-        self.in_flight += 1
-        return True
-
-    def settle(self, usd: float) -> None:
-        self.in_flight -= 1
-        self.usd += usd
-
-
-@dataclass
-class _Call:
-    """One finished chat call (or why it failed)."""
-
-    texts: list[tuple[str | None, str | None]] = field(default_factory=list)  # (content, refusal)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_ms: float = 0.0
-    error: str | None = None
-
-    @property
-    def cost_share(self) -> int:
-        return max(1, len(self.texts))
-
-
-def _split(total: int, parts: int) -> list[int]:
-    base, rest = divmod(total, parts)
-    return [base + (1 if i < rest else 0) for i in range(parts)]
 
 
 # ---- the annotator -------------------------------------------------------------------------
@@ -243,7 +70,7 @@ class VLLMAnnotator:
         self.stats = RunStats()
         self.capabilities: Capabilities | None = (
             None if config.capabilities == "auto" else Capabilities.parse(config.capabilities))
-        self._budget = _Budget(config.max_calls, config.max_usd)
+        self._budget = Budget(config.max_calls, config.max_usd)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: openai.AsyncOpenAI | None = None
@@ -432,15 +259,15 @@ class VLLMAnnotator:
 
     # ---- one chat call -------------------------------------------------------------------
     async def _chat(self, messages: list[dict[str, Any]], *, n: int, schema: dict[str, Any],
-                    schema_name: str, temperature: float, seed: int | None) -> _Call:
-        """One budgeted, semaphore-bounded call; failures come back in ``_Call.error``."""
+                    schema_name: str, temperature: float, seed: int | None) -> CallResult:
+        """One budgeted, semaphore-bounded call; failures come back in ``CallResult.error``."""
         client = self._ensure_client()
         caps = self.capabilities or Capabilities(False, "none", False, "unknown")
         assert self._sem is not None
         async with self._sem:
             if not self._budget.acquire():
                 self.stats.budget_exhausted += 1
-                return _Call(error=BUDGET_EXHAUSTED)
+                return CallResult(error=BUDGET_EXHAUSTED)
             cost = 0.0
             try:
                 for _attempt in range(3):  # at most two capability downgrades
@@ -453,7 +280,7 @@ class VLLMAnnotator:
                     except openai.BadRequestError as exc:
                         if self._downgrade(exc, caps, n, rf_mode):
                             if n > 1 and not caps.n:
-                                return _Call(error="n_unsupported")
+                                return CallResult(error="n_unsupported")
                             continue
                         raise
                     latency = (time.perf_counter() - t0) * 1000
@@ -470,24 +297,24 @@ class VLLMAnnotator:
                     texts = [(self._scrub(c.message.content) if c.message.content else c.message.content,
                               getattr(c.message, "refusal", None))
                              for c in sorted(resp.choices, key=lambda c: c.index)]
-                    return _Call(texts, pt, ct, latency)
-                return _Call(error="bad_request: capability negotiation failed")
+                    return CallResult(texts, pt, ct, latency)
+                return CallResult(error="bad_request: capability negotiation failed")
             except openai.APITimeoutError:
                 self.stats.failed_calls += 1
-                return _Call(error=f"timeout after {self.config.timeout_s:g}s "
+                return CallResult(error=f"timeout after {self.config.timeout_s:g}s "
                                    f"({self.config.max_retries} retries)")
             except openai.APIConnectionError:
                 self.stats.failed_calls += 1
-                return _Call(error="connection_error")
+                return CallResult(error="connection_error")
             except openai.RateLimitError:
                 self.stats.failed_calls += 1
-                return _Call(error=f"rate_limited: HTTP 429 after {self.config.max_retries} retries")
+                return CallResult(error=f"rate_limited: HTTP 429 after {self.config.max_retries} retries")
             except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
                 self.stats.failed_calls += 1  # never echo the server's text: it may quote the key
-                return _Call(error=f"http_{exc.status_code}: authentication failed")
+                return CallResult(error=f"http_{exc.status_code}: authentication failed")
             except openai.APIStatusError as exc:
                 self.stats.failed_calls += 1
-                return _Call(error=self._scrub(f"http_{exc.status_code}: {str(exc.message)[:200]}"))
+                return CallResult(error=self._scrub(f"http_{exc.status_code}: {str(exc.message)[:200]}"))
             finally:
                 self._budget.settle(cost)
 
@@ -518,7 +345,7 @@ class VLLMAnnotator:
             hit = self.cache.get(k)
             if hit is not None:
                 self.stats.cache_hits += 1
-                out[i] = _sample_from_cache(hit, req, i, self.model)
+                out[i] = sample_from_record(hit, req, i, self.model)
         misses = [i for i in keys if i not in out]
         if misses:
             messages = with_image(req.prompt.messages, req.face.image_png, cfg.image_detail)
@@ -561,11 +388,11 @@ class VLLMAnnotator:
                       parse_status="failed", error=error, backend=self.backend, model=self.model,
                       temperature=self.config.temperature)
 
-    async def _finish(self, req: SampleRequest, idxs: list[int], call: _Call,
+    async def _finish(self, req: SampleRequest, idxs: list[int], call: CallResult,
                       messages: list[dict[str, Any]], schema: dict[str, Any], img_sha: str,
                       keys: dict[int, str]) -> list[Sample]:
         k = len(call.texts)
-        pts, cts = _split(call.prompt_tokens, k), _split(call.completion_tokens, k)
+        pts, cts = split_evenly(call.prompt_tokens, k), split_evenly(call.completion_tokens, k)
         results = await asyncio.gather(*(
             self._parse_or_repair(req, idx, text, refusal, messages, schema, pts[j], cts[j],
                                   call.latency_ms)
@@ -574,8 +401,8 @@ class VLLMAnnotator:
         for idx, (sample, cacheable) in zip(idxs, results):
             if cacheable:
                 self.cache.put(CacheEntry(keys[idx], "sample", self.model, req.prompt.prompt_hash,
-                                          img_sha, idx, _params_text(self._params(self.config.temperature)),
-                                          _sample_to_cache(sample)))
+                                          img_sha, idx, params_text(self._params(self.config.temperature)),
+                                          sample_to_record(sample)))
             out.append(sample)
         return out
 
@@ -593,7 +420,7 @@ class VLLMAnnotator:
             s.parse_status, s.error = "failed", f"refusal: {refused[:200]}"
             return s, True
         try:
-            _fill(s, parse_annotation(text, req.prompt.missing))
+            fill_sample(s, parse_annotation(text, req.prompt.missing))
             return s, True
         except ParseError as exc:
             first_error = str(exc)
@@ -614,7 +441,7 @@ class VLLMAnnotator:
             s.parse_status, s.error = "failed", f"parse: {first_error}; repair refused: {refused[:120]}"
             return s, True
         try:
-            _fill(s, parse_annotation(fixed_text, req.prompt.missing))
+            fill_sample(s, parse_annotation(fixed_text, req.prompt.missing))
         except ParseError as exc:
             s.parse_status, s.error = "failed", f"parse: {first_error}; after repair: {exc}"
             s.raw_text = f"{text or ''}\n--- repair ---\n{fixed_text or ''}"
@@ -644,7 +471,7 @@ class VLLMAnnotator:
         hit = self.cache.get(key)
         if hit is not None:
             self.stats.cache_hits += 1
-            return _verdict_from_cache(hit, req.face, self)
+            return verdict_from_record(hit, req.face, self.model)
         messages = with_image(spec.messages, req.face.image_png, cfg.image_detail)
         v = Verdict(face_id=req.face.face_id, verdict="reject", reasons=[], backend=self.backend,
                     model=self.model)
@@ -677,62 +504,9 @@ class VLLMAnnotator:
             v.verdict, v.reasons, v.corrected = pv.verdict, pv.reasons, pv.corrected
             break
         self.cache.put(CacheEntry(key, "verify", self.model, spec.prompt_hash, img_sha, 0,
-                                  _params_text(params), _verdict_to_cache(v)))
+                                  params_text(params), verdict_to_record(v)))
         return v
 
 
-# ---- (de)serialisation of cached results ---------------------------------------------------
-def _params_text(params: dict[str, Any]) -> str:
-    import json
-    return json.dumps(params, sort_keys=True)
-
-
-def _fill(s: Sample, parsed: Any) -> None:
-    s.labels = parsed.labels
-    s.expression_probs = parsed.expression_probs
-    s.rationale = parsed.rationale
-    s.parse_status = "ok"
-    s.error = None
-
-
-def _labels_from_json(d: dict[str, Any] | None) -> Labels | None:
-    if d is None:
-        return None
-    aus = d.get("aus")
-    return Labels(d.get("expression"), d.get("valence"), d.get("arousal"),
-                  {int(k): float(v) for k, v in aus.items()} if aus is not None else None)
-
-
-def _sample_to_cache(s: Sample) -> dict[str, Any]:
-    return {"labels": s.labels.to_json(), "expression_probs": s.expression_probs,
-            "rationale": s.rationale, "parse_status": s.parse_status, "error": s.error,
-            "raw_text": s.raw_text, "temperature": s.temperature, "prompt_tokens": s.prompt_tokens,
-            "completion_tokens": s.completion_tokens, "latency_ms": s.latency_ms,
-            "cost_usd": s.cost_usd, "parser": PARSER_VERSION}
-
-
-def _sample_from_cache(d: dict[str, Any], req: SampleRequest, index: int, model: str) -> Sample:
-    """A cached answer for this face and index: free, instantaneous, marked as a hit."""
-    return Sample(face_id=req.face.face_id, index=index, round=req.round,
-                  labels=_labels_from_json(d["labels"]) or Labels(),
-                  expression_probs=d.get("expression_probs"), rationale=d.get("rationale", ""),
-                  parse_status=d["parse_status"], error=d.get("error"), raw_text=d.get("raw_text", ""),
-                  backend=VLLMAnnotator.backend, model=model,
-                  temperature=d.get("temperature"), cache_hit=True)
-
-
-def _verdict_to_cache(v: Verdict) -> dict[str, Any]:
-    return {"verdict": v.verdict, "reasons": v.reasons,
-            "corrected": v.corrected.to_json() if v.corrected else None, "raw_text": v.raw_text,
-            "prompt_tokens": v.prompt_tokens, "completion_tokens": v.completion_tokens,
-            "cost_usd": v.cost_usd, "parser": PARSER_VERSION}
-
-
-def _verdict_from_cache(d: dict[str, Any], face: FaceItem, ann: VLLMAnnotator) -> Verdict:
-    return Verdict(face_id=face.face_id, verdict=d["verdict"], reasons=list(d["reasons"]),
-                   corrected=_labels_from_json(d.get("corrected")), raw_text=d.get("raw_text", ""),
-                   backend=ann.backend, model=ann.model, cache_hit=True)
-
-
 __all__ = ["VLLMAnnotator", "VLLMConfig", "Capabilities", "RunStats", "summarise_samples",
-           "image_data_url", "with_image", "redact_url", "BUDGET_EXHAUSTED", "PromptSpec"]
+           "image_data_url", "with_image", "redact_url", "BUDGET_EXHAUSTED"]

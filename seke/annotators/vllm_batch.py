@@ -25,8 +25,9 @@ import openai
 import polars as pl
 
 from seke.annotation import Labels, Sample, SampleRequest
-from seke.annotators.vllm import (VLLMAnnotator, _fill, _params_text, _sample_to_cache, redact_url,
-                                  with_image)
+from seke.annotators.vllm import VLLMAnnotator
+from seke.annotators.vllm_records import fill_sample, params_text, sample_to_record
+from seke.annotators.vllm_support import redact_url, with_image
 from seke.cache import CacheEntry, cache_key, image_sha256
 from seke.lake import Lake
 from seke.prompts import answer_json_schema
@@ -111,7 +112,7 @@ class VLLMBatchRunner:
                              "indices": json.dumps(g), "round": req.round,
                              "prompt_hash": req.prompt.prompt_hash, "image_sha256": img_sha,
                              "missing": json.dumps(list(req.prompt.missing)),
-                             "params": _params_text(params)})
+                             "params": params_text(params)})
                 n_samples += len(g)
         if not lines:
             return BatchSubmission(None, None, 0, 0, cached, skipped)
@@ -195,12 +196,12 @@ class VLLMBatchRunner:
                 s.parse_status, s.error = "failed", f"refusal: {refused[:200]}"
             else:
                 try:
-                    _fill(s, parse_annotation(text, missing))
+                    fill_sample(s, parse_annotation(text, missing))
                 except ParseError:
                     out.unparsed += 1   # the online path will ask again, with its repair attempt
                     continue
             ann.cache.put(CacheEntry(key, "sample", ann.model, row["prompt_hash"], row["image_sha256"],
-                                     idx, row["params"], _sample_to_cache(s)))
+                                     idx, row["params"], sample_to_record(s)))
             out.collected += 1
             out.cost_usd += s.cost_usd
 

@@ -164,3 +164,41 @@ def test_every_materialization_has_row_count_and_schema_metadata(materialized):
         ev = inst.get_latest_materialization_event(AssetKey(key))
         md = ev.asset_materialization.metadata
         assert "dagster/row_count" in md and "schema" in md and "preview" in md, key
+
+
+def test_blocking_consistency_gate_stops_feid_and_feab_in_the_same_run(tmp_path, shared_data):
+    """A consistency floor no partition can meet fails the blocking check on verified_labels:
+    FEID, FEAB and the warehouse must not run, the upstream tables still land."""
+    import pipelines.definitions as pd
+    from resources.annotator import AnnotatorResource
+    from resources.landing import LandingZoneResource
+    from resources.lake import LakeResource
+    from resources.warehouse import WarehouseResource
+
+    batch = tmp_path / "landing" / "ckplus" / "gate"
+    batch.mkdir(parents=True)
+    ck = pl.read_csv(shared_data / "ckplus" / "manifest.csv").head(3)
+    for name in ck["image"]:
+        (batch / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / "ckplus" / name, batch / name)
+    ck.write_csv(batch / "manifest.csv")
+    resources = {"lake": LakeResource(uri=str(tmp_path / "lake")),
+                 "landing": LandingZoneResource(path=str(tmp_path / "landing")),
+                 "annotator": AnnotatorResource(kind="offline"),
+                 "duckdb": WarehouseResource(path=str(tmp_path / "wh.duckdb"))}
+    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources=resources)
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("batches", ["ckplus__gate"])
+    assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success
+    result = defs.resolve_job_def("annotate_batch").execute_in_process(
+        instance=instance, partition_key="ckplus__gate", raise_on_error=False,
+        run_config={"ops": {"annotate_faces": {"config": {"gate_consistency_floor": 1.01}}}})
+    assert not result.success
+    done = {m.asset_key.to_user_string() for m in result.asset_materializations_for_node("annotate_faces")}
+    assert done == {"mc_samples", "verified_labels"}
+    assert (tmp_path / "lake" / "verified_labels").exists()
+    assert not (tmp_path / "lake" / "feid").exists() and not (tmp_path / "lake" / "feab").exists()
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert not checks["consistency_rate"].passed
+    assert checks["consistency_rate"].severity.value == "ERROR"
