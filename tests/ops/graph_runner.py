@@ -77,7 +77,8 @@ def run_knowledge(instance: DagsterInstance, lake_uri: str, landing: Path) -> Ex
 
 def run_batch(instance: DagsterInstance, lake_uri: str, landing: Path, key: str,
               raise_on_error: bool = True, tags: dict | None = None,
-              selection: AssetSelection | None = None) -> ExecuteInProcessResult:
+              selection: AssetSelection | None = None,
+              run_config: dict | None = None) -> ExecuteInProcessResult:
     """Materialize the ``annotate_batch`` selection (or ``selection``) for one partition key."""
     from pipelines.definitions import defs
     from pipelines.partitions import batches
@@ -86,7 +87,7 @@ def run_batch(instance: DagsterInstance, lake_uri: str, landing: Path, key: str,
         instance.add_dynamic_partitions(batches.name, [key])
     return materialize(list(defs.assets), selection=selection or batch_selection(), partition_key=key,
                        instance=instance, resources=graph_resources(lake_uri, landing),
-                       raise_on_error=raise_on_error, tags=tags)
+                       raise_on_error=raise_on_error, tags=tags, run_config=run_config)
 
 
 def batch_asset_keys() -> list[str]:

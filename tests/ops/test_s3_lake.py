@@ -10,7 +10,6 @@ import pytest
 from seke import schemas
 from seke.lake import PART_NAME, Lake
 
-pytestmark = pytest.mark.s3
 
 
 def _labels(n: int, batch: str, offset: int = 0) -> pa.Table:
