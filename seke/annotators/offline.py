@@ -42,6 +42,8 @@ from seke.taxonomy import AU_CATALOGUE, AU_NAMES, EXPRESSIONS, normalise_express
 from seke.vision import augment
 from seke.vision.au_evidence import AU_BLENDSHAPES, AUModel, expected_au_prior, group_value, load_table, models_from_table
 from seke.vision.expression import FER_CLASSES, FER_TO_TAXONOMY
+from seke.vision.expression_fusion import ExpressionFusion
+from seke.vision.expression_fusion import load as load_expression_fusion
 from seke.vision.features import ViewEvidence, view_evidence
 from seke.vision.runtime import MODEL_VERSION
 
@@ -95,14 +97,16 @@ class OfflineAnnotator:
     backend = "offline"
 
     def __init__(self, knowledge: Knowledge, seed: int = 0, au_table: pl.DataFrame | None = None,
-                 cache_size: int = 4096) -> None:
+                 cache_size: int = 4096, use_fusion: bool = True) -> None:
         self.knowledge = knowledge
         self.seed = int(seed)
         table = au_table if au_table is not None else knowledge.extra.get("au_calibration")
         self.au_table = table if table is not None else load_table()
         self.au_models: dict[tuple[str, int], AUModel] = models_from_table(self.au_table)
         version = str(self.au_table["version"][0]) if "version" in self.au_table.columns else "custom"
-        self.model = f"{MODEL_VERSION}; {version}; knowledge {knowledge.version}"
+        self.fusion: ExpressionFusion | None = load_expression_fusion() if use_fusion else None
+        fusion = self.fusion.version if self.fusion else "no expression fusion"
+        self.model = f"{MODEL_VERSION}; {version}; {fusion}; knowledge {knowledge.version}"
         self._cache: OrderedDict[tuple[str, int], ViewEvidence] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -121,11 +125,23 @@ class OfflineAnnotator:
                     self._cache.popitem(last=False)
         return ev, aug
 
-    def _expr_probs(self, ev: ViewEvidence) -> dict[str, float]:
+    @staticmethod
+    def _to_taxonomy(p_fer: np.ndarray) -> dict[str, float]:
         out = {e: 0.0 for e in EXPRESSIONS}
-        for n, p in zip(FER_CLASSES, ev.fer_probs):
+        for n, p in zip(FER_CLASSES, p_fer):
             out[FER_TO_TAXONOMY[n]] = float(p)
         return out
+
+    def _raw_probs(self, ev: ViewEvidence) -> dict[str, float]:
+        """The bare expression model (what the AU calibration's blind prior was fitted on)."""
+        return self._to_taxonomy(ev.fer_probs)
+
+    def _expr_probs(self, ev: ViewEvidence) -> dict[str, float]:
+        """Expression probabilities: the model fused with blendshape evidence when a table exists."""
+        if self.fusion is None:
+            return self._raw_probs(ev)
+        bs = ev.blendshapes if ev.presence >= MIN_PRESENCE else None
+        return self._to_taxonomy(self.fusion.probs(ev.fer_probs, bs))
 
     def au_probs(self, ev: ViewEvidence, expression: str | None, expr_probs: dict[str, float]) -> dict[int, float]:
         """AU presence probabilities (0.5 = calibrated decision threshold) for one view."""
@@ -163,7 +179,8 @@ class OfflineAnnotator:
             va = (float(face_known.valence), float(face_known.arousal))
         else:
             va = self.derive_va(ev, probs)
-        aus = dict(face_known.aus) if face_known.aus is not None else self.au_probs(ev, known_expr, model_probs)
+        aus = (dict(face_known.aus) if face_known.aus is not None
+               else self.au_probs(ev, known_expr, self._raw_probs(ev)))
         labels = Labels(expression=expr, valence=va[0], arousal=va[1], aus=aus)
         rationale = self._rationale(ev, model_probs, known_expr, aus, va, face_known)
         origins = {"expression": "human" if known_expr else "image model",
@@ -256,7 +273,8 @@ class OfflineAnnotator:
             return self._verdict(face.face_id, "reject", [f"image cannot be analysed: {exc}"], None, t0)
         reasons: list[str] = []
         model_probs = self._expr_probs(ev)
-        blind_aus = self.au_probs(ev, None, model_probs)
+        raw_probs = self._raw_probs(ev)
+        blind_aus = self.au_probs(ev, None, raw_probs)
         au_post = self.au_expression_posterior(blind_aus) if ev.presence >= MIN_PRESENCE else None
         known_expr = normalise_expression(face.known.expression)
         c = normalise_expression(cand.expression)
@@ -290,7 +308,7 @@ class OfflineAnnotator:
         cand_aus = cand.aus
         new_aus = None
         if face.known.aus is None and cand_aus is not None and ev.presence >= MIN_PRESENCE:
-            fused = self.au_probs(ev, corrected_expr if (known_expr or expr_changed) else known_expr, model_probs)
+            fused = self.au_probs(ev, corrected_expr if (known_expr or expr_changed) else known_expr, raw_probs)
             flips = [a for a in cand_aus if a in fused and (cand_aus[a] >= 0.5) != (fused[a] >= 0.5)
                      and abs(cand_aus[a] - fused[a]) >= 0.4]
             if flips or expr_changed:
@@ -298,7 +316,7 @@ class OfflineAnnotator:
                 if flips:
                     reasons.append("AUs contradicted by image evidence: " + ", ".join(f"AU{a}" for a in sorted(flips)))
         elif cand_aus is None and face.known.aus is None and ev.presence >= MIN_PRESENCE:
-            new_aus = self.au_probs(ev, corrected_expr if known_expr else None, model_probs)
+            new_aus = self.au_probs(ev, corrected_expr if known_expr else None, raw_probs)
             reasons.append("candidate has no AUs; filled from image evidence")
         # 3. VA: inside the circumplex region of the final expression?
         new_va = None

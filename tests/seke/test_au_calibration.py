@@ -1,0 +1,80 @@
+"""AU calibration: the shipped knowledge tables and the calibration routine on real CK+ rows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seke import weights
+from seke.taxonomy import AU_CATALOGUE
+from seke.vision.au_evidence import AU_BLENDSHAPES, load_table, models_from_table
+from seke.vision.expression_fusion import load as load_fusion
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data"))
+
+
+def test_shipped_au_table_covers_every_au_and_mode():
+    table = load_table()
+    models = models_from_table(table)
+    assert {(m, a) for m in ("known", "blind") for a in AU_CATALOGUE} == set(models)
+    assert table["version"].n_unique() == 1
+    for (mode, au), m in models.items():
+        assert 0 < m.threshold < 1
+        assert set(m.groups) <= set(AU_BLENDSHAPES[au]) and len(m.coefs) == len(m.groups)
+    # smiling is evidence for AU12 in both modes, and the fitted blind detector is good at it
+    assert models[("blind", 12)].coefs[0] > 0 and models[("known", 12)].coefs[0] > 0
+    row = table.filter((pl.col("au") == 12) & (pl.col("mode") == "blind")).row(0, named=True)
+    assert row["cv_auc"] > 0.9
+
+
+def test_decision_probability_is_monotone_and_centred_on_threshold():
+    models = models_from_table(load_table())
+    m = models[("blind", 12)]
+    bs = np.zeros(52)
+    lo = m.decision_probability(bs, 0.2, 0.2)
+    bs_smile = bs.copy()
+    from seke.vision.landmarks import BLENDSHAPE_NAMES
+
+    bs_smile[BLENDSHAPE_NAMES.index("mouthSmileLeft")] = bs_smile[BLENDSHAPE_NAMES.index("mouthSmileRight")] = 0.9
+    hi = m.decision_probability(bs_smile, 0.2, 0.2)
+    assert 0 <= lo < 0.5 < hi <= 1
+
+
+def test_shipped_expression_fusion_table_is_a_valid_softmax():
+    fusion = load_fusion()
+    assert fusion is not None and fusion.weights.shape == (7, 59)
+    p = fusion.probs(np.full(7, 1 / 7), None)
+    assert abs(p.sum() - 1) < 1e-9 and (p >= 0).all()
+    # a confident fer answer stays the answer when there is no blendshape evidence
+    onehot = np.full(7, 0.01)
+    onehot[3] = 0.94
+    assert int(np.argmax(fusion.probs(onehot, None))) == 3
+
+
+def test_calibration_on_a_ckplus_subset(tmp_path):
+    manifest = SHARED / "ckplus" / "manifest.csv"
+    if not manifest.exists():
+        pytest.skip(f"shared data missing: {manifest}")
+    try:
+        weights.path_of("face_landmarker.task")
+    except weights.WeightsMissing as exc:
+        pytest.skip(f"offline weights not fetched: {exc}")
+    from seke.vision.calibrate_au import calibrate
+
+    man = pl.read_csv(manifest)
+    subjects = man["subject_id"].unique().sort()[:24]
+    sub = man.filter(pl.col("subject_id").is_in(subjects.implode())).with_columns(
+        (pl.lit(str(SHARED / "ckplus") + "/") + pl.col("image")).alias("image"))
+    sub.write_csv(tmp_path / "manifest.csv")
+    table, report = calibrate(tmp_path, folds=3)
+    assert table.height == 2 * len(AU_CATALOGUE)
+    assert set(table["mode"]) == {"known", "blind"}
+    au12 = report.filter(pl.col("au") == 12).row(0, named=True)
+    if au12["n_pos"] >= 8:
+        assert au12["auc_blind"] > 0.8
+    assert report["f1_known"].drop_nans().mean() > 0.5
