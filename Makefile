@@ -9,7 +9,7 @@ export SEKE_DUCKDB_PATH ?= $(abspath lake/warehouse.duckdb)
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install weights demo test test-all ui bench clean
+.PHONY: install weights services demo test test-slow test-all ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,20 @@ $(DAGSTER_HOME)/dagster.yaml: infra/dagster.yaml
 demo: weights $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m pipelines.demo
 
-test: weights
+# System packages some suites need: Chromium (UI test in a real browser) and PostgreSQL
+# (scale-out instance test). Installed from Debian when missing; the suites skip with a reason
+# when they cannot be had.
+services:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) || echo "chromium missing: the UI test will skip"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null) || echo "postgresql missing: the PostgreSQL instance test will skip"
+
+test: weights services
 	$(BIN)/python -m pytest -m "not slow"
 
-test-all: weights
+test-slow: weights services
+	$(BIN)/python -m pytest -m slow
+
+test-all: weights services
 	$(BIN)/python -m pytest
 
 ui: install $(DAGSTER_HOME)/dagster.yaml

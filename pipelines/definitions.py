@@ -14,7 +14,8 @@ from assets.review import review_labels, review_queue
 from assets.vllm_batch import vllm_batch_prefill
 from assets.warehouse import warehouse
 from pipelines.jobs import annotate_batch, refit_calibration, refresh_knowledge, vllm_backfill
-from pipelines.sensors import new_batches_sensor
+from pipelines.ops_k8s import step_executor
+from pipelines.ops_schedules import OPS_RESOURCES, landing_sensor, nightly_catch_up
 from resources.annotator import AnnotatorResource
 from resources.landing import LandingZoneResource
 from resources.lake import LakeResource
@@ -26,12 +27,15 @@ defs = Definitions(
             evaluation, review_queue, review_labels, vllm_batch_prefill,
             confidence_calibration],
     jobs=[annotate_batch, refresh_knowledge, refit_calibration, vllm_backfill],
-    sensors=[new_batches_sensor],
+    sensors=[landing_sensor],
+    schedules=[nightly_catch_up],
+    executor=step_executor(),
     resources={
         "lake": LakeResource(),
         "landing": LandingZoneResource(),
         "annotator": AnnotatorResource(),
         "duckdb": WarehouseResource(),
         "vllm": VLLMResource(),
+        **OPS_RESOURCES,
     },
 )

@@ -36,9 +36,10 @@ from dagster import (AssetKey, BackfillPolicy, DefaultScheduleStatus, DefaultSen
 from dagster_aws.s3 import S3Resource
 
 from pipelines.jobs import annotate_batch
-from pipelines.ops_landing import list_landing_batches
+from seke.landing import list_landing_batches
 from pipelines.partitions import batches
 from resources.landing import LandingZoneResource
+from resources.s3 import default_s3_resource
 
 #: One partition per run for API-bound assets (see module docstring).
 API_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
@@ -48,14 +49,8 @@ BACKEND_TAG = "seke/backend"
 
 
 def landing_uri(landing: LandingZoneResource) -> str:
-    """``SEKE_LANDING_URI`` (s3://bucket/prefix or a path) or the local landing resource path."""
-    return os.environ.get("SEKE_LANDING_URI") or landing.path
-
-
-def default_s3_resource() -> S3Resource:
-    """dagster-aws S3 client settings from the same variables the lake uses."""
-    return S3Resource(endpoint_url=os.environ.get("SEKE_S3_ENDPOINT") or None,
-                      region_name=os.environ.get("AWS_REGION", "us-east-1"))
+    """The landing zone: a local path or an s3:// URI (``SEKE_LANDING_URI`` / ``SEKE_LANDING_DIR``)."""
+    return landing.path
 
 
 OPS_RESOURCES = {"s3": default_s3_resource()}

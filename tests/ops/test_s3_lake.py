@@ -89,7 +89,7 @@ def test_s3resource_lists_landing_batches(seaweedfs, s3_lake_uri: str) -> None:
     """dagster-aws' S3Resource sees landing folders the way the landing sensor will."""
     from dagster_aws.s3 import S3Resource
 
-    from pipelines.ops_landing import list_landing_batches
+    from seke.landing import list_landing_batches
 
     client = seaweedfs.client()
     root = s3_lake_uri.split("/", 3)[3] + "/landing"

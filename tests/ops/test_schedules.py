@@ -9,7 +9,7 @@ from dagster import (AssetKey, DagsterInstance, SkipReason, build_schedule_conte
                      build_sensor_context, instance_for_test)
 from dagster_aws.s3 import S3Resource
 
-from pipelines.ops_landing import fetch_batch, list_landing_batches
+from seke.landing import fetch_batch, list_landing_batches
 from pipelines.ops_schedules import (API_BACKFILL_POLICY, landing_sensor, nightly_catch_up)
 from resources.landing import LandingZoneResource
 from tests.ops.graph_runner import (make_landing_batch, require_full_graph, run_batch,
@@ -24,14 +24,14 @@ def _s3(seaweedfs) -> S3Resource:
 def test_landing_sensor_on_s3_adds_partitions_once(seaweedfs, s3_lake_uri, tmp_path, monkeypatch):
     client = seaweedfs.client()
     prefix = s3_lake_uri.split("/", 3)[3] + "/landing"
-    monkeypatch.setenv("SEKE_LANDING_URI", f"s3://{seaweedfs.bucket}/{prefix}")
+    landing_uri = f"s3://{seaweedfs.bucket}/{prefix}"
     for src, b in [("ckplus", "b1"), ("fer2013", "b2")]:
         client.put_object(Bucket=seaweedfs.bucket, Key=f"{prefix}/{src}/{b}/images/x.png", Body=b"png")
         client.put_object(Bucket=seaweedfs.bucket, Key=f"{prefix}/{src}/{b}/manifest.csv", Body=b"image\n")
     client.put_object(Bucket=seaweedfs.bucket, Key=f"{prefix}/wild/uploading/a.jpg", Body=b"x")
 
     with DagsterInstance.ephemeral() as instance:
-        resources = {"landing": LandingZoneResource(path=str(tmp_path / "unused")), "s3": _s3(seaweedfs)}
+        resources = {"landing": LandingZoneResource(path=landing_uri), "s3": _s3(seaweedfs)}
         result = landing_sensor(build_sensor_context(instance=instance, resources=resources))
         keys = [r.partition_key for r in result.run_requests]
         assert keys == ["ckplus__b1", "fer2013__b2"]

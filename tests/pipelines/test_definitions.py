@@ -26,17 +26,23 @@ def test_graph_has_every_stage_in_order():
     assert AssetKey("verified_labels") in graph.get(AssetKey("feid")).parent_keys
 
 
-def test_sensor_adds_partitions_for_new_batches(tmp_path):
+def test_sensor_adds_partitions_for_new_complete_batches(tmp_path):
     from dagster import DagsterInstance, build_sensor_context
 
-    from pipelines.sensors import new_batches_sensor
+    from pipelines.ops_schedules import landing_sensor
     from resources.landing import LandingZoneResource
+    from resources.s3 import default_s3_resource
 
     (tmp_path / "ckplus" / "2026-11-01").mkdir(parents=True)
+    (tmp_path / "ckplus" / "2026-11-01" / "manifest.csv").write_text("image\n")
+    (tmp_path / "ckplus" / "half-copied").mkdir(parents=True)  # no manifest yet: not complete
     (tmp_path / "wild" / "w1").mkdir(parents=True)
+    (tmp_path / "wild" / "w1" / "manifest.csv").write_text("image\n")
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("batches", ["wild__w1"])
-    ctx = build_sensor_context(instance=instance, resources={"landing": LandingZoneResource(path=str(tmp_path))})
-    result = new_batches_sensor(ctx)
+    ctx = build_sensor_context(instance=instance, resources={
+        "landing": LandingZoneResource(path=str(tmp_path)), "s3": default_s3_resource()})
+    result = landing_sensor(ctx)
     assert [r.partition_key for r in result.run_requests] == ["ckplus__2026-11-01"]
+    assert [r.run_key for r in result.run_requests] == ["ckplus__2026-11-01"]
     assert result.dynamic_partitions_requests[0].partition_keys == ["ckplus__2026-11-01"]
