@@ -166,21 +166,21 @@ def test_every_materialization_has_row_count_and_schema_metadata(materialized):
         assert "dagster/row_count" in md and "schema" in md and "preview" in md, key
 
 
-def test_blocking_consistency_gate_stops_feid_and_feab_in_the_same_run(tmp_path, shared_data):
-    """A consistency floor no partition can meet fails the blocking check on verified_labels:
-    FEID, FEAB and the warehouse must not run, the upstream tables still land."""
+def run_ckplus_batch(tmp_path: Path, shared: Path, n_faces: int, key: str, run_config: dict):
+    """Land the first ``n_faces`` CK+ faces as one batch and run knowledge + annotate_batch."""
     import pipelines.definitions as pd
     from resources.annotator import AnnotatorResource
     from resources.landing import LandingZoneResource
     from resources.lake import LakeResource
     from resources.warehouse import WarehouseResource
 
-    batch = tmp_path / "landing" / "ckplus" / "gate"
+    source, batch_name = key.split("__")
+    batch = tmp_path / "landing" / source / batch_name
     batch.mkdir(parents=True)
-    ck = pl.read_csv(shared_data / "ckplus" / "manifest.csv").head(3)
+    ck = pl.read_csv(shared / "ckplus" / "manifest.csv").head(n_faces)
     for name in ck["image"]:
         (batch / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shared_data / "ckplus" / name, batch / name)
+        shutil.copy(shared / "ckplus" / name, batch / name)
     ck.write_csv(batch / "manifest.csv")
     resources = {"lake": LakeResource(uri=str(tmp_path / "lake")),
                  "landing": LandingZoneResource(path=str(tmp_path / "landing")),
@@ -188,11 +188,18 @@ def test_blocking_consistency_gate_stops_feid_and_feab_in_the_same_run(tmp_path,
                  "duckdb": WarehouseResource(path=str(tmp_path / "wh.duckdb"))}
     defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
     instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("batches", ["ckplus__gate"])
+    instance.add_dynamic_partitions("batches", [key])
     assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success
     result = defs.resolve_job_def("annotate_batch").execute_in_process(
-        instance=instance, partition_key="ckplus__gate", raise_on_error=False,
-        run_config={"ops": {"annotate_faces": {"config": {"gate_consistency_floor": 1.01}}}})
+        instance=instance, partition_key=key, raise_on_error=False, run_config=run_config)
+    return defs, instance, result
+
+
+def test_blocking_consistency_gate_stops_feid_and_feab_in_the_same_run(tmp_path, shared_data):
+    """A consistency floor no partition can meet fails the blocking check on verified_labels:
+    FEID, FEAB and the warehouse must not run, the upstream tables still land."""
+    _, _, result = run_ckplus_batch(tmp_path, shared_data, 3, "ckplus__gate",
+                                    {"ops": {"annotate_faces": {"config": {"gate_consistency_floor": 1.01}}}})
     assert not result.success
     done = {m.asset_key.to_user_string() for m in result.asset_materializations_for_node("annotate_faces")}
     assert done == {"mc_samples", "verified_labels"}
@@ -207,32 +214,11 @@ def test_blocking_consistency_gate_stops_feid_and_feab_in_the_same_run(tmp_path,
 def test_audit_mode_reports_quality_and_feeds_calibration(tmp_path, shared_data):
     """Audit mode hides every human label of a CK+ batch; verified_labels metadata carries the
     comparison, the audit check runs, and the calibration job fits on those faces."""
-    import pipelines.definitions as pd
     from dagster import AssetKey
 
-    from resources.annotator import AnnotatorResource
-    from resources.landing import LandingZoneResource
-    from resources.lake import LakeResource
-    from resources.warehouse import WarehouseResource
-
-    batch = tmp_path / "landing" / "ckplus" / "audit"
-    batch.mkdir(parents=True)
-    ck = pl.read_csv(shared_data / "ckplus" / "manifest.csv").head(24)
-    for name in ck["image"]:
-        (batch / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shared_data / "ckplus" / name, batch / name)
-    ck.write_csv(batch / "manifest.csv")
-    resources = {"lake": LakeResource(uri=str(tmp_path / "lake")),
-                 "landing": LandingZoneResource(path=str(tmp_path / "landing")),
-                 "annotator": AnnotatorResource(kind="offline"),
-                 "duckdb": WarehouseResource(path=str(tmp_path / "wh.duckdb"))}
-    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("batches", ["ckplus__audit"])
-    assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success
-    result = defs.resolve_job_def("annotate_batch").execute_in_process(
-        instance=instance, partition_key="ckplus__audit",
-        run_config={"ops": {"knowledge_prompts": {"config": {"audit_fraction": 1.0}}}})
+    defs, instance, result = run_ckplus_batch(
+        tmp_path, shared_data, 24, "ckplus__audit",
+        {"ops": {"knowledge_prompts": {"config": {"audit_fraction": 1.0}}}})
     assert result.success
     labels = pl.read_parquet(str(tmp_path / "lake" / "verified_labels" / "**" / "*.parquet"))
     assert (labels["audit_hidden"].list.len() > 0).all()
