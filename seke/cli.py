@@ -1,20 +1,282 @@
-"""``seke`` command line: fetch weights, run SQL over the lake, exports and evaluations."""
+"""``seke`` command line: fetch weights, run SQL over the lake, exports and evaluations.
+
+Sub-commands (``seke <cmd> -h`` for options):
+
+* ``fetch-weights`` — download and sha256-check the offline models;
+* ``warehouse`` — (re)build the analysts' DuckDB file (a view per lake table);
+* ``sql "SELECT …"`` — run a query (or a saved one: ``seke sql class_balance_per_source``,
+  see ``seke sql --list``) against the read-only DuckDB file and print a table;
+* ``export`` — FEID (and FEAB) as LLaVA JSON, ShareGPT/LLaMA-Factory JSON, face crops and a
+  Hugging Face ``datasets`` Parquet folder;
+* ``evaluate`` — score an annotator on FEAB, store the run, print the comparison table.
+
+Paths come from ``SEKE_LAKE_URI`` (default ``./lake``) and ``SEKE_DUCKDB_PATH`` (default
+``./lake/warehouse.duckdb``), or the ``--lake`` / ``--db`` options.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+QUERIES_DIR = Path(__file__).resolve().parents[1] / "queries"
+
+
+def default_lake_uri() -> str:
+    return os.environ.get("SEKE_LAKE_URI", "./lake")
+
+
+def default_db_path() -> str:
+    return os.environ.get("SEKE_DUCKDB_PATH", os.path.join("lake", "warehouse.duckdb"))
+
+
+# ---- table printing ------------------------------------------------------------------------
+
+def _cell(value: Any, width: int) -> str:
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        text = f"<{len(bytes(value))} bytes>"
+    elif isinstance(value, float):
+        text = f"{value:.4g}"
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 40) -> str:
+    """An aligned plain-text table (numbers right-aligned), like the DuckDB shell prints."""
+    cells = [[_cell(v, max_width) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
+               for i in range(len(columns))]
+
+    def line(values: Sequence[str]) -> str:
+        return " | ".join(v.rjust(w) if numeric[i] else v.ljust(w)
+                          for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+    sep = "-+-".join("-" * w for w in widths)
+    return "\n".join([line(list(columns)), sep, *(line(r) for r in cells)])
+
+
+def resolve_query(text: str) -> str:
+    """SQL text: a saved query name (``queries/<name>.sql``), a path to a .sql file, or SQL."""
+    candidate = QUERIES_DIR / f"{text}.sql"
+    if candidate.is_file():
+        return candidate.read_text(encoding="utf-8")
+    if text.endswith(".sql") and Path(text).is_file():
+        return Path(text).read_text(encoding="utf-8")
+    return text
+
+
+def saved_queries() -> dict[str, str]:
+    """Saved query name → its first comment line (the description)."""
+    out = {}
+    for p in sorted(QUERIES_DIR.glob("*.sql")):
+        first = p.read_text(encoding="utf-8").splitlines()[0] if p.stat().st_size else ""
+        out[p.stem] = first.lstrip("- ").strip()
+    return out
+
+
+def run_sql(query: str, db_path: str, max_rows: int = 200) -> tuple[list[str], list[tuple], bool]:
+    """Run ``query`` on the read-only warehouse; returns (columns, rows, truncated)."""
+    from seke.warehouse import connect_readonly
+
+    con = connect_readonly(db_path)
+    try:
+        cur = con.execute(resolve_query(query))
+        if cur.description is None:
+            return [], [], False
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchmany(max_rows + 1)
+    finally:
+        con.close()
+    return columns, rows[:max_rows], len(rows) > max_rows
+
+
+# ---- sub-commands --------------------------------------------------------------------------
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    if args.list:
+        for name, desc in saved_queries().items():
+            print(f"{name:34s} {desc}")
+        return 0
+    if not args.query:
+        print("seke sql: give a query, a saved query name or --list", file=sys.stderr)
+        return 2
+    if args.build:
+        from seke.lake import Lake
+        from seke.warehouse import build_warehouse
+
+        build_warehouse(Lake(args.lake), args.db)
+    import duckdb
+
+    try:
+        columns, rows, truncated = run_sql(args.query, args.db, args.max_rows)
+    except FileNotFoundError as exc:
+        print(f"seke sql: {exc} (or pass --build)", file=sys.stderr)
+        return 1
+    except duckdb.Error as exc:
+        print(f"seke sql: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
+    elif args.format == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        w.writerows(rows)
+    else:
+        print(format_table(columns, rows))
+        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{', truncated' if truncated else ''})")
+    return 0
+
+
+def _cmd_warehouse(args: argparse.Namespace) -> int:
+    from seke.lake import Lake
+    from seke.warehouse import build_warehouse
+
+    views = build_warehouse(Lake(args.lake), args.db)
+    print(f"{args.db}: {len(views)} views: {', '.join(views) or '(lake is empty)'}")
+    return 0
+
+
+def _read(lake_uri: str, table: str, source: str | None, batch: str | None):
+    import polars as pl
+
+    from seke.lake import Lake
+
+    lake = Lake(lake_uri)
+    if not lake.exists(table):
+        return pl.DataFrame()
+    frame = lake.read_table(table)
+    if source:
+        frame = frame.filter(pl.col("source") == source)
+    if batch:
+        frame = frame.filter(pl.col("batch") == batch)
+    return frame
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from seke import exports
+
+    feid = _read(args.lake, "feid", args.source, args.batch)
+    if feid.height == 0:
+        print(f"seke export: no FEID records in {args.lake} (materialize the feid asset)", file=sys.stderr)
+        return 1
+    if args.origins:
+        feid = feid.filter(feid["origin"].is_in(args.origins.split(",")))
+    out = Path(args.out)
+    done: dict[str, Any] = {}
+    if args.format in ("llava", "all"):
+        done["llava"] = exports.export_llava(feid, out / "llava")
+    if args.format in ("sharegpt", "all"):
+        done.update({f"sharegpt.{k}": v for k, v in exports.export_sharegpt(feid, out / "sharegpt").items()})
+    if args.format in ("hf", "all"):
+        done["hf.feid"] = exports.export_hf_parquet(feid, out / "hf", "feid", "train")
+        feab = _read(args.lake, "feab", args.source, args.batch)
+        if feab.height:
+            done["hf.feab"] = exports.export_hf_parquet(feab, out / "hf", "feab", "test")
+    print(f"{feid.height} FEID records of {feid['face_id'].n_unique()} faces exported:")
+    for k, v in done.items():
+        print(f"  {k}: {v if not isinstance(v, list) else ', '.join(map(str, v))}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from seke import evaluate as ev
+    from seke.knowledge import knowledge_v1
+    from seke.lake import Lake
+
+    feab = _read(args.lake, "feab", args.source, args.batch)
+    if feab.height == 0:
+        print(f"seke evaluate: no FEAB items in {args.lake} (materialize the feab asset)", file=sys.stderr)
+        return 1
+    if args.limit:
+        keep = feab["face_id"].unique(maintain_order=True).head(args.limit)
+        feab = feab.filter(feab["face_id"].is_in(keep))
+    extra = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    annotator = ev.load_annotator(args.annotator, knowledge_v1(), seed=args.seed, **extra)
+    result = ev.evaluate(annotator, feab, model=args.model, run_id=args.run_id,
+                         n_samples=args.n_samples, batch_size=args.batch_size,
+                         progress=lambda d, t: print(f"\r{d}/{t} faces", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    lake = Lake(args.lake)
+    if not args.no_store:
+        paths = ev.store(lake, result)
+        print(f"stored run {result.run_id} of {result.model}: {paths['evaluations']}")
+    if args.plots:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
+        for name, png in result.plots.items():
+            target = Path(args.plots) / f"{ev.model_slug(result.model)}-{result.run_id}-{name}.png"
+            target.write_bytes(png)
+            print(f"plot: {target}")
+    summary = [(k, result.summary()[k], result.summary("human")[k]) for k in result.summary()]
+    print(format_table(["metric", "all gold", "human gold"], summary))
+    table = ev.comparison_table(ev.read_evaluations(lake)) if not args.no_store else None
+    if table is not None and table.height:
+        print("\ncomparison (latest run per model):")
+        print(format_table(table.columns, table.rows()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seke", description=__doc__)
+    parser = argparse.ArgumentParser(prog="seke", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch-weights", help="download and sha256-check offline models and demo photos")
+
+    def paths(p: argparse.ArgumentParser, db: bool = False) -> None:
+        p.add_argument("--lake", default=default_lake_uri(), help="lake root or s3:// URI (env SEKE_LAKE_URI)")
+        if db:
+            p.add_argument("--db", default=default_db_path(), help="DuckDB file (env SEKE_DUCKDB_PATH)")
+
+    p = sub.add_parser("sql", help="run SQL against the read-only DuckDB warehouse and print a table")
+    p.add_argument("query", nargs="?", help="SQL text, a saved query name (see --list) or a .sql file")
+    p.add_argument("--list", action="store_true", help="list saved queries in queries/")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--max-rows", type=int, default=200)
+    p.add_argument("--build", action="store_true", help="(re)build the warehouse views first")
+    paths(p, db=True)
+
+    p = sub.add_parser("warehouse", help="(re)build the DuckDB file with a view per lake table")
+    paths(p, db=True)
+
+    p = sub.add_parser("export", help="FEID/FEAB as LLaVA, ShareGPT (LLaMA-Factory) and HF Parquet")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=("llava", "sharegpt", "hf", "all"), default="all")
+    p.add_argument("--source")
+    p.add_argument("--batch")
+    p.add_argument("--origins", help="keep records whose origin is in this comma list, e.g. human,verified")
+    paths(p)
+
+    p = sub.add_parser("evaluate", help="score an annotator on FEAB and store the run")
+    p.add_argument("--annotator", default="offline",
+                   help="offline | package.module:factory (e.g. seke.evaluate:constant_baseline)")
+    p.add_argument("--checkpoint", help="passed to the factory as checkpoint=")
+    p.add_argument("--model", help="name in the comparison table (default backend/model)")
+    p.add_argument("--run-id")
+    p.add_argument("--n-samples", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="evaluate only the first N faces")
+    p.add_argument("--source")
+    p.add_argument("--batch")
+    p.add_argument("--plots", help="also write the PNG plots into this folder")
+    p.add_argument("--no-store", action="store_true", help="do not write the run to the lake")
+    paths(p)
+
     args = parser.parse_args(argv)
     if args.command == "fetch-weights":
         from seke.weights import fetch_all
 
         fetch_all()
         return 0
-    parser.print_help(sys.stderr)
-    return 2
+    handlers = {"sql": _cmd_sql, "warehouse": _cmd_warehouse, "export": _cmd_export,
+                "evaluate": _cmd_evaluate}
+    return handlers[args.command](args)

@@ -196,3 +196,57 @@ def au_set_log_likelihood(aus: dict[int, float], prior: dict[int, float],
         x = float(aus.get(a, 0.0))
         total += x * math.log(p) + (1 - x) * math.log(1 - p)
     return total / len(keys)
+
+
+# ---- bundled, versioned estimates ------------------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+KNOWLEDGE_DATA = Path(__file__).with_name("knowledge_data")
+#: P(AU | expression) estimated from CK+ (FACS-coded, Lucey et al. 2010; AU matrix via NetFACS),
+#: regenerated with ``python -m seke.knowledge estimate ../shared/data/ckplus/manifest.csv``.
+CKPLUS_EXPRESSION_AU_CSV = KNOWLEDGE_DATA / "expression_au_ckplus.csv"
+DEFAULT_VERSION = "v2"
+
+
+def expression_au_from_table(df: pl.DataFrame) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {e: {} for e in EXPRESSIONS}
+    for row in df.iter_rows(named=True):
+        out[row["expression"]][int(row["au"])] = float(row["p_present"])
+    return out
+
+
+def load_knowledge(version: str = DEFAULT_VERSION) -> Knowledge:
+    """A bundled knowledge version: ``v1`` (literature only) or ``v2`` (v1 + CK+ estimate)."""
+    if version == "v1":
+        return knowledge_v1()
+    if version == "v2":
+        df = pl.read_csv(CKPLUS_EXPRESSION_AU_CSV)
+        return Knowledge("v2", expression_au_from_table(df), dict(VA_REGIONS_V1),
+                         provenance="P(AU|expression) estimated from CK+ (bundled), shrunk toward "
+                                    "EMFACS prototypes; circumplex anchors v1")
+    raise KeyError(f"unknown knowledge version {version!r}; bundled: v1, v2")
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Re-estimate the bundled P(AU | expression) table")
+    p.add_argument("command", choices=["estimate"])
+    p.add_argument("manifest", help="manifest.csv with expression and au<N> columns (e.g. CK+)")
+    a = p.parse_args(argv)
+    k = knowledge_with_estimate(pl.read_csv(a.manifest), "ckplus")
+    k.expression_au_table().drop("knowledge_version").write_csv(CKPLUS_EXPRESSION_AU_CSV)
+    print(f"wrote {CKPLUS_EXPRESSION_AU_CSV} ({k.provenance})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
+
+
+def knowledge_from_tables(version: str, expression_au: pl.DataFrame, va_regions: pl.DataFrame,
+                          provenance: str = "") -> Knowledge:
+    """Rebuild a :class:`Knowledge` from its lake tables (the inverse of :meth:`Knowledge.tables`)."""
+    regions = {r["expression"]: VARegion(r["valence"], r["arousal"], r["valence_tol"], r["arousal_tol"])
+               for r in va_regions.iter_rows(named=True)}
+    return Knowledge(version, expression_au_from_table(expression_au), regions, provenance=provenance)

@@ -46,6 +46,17 @@ QUARANTINE = pa.schema([
     ("detail", pa.string()),             # human-readable explanation
 ])
 
+KNOWLEDGE_PROMPTS = pa.schema([
+    ("face_id", pa.string()),
+    ("prompt_version", pa.string()),
+    ("prompt_hash", pa.string()),
+    ("known", pa.list_(pa.string())),         # granularities given to the annotator as facts
+    ("missing", pa.list_(pa.string())),       # granularities the annotator must produce
+    ("audit_hidden", pa.list_(pa.string())),  # human labels hidden for audit mode
+    ("messages_json", pa.string()),           # chat messages without the image
+    ("knowledge_version", pa.string()),
+])
+
 MC_SAMPLES = pa.schema([
     ("face_id", pa.string()),
     ("prompt_hash", pa.string()),
@@ -139,9 +150,11 @@ FEAB = pa.schema([
 ])
 
 TABLES: dict[str, pa.Schema] = {
-    "raw_faces": RAW_FACES, "quarantine": QUARANTINE, "mc_samples": MC_SAMPLES,
+    "raw_faces": RAW_FACES, "quarantine": QUARANTINE, "knowledge_prompts": KNOWLEDGE_PROMPTS,
+    "mc_samples": MC_SAMPLES,
     "verified_labels": VERIFIED_LABELS, "feid": FEID, "feab": FEAB,
 }
+
 
 
 def empty(schema: pa.Schema) -> pa.Table:

@@ -1,0 +1,152 @@
+"""``mc_samples`` and ``verified_labels``: SV-UAMC sampling and self-verification, one step.
+
+Both tables come from one pass of :func:`seke.sv_uamc.run_sampling`: the loop must aggregate
+after every round to decide whether to stop, and verification needs the annotator that is
+already open, so one step (holding the ``vllm`` concurrency pool) writes both partitions.
+"""
+
+import json
+
+import polars as pl
+import pyarrow as pa
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
+                     AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset)
+from pydantic import Field
+
+from assets.calibration import read_current_calibration
+from assets.common import lake_partition, table_metadata
+from assets.knowledge import read_current_knowledge
+from expectations.checks import check_results, check_specs
+from expectations.gates import GateConfig
+from pipelines.ops_schedules import API_BACKFILL_POLICY
+from pipelines.partitions import batches
+from resources.annotator import AnnotatorResource
+from resources.lake import LakeResource
+from seke import quarantine, schemas
+from seke.annotation import PromptSpec
+from seke.audit import AUDIT_FLOORS, audit_check, audit_report, gold_for_hidden
+from seke.records import face_items, known_labels
+from seke.sv_uamc import SamplingConfig, run_sampling
+
+_DEFAULTS = SamplingConfig()
+
+
+class SamplingRunConfig(Config):
+    """SV-UAMC parameters (defaults chosen by bench/sv_uamc.py)."""
+
+    strategy: str = Field(_DEFAULTS.strategy, description="sv_uamc | fixed_n | single_shot")
+    k: int = Field(_DEFAULTS.k, description="samples per round")
+    n_max: int = Field(_DEFAULTS.n_max, description="most samples per face (sv_uamc)")
+    fixed_n: int = Field(_DEFAULTS.fixed_n, description="samples per face (fixed_n baseline)")
+    threshold_expression: float = _DEFAULTS.threshold_expression
+    threshold_va: float = _DEFAULTS.threshold_va
+    threshold_aus: float = _DEFAULTS.threshold_aus
+    verify: bool = _DEFAULTS.verify
+    consistency_floor: float = _DEFAULTS.consistency_floor
+    seed: int = _DEFAULTS.seed
+    gate_consistency_floor: float = Field(
+        GateConfig.consistency_floor, description="blocking check: least share of accepted faces "
+                                                  "with no consistency flag; below it FEID/FEAB are not written")
+    gate_flag_rate_ceiling: float = Field(GateConfig.flag_rate_ceiling,
+                                          description="warn check: most share of faces with one consistency flag")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(**self.model_dump(exclude={"gate_consistency_floor", "gate_flag_rate_ceiling"}))
+
+    def gates(self) -> GateConfig:
+        return GateConfig(self.gate_consistency_floor, self.gate_flag_rate_ceiling)
+
+
+def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:
+    return {r["face_id"]: PromptSpec(r["prompt_version"], tuple(json.loads(r["messages_json"])),
+                                     tuple(r["missing"]), r["prompt_hash"])
+            for r in prompts.iter_rows(named=True)}
+
+
+@multi_asset(
+    specs=[AssetSpec("mc_samples", deps=["raw_faces", "knowledge_prompts"], group_name="annotation",
+                     kinds={"parquet"},
+                     description="One row per annotator sample: prompt hash, round, index, backend, "
+                                 "model, temperature, raw text, parsed fields, parse status, tokens, "
+                                 "latency, cost, cache hit."),
+           AssetSpec("verified_labels", deps=["mc_samples"], group_name="annotation", kinds={"parquet"},
+                     description="One row per face: final expression/VA/AUs with calibrated confidence, "
+                                 "uncertainty, samples spent, stop reason, verification verdict, "
+                                 "consistency score and flags, origin per granularity, accepted or abstained.")],
+    partitions_def=batches, pool="vllm", can_subset=False, name="annotate_faces",
+    backfill_policy=API_BACKFILL_POLICY,
+    check_specs=check_specs("mc_samples", "mc_samples", batches)
+    + check_specs("verified_labels", "verified_labels", batches)
+    + [AssetCheckSpec("audit_quality", asset="verified_labels",
+                      description="[warn] audit mode: generated labels agree with the hidden human "
+                                  "labels above the floors (accuracy, AU F1, valence sign)")],
+)
+def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, lake: LakeResource,
+                   annotator: AnnotatorResource):
+    """Run SV-UAMC on every face of the batch and write samples and verified labels."""
+    part = lake_partition(context)
+    store = lake.lake()
+    faces = store.read_partition("raw_faces", part)
+    prompts = store.read_partition("knowledge_prompts", part)
+    k = read_current_knowledge(store)
+    hidden = {r["face_id"]: r["audit_hidden"] for r in prompts.iter_rows(named=True) if r["audit_hidden"]}
+    items = face_items(faces, part["source"], hidden)
+    splits = {r["face_id"]: r["split"] for r in faces.iter_rows(named=True) if r["split"]}
+    engine = annotator.build(k, store)
+    cfg = config.sampling()
+    calibration = read_current_calibration(store)
+    context.log.info(f"{len(items)} faces, annotator {engine.backend}/{engine.model}, strategy {cfg.strategy}")
+    try:
+        result = run_sampling(items, prompt_specs(prompts), engine, k, cfg, audit_hidden=hidden,
+                              splits=splits, calibration=calibration)
+    finally:
+        if hasattr(engine, "close"):  # VLLM: release the loop thread and HTTP connections
+            engine.close()
+    endpoint_stats = engine.stats.as_metadata() if hasattr(engine, "stats") else {}
+
+    samples = schemas.conform(pa.Table.from_pylist(result.samples) if result.samples
+                              else schemas.MC_SAMPLES.empty_table(), schemas.MC_SAMPLES)
+    labels = schemas.conform(pa.Table.from_pylist(result.labels) if result.labels
+                             else schemas.VERIFIED_LABELS.empty_table(), schemas.VERIFIED_LABELS)
+    s_path = store.write_partition("mc_samples", part, samples)
+    l_path = store.write_partition("verified_labels", part, labels)
+    s_df, l_df = pl.from_arrow(samples), pl.from_arrow(labels)
+    failed = quarantine.from_samples(s_df)
+    abstained = quarantine.from_labels(l_df)
+    store.write_partition("quarantine", {**part, "stage": "mc_samples"}, failed)
+    store.write_partition("quarantine", {**part, "stage": "verified_labels"}, abstained)
+    stats = result.stats
+    gold = gold_for_hidden({r["face_id"]: known_labels(r) for r in faces.iter_rows(named=True)}, hidden)
+    audit = audit_report(result.labels, gold)
+    audit_passed, audit_failing = audit_check(audit)
+    sampled_faces = int(l_df.filter(pl.col("n_samples") > 0).height) if l_df.height else 0
+    yield MaterializeResult(asset_key="mc_samples", metadata={
+        **table_metadata(samples, s_path, ["face_id", "round", "sample_index", "expression", "valence",
+                                           "arousal", "parse_status", "latency_ms"]),
+        "annotator": MetadataValue.text(f"{engine.backend}/{engine.model}"),
+        "strategy": MetadataValue.text(cfg.strategy),
+        **{f"endpoint/{name}": (MetadataValue.int(v) if isinstance(v, int) else MetadataValue.float(float(v)))
+           for name, v in endpoint_stats.items()},
+        "model_calls": MetadataValue.int(int(stats.get("calls", samples.num_rows))),
+        "calls_per_face": MetadataValue.float(float(samples.num_rows) / max(1, len(items))),
+        "parse_failures": MetadataValue.int(failed.height),
+        "cache_hits": MetadataValue.int(int(s_df["cache_hit"].sum() or 0)) if s_df.height else MetadataValue.int(0),
+        "tokens": MetadataValue.int(int((s_df["prompt_tokens"].sum() or 0) + (s_df["completion_tokens"].sum() or 0))) if s_df.height else MetadataValue.int(0),
+        "cost_usd": MetadataValue.float(float(s_df["cost_usd"].sum() or 0.0)) if s_df.height else MetadataValue.float(0.0),
+        "mean_latency_ms": MetadataValue.float(float(s_df["latency_ms"].mean() or 0.0)) if s_df.height else MetadataValue.float(0.0),
+    }, check_results=check_results("mc_samples", s_df, input_rows=sampled_faces, asset_key="mc_samples"))
+    yield MaterializeResult(asset_key="verified_labels", metadata={
+        **table_metadata(labels, l_path, ["face_id", "status", "expression", "expression_confidence",
+                                          "valence", "arousal", "aus", "n_samples", "stop_reason", "verdict"]),
+        "accepted": MetadataValue.int(len(result.labels) - abstained.height),
+        "abstained": MetadataValue.int(abstained.height),
+        "sampling_stats": MetadataValue.json(json.loads(json.dumps(stats, default=str))),
+        "calibration_version": MetadataValue.text(calibration.version if calibration else "none (raw confidences)"),
+        "audit": MetadataValue.json(json.loads(json.dumps(audit, default=str))),
+    }, check_results=check_results("verified_labels", l_df, input_rows=faces.height, knowledge=k,
+                                   config=config.gates(), asset_key="verified_labels")
+       + [AssetCheckResult(check_name="audit_quality", asset_key="verified_labels", passed=audit_passed,
+                           severity=AssetCheckSeverity.WARN,
+                           metadata={"audit_faces": MetadataValue.int(int(audit.get("audit_faces") or 0)),
+                                     "below_floor": MetadataValue.json(audit_failing),
+                                     "floors": MetadataValue.json(AUDIT_FLOORS)})])

@@ -1,0 +1,61 @@
+"""``evaluation``: score an annotator (offline, VLLM, trained checkpoint) on the whole FEAB."""
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from assets.knowledge import read_current_knowledge
+from resources.annotator import AnnotatorResource
+from resources.lake import LakeResource
+from seke.knowledge import knowledge_v1
+from seke.evaluate import (comparison_table, evaluate, load_annotator, markdown_table,
+                           png_markdown, read_evaluations, store)
+
+
+class EvaluationConfig(Config):
+    annotator_spec: str = Field(
+        default="", description="empty: the `annotator` resource (offline | vllm); or "
+                                "'package.module:factory' for e.g. a trained checkpoint")
+    checkpoint: str = Field(default="", description="passed to the factory as checkpoint=")
+    model_label: str = Field(default="", description="name in the comparison table (default backend/model)")
+    n_samples: int = Field(default=1, ge=1, description="samples per face, aggregated like SV-UAMC")
+    batch_size: int = Field(default=16, ge=1)
+    run_id: str = Field(default="", description="default: a new timestamped id")
+
+
+@asset(deps=["feab"], group_name="evaluation", kinds={"parquet"})
+def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: LakeResource,
+               annotator: AnnotatorResource) -> MaterializeResult:
+    """Scores of one model on FEAB (accuracy/macro-F1, VA RMSE/CCC/sign, per-AU F1, ECE, Brier),
+    stored per model and run in `evaluations` / `evaluation_predictions`, with a confusion
+    matrix, a VA scatter and the comparison table across every model evaluated so far."""
+    store_ = lake.lake()
+    feab = store_.read_table("feab")
+    try:
+        knowledge = read_current_knowledge(store_)
+    except RuntimeError:  # the prompt's knowledge only: literature tables are a fine default here
+        context.log.warning("no knowledge in the lake; evaluating with the v1 literature tables")
+        knowledge = knowledge_v1()
+    if config.annotator_spec:
+        extra = {"checkpoint": config.checkpoint} if config.checkpoint else {}
+        engine = load_annotator(config.annotator_spec, knowledge, **extra)
+    else:
+        engine = annotator.build(knowledge, store_)
+    result = evaluate(engine, feab, model=config.model_label or None, run_id=config.run_id or None,
+                      knowledge=knowledge, n_samples=config.n_samples, batch_size=config.batch_size,
+                      progress=lambda done, total: context.log.info(f"{done}/{total} faces"))
+    paths = store(store_, result)
+    table = comparison_table(read_evaluations(store_))
+    meta = {
+        "model": MetadataValue.text(result.model),
+        "run_id": MetadataValue.text(result.run_id),
+        "faces": MetadataValue.int(result.items["face_id"].n_unique()),
+        "items": MetadataValue.int(result.items.height),
+        "metrics": MetadataValue.json({k: v for k, v in result.summary().items() if v is not None}),
+        "metrics_human_gold": MetadataValue.json(
+            {k: v for k, v in result.summary("human").items() if v is not None}),
+        "comparison": MetadataValue.md(markdown_table(table)),
+        "path": MetadataValue.path(paths["evaluations"]),
+    }
+    for name, png in result.plots.items():
+        meta[name] = MetadataValue.md(png_markdown(png, name))
+    return MaterializeResult(metadata=meta)

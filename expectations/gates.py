@@ -1,0 +1,207 @@
+"""Quality gates of one lake partition, as plain results (no Dagster here).
+
+A gate is one named check with a severity: ``blocking`` (a failure must stop FEID/FEAB from
+being written) or ``warn``. Two families:
+
+* the GX suite of the table (:mod:`expectations.gx_runner`), rolled up per check named in the
+  suite meta (``gx_<table>``, ``label_ranges``, ``parse_failure_rate``, ``row_count``, …);
+* for ``verified_labels``, the cross-granularity consistency gates: per-partition rates of the
+  per-face flags :func:`seke.consistency.score_consistency` stored in ``consistency_flags``
+  (expression vs AUs, expression vs VA region, AUs vs VA) and the share of accepted faces with
+  no flag at all, which must stay above a configured floor.
+
+:mod:`expectations.checks` turns these into Dagster ``AssetCheckResult`` objects; the asset can
+also look at them *before* writing (``any_blocking_failed``) to keep a bad partition out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import polars as pl
+
+from expectations.gx_runner import MAX_IDS, SAMPLE_SIZE, SuiteResult, load_suite, run_suite
+from seke.annotation import Labels
+from seke.consistency import FLAGS, score_consistency
+from seke.knowledge import Knowledge
+
+#: Consistency gates on verified_labels: check name -> (flag stored per face, description).
+CONSISTENCY_FLAG_CHECKS: dict[str, tuple[str, str]] = {
+    "consistency_expression_aus": (FLAGS[0], "share of accepted faces whose AU set is unlikely "
+                                             "under the expression's AU profile"),
+    "consistency_expression_va": (FLAGS[1], "share of accepted faces whose valence/arousal lies "
+                                            "outside the expression's circumplex region"),
+    "consistency_aus_va": (FLAGS[2], "share of accepted faces whose AUs contradict the valence sign"),
+}
+CONSISTENCY_RATE = "consistency_rate"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Thresholds of the non-GX gates (the GX ones live in the suite meta ``parameters``)."""
+
+    consistency_floor: float = 0.8     # blocking: share of accepted faces with no flag
+    flag_rate_ceiling: float = 0.05    # warn: share of accepted faces with a given flag
+
+
+@dataclass
+class GateResult:
+    check: str
+    blocking: bool
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def check_names(table: str) -> dict[str, tuple[bool, str]]:
+    """Every gate of ``table``: name -> (blocking, description)."""
+    suite = load_suite(table)
+    out = {name: (bool(c["blocking"]), c["description"])
+           for name, c in suite["meta"]["checks"].items()}
+    if table == "verified_labels":
+        out[CONSISTENCY_RATE] = (True, "share of accepted faces with consistent expression, VA "
+                                       "and AUs must stay at or above the configured floor")
+        for name, (_, desc) in CONSISTENCY_FLAG_CHECKS.items():
+            out[name] = (False, desc)
+    return out
+
+
+# ---- GX roll-up --------------------------------------------------------------------------------
+
+def _from_suite(result: SuiteResult) -> list[GateResult]:
+    gates = []
+    for name, info in result.checks.items():
+        outcomes = result.for_check(name)
+        failed = [o for o in outcomes if not o.success]
+        ids: list[str] = []
+        sample: list[dict[str, Any]] = []
+        for o in failed:
+            for i in o.unexpected_ids:
+                if i not in ids:
+                    ids.append(i)
+            for s in o.sample:
+                if len(sample) < SAMPLE_SIZE:
+                    sample.append({"expectation": o.expectation, "column": o.column, **s})
+        meta: dict[str, Any] = {
+            "row_count": result.row_count,
+            "expectations_evaluated": len(outcomes),
+            "expectations_failed": len(failed),
+            "failed_expectations": [
+                {"expectation": o.expectation, "column": o.column, "view": o.view,
+                 "unexpected_count": o.unexpected_count, "observed_value": o.observed_value,
+                 "exception": o.exception, "why": o.why} for o in failed],
+            "unexpected_ids": ids[:MAX_IDS],
+            "unexpected_id_count": len(ids),
+            "sample": sample,
+        }
+        means = [o for o in outcomes if o.expectation == "expect_column_mean_to_be_between"]
+        if means:
+            meta["rate"] = means[0].observed_value
+            prefix = name.split("_rate")[0]
+            meta["ceiling"] = next((v for k, v in result.parameters.items()
+                                    if k.startswith(prefix) and k.endswith("_ceiling")), None)
+        if name == "row_count":
+            meta.update(observed_rows=result.row_count, min_rows=result.parameters.get("min_rows"),
+                        max_rows=result.parameters.get("max_rows"))
+        gates.append(GateResult(name, bool(info["blocking"]), not failed, info["description"], meta))
+    return gates
+
+
+# ---- cross-granularity consistency -------------------------------------------------------------
+
+def _labels_of(row: Mapping[str, Any]) -> Labels:
+    aus = row.get("aus")
+    return Labels(expression=row.get("expression"), valence=row.get("valence"),
+                  arousal=row.get("arousal"),
+                  aus=None if aus is None else {int(a): 1.0 for a in aus})
+
+
+def face_flags(frame: pl.DataFrame, knowledge: Knowledge | None = None) -> tuple[pl.DataFrame, int]:
+    """``face_id``, ``status`` and the per-face flag list; unscored faces are scored with
+    ``knowledge`` when given (returns the frame and how many were re-scored)."""
+    cols = [c for c in ("face_id", "status", "consistency_flags", "expression", "valence",
+                        "arousal", "aus") if c in frame.columns]
+    sub = frame.select(cols)
+    if "consistency_flags" not in sub.columns:
+        sub = sub.with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias("consistency_flags"))
+    rescored = 0
+    if knowledge is not None and sub["consistency_flags"].null_count():
+        flags = []
+        for row in sub.iter_rows(named=True):
+            if row["consistency_flags"] is None:
+                flags.append(list(score_consistency(_labels_of(row), knowledge).flags))
+                rescored += 1
+            else:
+                flags.append(row["consistency_flags"])
+        sub = sub.with_columns(pl.Series("consistency_flags", flags, dtype=pl.List(pl.String)))
+    return sub, rescored
+
+
+def consistency_gates(frame: pl.DataFrame, config: GateConfig = GateConfig(),
+                      knowledge: Knowledge | None = None) -> list[GateResult]:
+    """Per-partition consistency rates over the accepted faces of a verified_labels partition."""
+    sub, rescored = face_flags(frame, knowledge)
+    if "status" in sub.columns:
+        accepted = sub.filter(pl.col("status") == "accepted")
+    else:
+        accepted = sub
+    n = accepted.height
+    unscored = accepted.filter(pl.col("consistency_flags").is_null())
+    consistent = accepted.filter(pl.col("consistency_flags").list.len() == 0)
+    inconsistent_ids = accepted.filter(
+        pl.col("consistency_flags").is_null() | (pl.col("consistency_flags").list.len() > 0)
+    )["face_id"].to_list()
+    rate = consistent.height / n if n else None
+    base = {"accepted_faces": n, "partition_faces": frame.height, "unscored_faces": unscored.height,
+            "rescored_faces": rescored}
+    gates = [GateResult(
+        CONSISTENCY_RATE, True, rate is None or rate >= config.consistency_floor,
+        check_names("verified_labels")[CONSISTENCY_RATE][1],
+        {**base, "rate": rate, "floor": config.consistency_floor,
+         "unexpected_ids": inconsistent_ids[:MAX_IDS], "unexpected_id_count": len(inconsistent_ids),
+         "note": "unscored accepted faces count as inconsistent" if unscored.height else ""})]
+    for name, (flag, desc) in CONSISTENCY_FLAG_CHECKS.items():
+        hit = accepted.filter(pl.col("consistency_flags").list.contains(flag).fill_null(False))
+        flag_rate = hit.height / n if n else None
+        sample = (frame.filter(pl.col("face_id").is_in(hit["face_id"].head(SAMPLE_SIZE).implode()))
+                  .select([c for c in ("face_id", "expression", "valence", "arousal", "aus",
+                                       "consistency_score") if c in frame.columns])
+                  .to_dicts())
+        gates.append(GateResult(
+            name, False, flag_rate is None or flag_rate <= config.flag_rate_ceiling, desc,
+            {**base, "flag": flag, "rate": flag_rate, "ceiling": config.flag_rate_ceiling,
+             "unexpected_ids": hit["face_id"].to_list()[:MAX_IDS],
+             "unexpected_id_count": hit.height, "sample": sample}))
+    return gates
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+def evaluate(table: str, frame: pl.DataFrame, input_rows: int | None = None,
+             parameters: Mapping[str, Any] | None = None, config: GateConfig = GateConfig(),
+             knowledge: Knowledge | None = None) -> list[GateResult]:
+    """Every gate of ``table`` on one partition, in :func:`check_names` order."""
+    gates = _from_suite(run_suite(table, frame, input_rows=input_rows, parameters=parameters))
+    if table == "verified_labels":
+        gates += consistency_gates(frame, config, knowledge)
+    order = list(check_names(table))
+    return sorted(gates, key=lambda g: order.index(g.check))
+
+
+def any_blocking_failed(gates: list[GateResult]) -> bool:
+    return any(g.blocking and not g.passed for g in gates)
+
+
+def quarantine_rows(gates: list[GateResult], stage: str) -> pl.DataFrame:
+    """QUARANTINE rows for every id named by a failed *blocking* gate (reason ``gate:<check>``),
+    so a blocked partition's offending faces are queryable next to the other drops."""
+    from seke.quarantine import rows
+
+    items = []
+    for g in gates:
+        if g.blocking and not g.passed:
+            detail = "; ".join(f"{f['expectation']}({f['column']})"
+                               for f in g.metadata.get("failed_expectations", [])) or g.description
+            items += [(i, f"gate:{g.check}", detail) for i in g.metadata.get("unexpected_ids", [])]
+    return rows(items, stage)

@@ -1,0 +1,41 @@
+"""The code location: every asset, resource, job, sensor and schedule of the platform."""
+
+
+from dagster import Definitions
+
+from assets.annotation import annotate_faces
+from assets.calibration import confidence_calibration
+from assets.evaluation import evaluation
+from assets.knowledge import knowledge
+from assets.knowledge_prompts import knowledge_prompts
+from assets.products import feab, feid
+from assets.raw_faces import raw_faces
+from assets.review import review_labels, review_queue
+from assets.vllm_batch import vllm_batch_prefill
+from assets.warehouse import warehouse
+from pipelines.jobs import annotate_batch, refit_calibration, refresh_knowledge, vllm_backfill
+from pipelines.ops_k8s import step_executor
+from pipelines.ops_schedules import OPS_RESOURCES, landing_sensor, nightly_catch_up
+from resources.annotator import AnnotatorResource
+from resources.landing import LandingZoneResource
+from resources.lake import LakeResource
+from resources.vllm import VLLMResource
+from resources.warehouse import WarehouseResource
+
+defs = Definitions(
+    assets=[raw_faces, knowledge, knowledge_prompts, annotate_faces, feid, feab, warehouse,
+            evaluation, review_queue, review_labels, vllm_batch_prefill,
+            confidence_calibration],
+    jobs=[annotate_batch, refresh_knowledge, refit_calibration, vllm_backfill],
+    sensors=[landing_sensor],
+    schedules=[nightly_catch_up],
+    executor=step_executor(),
+    resources={
+        "lake": LakeResource(),
+        "landing": LandingZoneResource(),
+        "annotator": AnnotatorResource(),
+        "duckdb": WarehouseResource(),
+        "vllm": VLLMResource(),
+        **OPS_RESOURCES,
+    },
+)

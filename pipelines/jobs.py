@@ -1,0 +1,29 @@
+"""Jobs: the per-batch annotation graph."""
+
+from dagster import AssetSelection, define_asset_job
+
+from pipelines.partitions import batches
+
+#: Every partitioned asset of the graph for one batch (knowledge is unpartitioned and is
+#: materialized on its own when the tables change).
+annotate_batch = define_asset_job(
+    "annotate_batch",
+    selection=AssetSelection.all() - AssetSelection.assets("knowledge") - AssetSelection.groups("evaluation", "training", "backfill", "calibration"),
+    partitions_def=batches,
+    description="Ingest one landing batch and run it through prompts, SV-UAMC sampling, "
+                "verification and FEID/FEAB, then refresh the DuckDB warehouse.",
+)
+
+#: Re-materialize the knowledge tables (run when the tables or their sources change).
+refresh_knowledge = define_asset_job("refresh_knowledge", selection=AssetSelection.assets("knowledge"))
+
+#: OpenAI Batch API prefill for large backfills: ingest, prompts, then submit/poll/collect the
+#: first SV-UAMC round of every face into the response cache at the batch price.
+vllm_backfill = define_asset_job(
+    "vllm_backfill",
+    selection=AssetSelection.assets("raw_faces", "knowledge_prompts", "vllm_batch_prefill", "review_labels"),
+    partitions_def=batches,
+)
+
+#: Refit the confidence calibration on every audited face in the lake.
+refit_calibration = define_asset_job("refit_calibration", selection=AssetSelection.assets("confidence_calibration"))

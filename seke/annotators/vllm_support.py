@@ -1,0 +1,188 @@
+"""Plain pieces of the VLLM path: endpoint config, capabilities, budget, accounting, messages.
+
+Kept apart from the annotator so each can be read (and tested) on its own: none of it does
+I/O. The annotator (:mod:`seke.annotators.vllm`) and the Batch API runner share them.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from seke.annotation import Sample
+
+BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+# ---- configuration -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VLLMConfig:
+    """Everything that defines one endpoint and one run's sampling and limits."""
+
+    base_url: str
+    model: str
+    api_key: str = field(default="EMPTY", repr=False)
+    timeout_s: float = 60.0
+    max_retries: int = 2
+    max_concurrency: int = 8
+    temperature: float = 0.7
+    top_p: float | None = None
+    seed: int | None = None
+    max_tokens: int = 1200
+    verify_temperature: float = 0.0
+    max_calls: int | None = None
+    max_usd: float | None = None
+    price_input_per_1m: float = 0.0
+    price_output_per_1m: float = 0.0
+    #: "auto" (probe) or a comma list of supported features among n,json_schema,json_object,logprobs
+    capabilities: str = "auto"
+    image_detail: str | None = None
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.price_input_per_1m
+                + completion_tokens * self.price_output_per_1m) / 1e6
+
+
+@dataclass
+class Capabilities:
+    """What an endpoint supports (``response_format``: json_schema | json_object | none)."""
+
+    n: bool
+    response_format: str
+    logprobs: bool
+    source: str = "probe"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "response_format": self.response_format, "logprobs": self.logprobs}
+
+    def describe(self) -> str:
+        yn = {True: "yes", False: "no"}
+        return (f"n={yn[self.n]} response_format={self.response_format} "
+                f"logprobs={yn[self.logprobs]} ({self.source})")
+
+    @staticmethod
+    def parse(spec: str) -> "Capabilities":
+        feats = {f.strip().lower() for f in spec.split(",") if f.strip()}
+        rf = "json_schema" if "json_schema" in feats else ("json_object" if "json_object" in feats else "none")
+        return Capabilities("n" in feats, rf, "logprobs" in feats, source="configured")
+
+
+@dataclass
+class RunStats:
+    """Accounting of one annotator over its lifetime (per-partition metadata comes from here
+    or from :func:`summarise_samples`)."""
+
+    calls: int = 0
+    probe_calls: int = 0
+    repair_calls: int = 0
+    failed_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cache_hits: int = 0
+    budget_exhausted: int = 0
+    latency_ms_total: float = 0.0
+
+    def as_metadata(self) -> dict[str, float | int]:
+        d = dict(self.__dict__)
+        d["mean_call_latency_ms"] = self.latency_ms_total / self.calls if self.calls else 0.0
+        d.pop("latency_ms_total")
+        return d
+
+
+def summarise_samples(samples: Sequence[Sample]) -> dict[str, float | int]:
+    """Per-partition accounting from samples: tokens, latency, cost, cache hits, parse status."""
+    n = len(samples)
+    paid = [s for s in samples if not s.cache_hit]
+    return {
+        "samples": n,
+        "parse_ok": sum(s.parse_status == "ok" for s in samples),
+        "parse_repaired": sum(s.parse_status == "repaired" for s in samples),
+        "parse_failed": sum(s.parse_status == "failed" for s in samples),
+        "budget_exhausted": sum(s.error == BUDGET_EXHAUSTED for s in samples),
+        "cache_hits": sum(s.cache_hit for s in samples),
+        "prompt_tokens": sum(s.prompt_tokens for s in samples),
+        "completion_tokens": sum(s.completion_tokens for s in samples),
+        "cost_usd": round(sum(s.cost_usd for s in samples), 6),
+        "mean_latency_ms": (sum(s.latency_ms for s in paid) / len(paid)) if paid else 0.0,
+    }
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def redact_url(url: str) -> str:
+    """Drop credentials and query strings (Azure-style ``?api-key=``) before logging a URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def image_data_url(png_or_jpeg: bytes) -> str:
+    """The image as a base64 data URL (the only way images leave the platform)."""
+    mime = "image/jpeg" if png_or_jpeg[:3] == b"\xff\xd8\xff" else "image/png"
+    return f"data:{mime};base64,{base64.b64encode(png_or_jpeg).decode('ascii')}"
+
+
+def with_image(messages: Sequence[dict[str, Any]], image: bytes,
+               detail: str | None = None) -> list[dict[str, Any]]:
+    """Attach the image to the last user message as an ``image_url`` content part."""
+    out = [dict(m) for m in messages]
+    for i in range(len(out) - 1, -1, -1):
+        if out[i]["role"] == "user":
+            url: dict[str, Any] = {"url": image_data_url(image)}
+            if detail:
+                url["detail"] = detail
+            text = out[i]["content"]
+            parts = text if isinstance(text, list) else [{"type": "text", "text": text}]
+            out[i]["content"] = [*parts, {"type": "image_url", "image_url": url}]
+            return out
+    raise ValueError("prompt has no user message to attach the image to")
+
+
+class Budget:
+    """Per-run limits; used only from the annotator's event-loop thread (no locking needed)."""
+
+    def __init__(self, max_calls: int | None, max_usd: float | None) -> None:
+        self.max_calls = max_calls
+        self.max_usd = max_usd
+        self.calls = 0
+        self.usd = 0.0
+        self.in_flight = 0
+
+    def acquire(self) -> bool:
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            return False
+        if self.max_usd is not None:
+            avg = self.usd / self.calls if self.calls else 0.0
+            if self.usd + (self.in_flight + 1) * avg > self.max_usd or self.usd >= self.max_usd:
+                return False
+        self.calls += 1
+        self.in_flight += 1
+        return True
+
+    def settle(self, usd: float) -> None:
+        self.in_flight -= 1
+        self.usd += usd
+
+
+@dataclass
+class CallResult:
+    """One finished chat call (or why it failed)."""
+
+    texts: list[tuple[str | None, str | None]] = field(default_factory=list)  # (content, refusal)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    error: str | None = None
+
+    @property
+    def cost_share(self) -> int:
+        return max(1, len(self.texts))
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    base, rest = divmod(total, parts)
+    return [base + (1 if i < rest else 0) for i in range(parts)]

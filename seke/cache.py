@@ -1,0 +1,195 @@
+"""Content-addressed request -> response cache for model calls, persisted in the lake.
+
+Why: VLLM calls cost money and time. A re-run, a retry of a failed step or a backfill must
+never pay twice for the same sample, so every finished sample is stored under a key made of
+everything that determines it: model, prompt hash (which covers the template version and the
+knowledge fingerprint), image sha256, sampling parameters and sample index.
+
+Storage is append-only and crash-safe: each flush writes ONE new small Parquet file as its own
+hive partition ``vllm_cache/flush=<time>-<uuid>/part-0.parquet`` through
+:meth:`seke.lake.Lake.write_partition` (temp file + atomic rename locally, a single complete PUT
+on S3). A crash can lose only entries not yet flushed; a flushed file is always complete.
+:meth:`ResponseCache.compact` merges the small files (new file first, then deletes the old ones;
+duplicates are harmless because keys are deduplicated on load).
+
+The cache stores results only, never request headers, so the API key cannot end up in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import polars as pl
+
+from seke.lake import Lake
+
+CACHE_TABLE = "vllm_cache"
+
+CACHE_SCHEMA: dict[str, Any] = {
+    "key": pl.String, "kind": pl.String, "model": pl.String, "prompt_hash": pl.String,
+    "image_sha256": pl.String, "sample_index": pl.Int32, "params": pl.String,
+    "result_json": pl.String, "created_at": pl.Float64,
+}
+
+
+def image_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cache_key(model: str, prompt_hash: str, image_sha: str, params: Mapping[str, Any],
+              sample_index: int, kind: str = "sample") -> str:
+    """The content address of one sample (sha256 over a canonical JSON of its identity)."""
+    payload = json.dumps({"kind": kind, "model": model, "prompt": prompt_hash, "image": image_sha,
+                          "params": dict(params), "index": int(sample_index)},
+                         sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass
+class CacheEntry:
+    key: str
+    kind: str
+    model: str
+    prompt_hash: str
+    image_sha256: str
+    sample_index: int
+    params: str
+    result: dict[str, Any]
+
+
+class ResponseCache:
+    """In-memory index over the lake table plus a buffer of entries awaiting flush.
+
+    Thread-safe: the annotator's event-loop thread puts entries while a flush may run in a
+    worker thread. ``lake=None`` gives a memory-only cache (tests, dry runs).
+    """
+
+    def __init__(self, lake: Lake | None, table: str = CACHE_TABLE, model: str | None = None) -> None:
+        self.lake = lake
+        self.table = table
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.files_written = 0
+        self._load(model)
+
+    def _load(self, model: str | None) -> None:
+        if self.lake is None or not self.lake.exists(self.table):
+            return
+        frame = self.lake.read_table(self.table)
+        if frame.is_empty():
+            return
+        if model is not None:
+            frame = frame.filter(pl.col("model") == model)
+        for key, result in zip(frame["key"].to_list(), frame["result_json"].to_list()):
+            self._entries[key] = json.loads(result)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return hit
+
+    def put(self, entry: CacheEntry) -> None:
+        row = {"key": entry.key, "kind": entry.kind, "model": entry.model,
+               "prompt_hash": entry.prompt_hash, "image_sha256": entry.image_sha256,
+               "sample_index": entry.sample_index, "params": entry.params,
+               "result_json": json.dumps(entry.result, sort_keys=True), "created_at": time.time()}
+        with self._lock:
+            self._entries[entry.key] = entry.result
+            self._pending.append(row)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> int:
+        """Write buffered entries as one new atomic Parquet file; returns rows written."""
+        if self.lake is None:
+            with self._lock:
+                n, self._pending = len(self._pending), []
+            return n
+        with self._flush_lock:
+            with self._lock:
+                rows, self._pending = self._pending, []
+            if not rows:
+                return 0
+            try:
+                frame = pl.DataFrame(rows, schema=CACHE_SCHEMA)
+                part = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+                self.lake.write_partition(self.table, {"flush": part}, frame)
+            except BaseException:
+                with self._lock:  # keep them for the next attempt
+                    self._pending[:0] = rows
+                raise
+            self.files_written += 1
+            return len(rows)
+
+    def compact(self) -> int:
+        """Merge every flush file into one; returns the number of distinct keys kept."""
+        if self.lake is None or not self.lake.exists(self.table):
+            return 0
+        with self._flush_lock:
+            frame = self.lake.read_table(self.table)
+            old = sorted(set(frame["flush"].to_list())) if "flush" in frame.columns else []
+            merged = frame.drop("flush").sort("created_at").unique("key", keep="last")
+            part = f"compact-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+            self.lake.write_partition(self.table, {"flush": part}, merged)
+            for p in old:
+                self.lake.delete_partition(self.table, {"flush": p})
+            return merged.height
+
+
+# ---- endpoint capability memo ----------------------------------------------------------------
+CAPABILITY_TABLE = "vllm_capabilities"
+
+
+def endpoint_id(base_url: str, model: str) -> str:
+    """Stable id of an endpoint+model (the URL is hashed, so nothing in it is stored in clear)."""
+    return hashlib.sha256(f"{base_url.rstrip('/')}|{model}".encode()).hexdigest()[:16]
+
+
+class CapabilityMemo:
+    """Remembers what an endpoint supports (n, response_format, logprobs) for ``ttl_s`` seconds.
+
+    Why: every Dagster step is a new process; probing the endpoint in each step costs calls and
+    a full round-trip of latency before the first sample. Detected capabilities are kept in
+    memory and in the lake (one tiny partition per endpoint, replaced atomically) so an
+    endpoint is probed once per TTL, not once per step. A 400 or an ignored ``n`` still
+    downgrades on the fly, and the downgrade is written back.
+    """
+
+
+    def __init__(self, lake: Lake | None, ttl_s: float = 24 * 3600, table: str = CAPABILITY_TABLE) -> None:
+        self.lake = lake
+        self.ttl_s = ttl_s
+        self.table = table
+
+    def get(self, endpoint: str) -> dict[str, Any] | None:
+        if self.lake is None or not self.lake.exists(self.table, {"endpoint": endpoint}):
+            return None
+        row = self.lake.read_partition(self.table, {"endpoint": endpoint}).row(0, named=True)
+        if time.time() - row["detected_at"] > self.ttl_s:
+            return None
+        return json.loads(row["capabilities"])
+
+    def put(self, endpoint: str, capabilities: dict[str, Any]) -> None:
+        if self.lake is not None:
+            self.lake.write_partition(self.table, {"endpoint": endpoint}, pl.DataFrame(
+                {"capabilities": [json.dumps(capabilities, sort_keys=True)], "detected_at": [time.time()]}))

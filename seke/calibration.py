@@ -1,0 +1,174 @@
+"""Confidence calibration fitted on audit data, stored as a versioned JSON artefact.
+
+Why: raw confidences (verbalised probabilities, vote shares) are over- or under-confident; a
+user who filters labels by confidence needs the number to mean "this share is right". Audit
+mode (:mod:`seke.audit`) provides (confidence, correct) pairs on faces whose human label was
+hidden; this module fits one monotone map per granularity on them and applies it to new labels.
+
+Methods:
+* ``temperature`` — ``c' = σ(logit(c) / T)``, one parameter per granularity, fitted by
+  minimising the negative log-likelihood (Guo et al. 2017, "On Calibration of Modern Neural
+  Networks", adapted to a binary correct/incorrect target);
+* ``isotonic`` — pool-adjacent-violators regression of correctness on confidence
+  (Zadrozny & Elkan 2002), applied by linear interpolation between fitted blocks.
+
+The artefact's ``version`` is a content hash of method and parameters, so labels can record
+which calibration produced their confidences and a refit with equal parameters keeps its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from seke.audit import AuditPair
+
+SCHEMA_VERSION = 1
+METHODS = ("temperature", "isotonic")
+#: Row columns holding each granularity's confidence in ``verified_labels``.
+CONFIDENCE_COLUMNS = {"expression": "expression_confidence", "va": "va_confidence", "aus": "au_confidence"}
+_EPS = 1e-4
+
+
+def _logit(c: np.ndarray) -> np.ndarray:
+    c = np.clip(c, _EPS, 1 - _EPS)
+    return np.log(c / (1 - c))
+
+
+def fit_temperature(conf: Sequence[float], correct: Sequence[bool]) -> float:
+    """Temperature minimising the binary NLL (golden-section search on log T in [-4, 4])."""
+    z = _logit(np.asarray(conf, float))
+    y = np.asarray(correct, float)
+
+    def nll(log_t: float) -> float:
+        p = np.clip(1 / (1 + np.exp(-z / math.exp(log_t))), 1e-9, 1 - 1e-9)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    lo, hi = -4.0, 4.0
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(80):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(b)
+    return float(math.exp((lo + hi) / 2))
+
+
+def fit_isotonic(conf: Sequence[float], correct: Sequence[bool]) -> tuple[list[float], list[float]]:
+    """Pool-adjacent-violators fit; returns block mean confidences (x) and accuracies (y)."""
+    c, t = np.asarray(conf, float), np.asarray(correct, float)
+    order = np.lexsort((-t, c))  # ties in confidence: correct first, so PAV pools them
+    xs, ys = c[order], t[order]
+    blocks: list[list[float]] = []  # [sum_x, sum_y, n]
+    for x, y in zip(xs, ys):
+        blocks.append([x, y, 1.0])
+        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
+            sx, sy, n = blocks.pop()
+            blocks[-1][0] += sx
+            blocks[-1][1] += sy
+            blocks[-1][2] += n
+    return [b[0] / b[2] for b in blocks], [b[1] / b[2] for b in blocks]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-granularity confidence maps; a granularity without a map passes through unchanged."""
+
+    method: str
+    params: dict[str, dict[str, Any]]          # granularity -> {"temperature": T} | {"x": [...], "y": [...]}
+    fitted_on: dict[str, int] = field(default_factory=dict)   # granularity -> pairs used
+    created_at: str = ""
+    notes: str = ""
+
+    @property
+    def version(self) -> str:
+        payload = json.dumps({"m": self.method, "p": self.params}, sort_keys=True)
+        return f"cal-{self.method}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
+    def apply(self, confidence: float, granularity: str) -> float:
+        """Calibrated confidence (``au`` and ``aus`` name the same map)."""
+        p = self.params.get("au" if granularity == "aus" else granularity)
+        if p is None or confidence is None:
+            return confidence
+        if self.method == "temperature":
+            z = float(_logit(np.asarray([confidence]))[0])
+            return float(1 / (1 + math.exp(-z / p["temperature"])))
+        return float(np.clip(np.interp(confidence, p["x"], p["y"]), 0.0, 1.0))
+
+    def apply_to_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of ``verified_labels`` rows with generated confidences calibrated (human ones untouched)."""
+        out = []
+        for r in rows:
+            r = dict(r)
+            for g, colname in CONFIDENCE_COLUMNS.items():
+                origin = r.get(f"{'au' if g == 'aus' else g}_origin")
+                if r.get(colname) is not None and origin not in (None, "human"):
+                    r[colname] = self.apply(r[colname], g)
+            out.append(r)
+        return out
+
+    # ---- artefact ------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "version": self.version, "method": self.method,
+                "params": self.params, "fitted_on": self.fitted_on, "created_at": self.created_at,
+                "notes": self.notes}
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temp file + rename) and return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+        tmp.replace(path)
+        return path
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "Calibration":
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported calibration schema_version {d.get('schema_version')!r}")
+        if d.get("method") not in METHODS:
+            raise ValueError(f"unknown calibration method {d.get('method')!r}")
+        cal = Calibration(d["method"], dict(d["params"]), dict(d.get("fitted_on", {})),
+                          d.get("created_at", ""), d.get("notes", ""))
+        if d.get("version") and d["version"] != cal.version:
+            raise ValueError(f"calibration artefact altered: stored version {d['version']} != {cal.version}")
+        return cal
+
+    @staticmethod
+    def load(path: str | Path) -> "Calibration":
+        return Calibration.from_json(json.loads(Path(path).read_text()))
+
+
+def fit_calibration(pairs: Sequence[AuditPair], method: str = "temperature", min_pairs: int = 20,
+                    accepted_only: bool = True, notes: str = "") -> Calibration:
+    """Fit one map per granularity with at least ``min_pairs`` audit pairs (others pass through)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    params: dict[str, dict[str, Any]] = {}
+    used: dict[str, int] = {}
+    for g in ("expression", "va", "au"):
+        ps = [p for p in pairs if p.granularity == g and (p.accepted or not accepted_only)]
+        if len(ps) < min_pairs:
+            continue
+        conf = [p.confidence for p in ps]
+        ok = [p.correct for p in ps]
+        if method == "temperature":
+            params[g] = {"temperature": round(fit_temperature(conf, ok), 6)}
+        else:
+            x, y = fit_isotonic(conf, ok)
+            params[g] = {"x": [round(v, 6) for v in x], "y": [round(v, 6) for v in y]}
+        used[g] = len(ps)
+    return Calibration(method, params, used, datetime.now(timezone.utc).isoformat(timespec="seconds"), notes)

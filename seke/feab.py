@@ -1,0 +1,276 @@
+"""FEAB: the held-out Facial Emotion Analysis Benchmark, and the FEID/FEAB split.
+
+Why a split of its own: the benchmark must never share a person with the instruction data a
+model is tuned on, otherwise a model can score by recognising identities instead of reading
+expressions. So :func:`split_benchmark` assigns whole subjects to one side wherever
+``subject_id`` is known, and stratifies by expression (faces without subjects) or approximately
+(subjects: each subject's side is a hash of ``(seed, subject)``, so stratified in expectation
+and identical in every batch). Every choice is a hash of ``(seed, key)``, so the split does not
+depend on row order, and re-materializing one batch never moves faces of another.
+
+:func:`build_feab` turns the benchmark faces into items for the three tasks with gold answers
+whose origin is recorded: human labels first; a generated-and-verified label only where no human
+label exists for that granularity, and then ``gold_flagged`` is true. Abstained faces are never
+used (their labels failed the pipeline's own checks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from typing import Iterable
+
+import polars as pl
+import pyarrow as pa
+
+from seke.schemas import FEAB, conform
+from seke.taxonomy import AU_CATALOGUE, AU_NAMES, EXPRESSIONS, normalise_expression
+
+SPLIT_COLUMN = "bench_split"
+NO_EXPRESSION = "__none__"
+#: Non-human label origins accepted as (flagged) benchmark gold by default: self-verified only.
+DEFAULT_GOLD_ORIGINS: tuple[str, ...] = ("verified",)
+FEAB_VERSION = "feab-v1"
+
+
+def stable_hash(*parts: object) -> int:
+    """A 64-bit hash that is the same on every machine and run (unlike ``hash()``)."""
+    payload = "\x1f".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(payload).digest()[:8], "big")
+
+
+def unit_hash(*parts: object) -> float:
+    """:func:`stable_hash` mapped to [0, 1)."""
+    return stable_hash(*parts) / 2.0 ** 64
+
+
+def _stratum(expression: object) -> str:
+    e = normalise_expression(expression) if isinstance(expression, str) else None
+    return e or NO_EXPRESSION
+
+
+def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0,
+                    subjects: str = "hash") -> pl.DataFrame:
+    """Add ``bench_split`` ("feid" | "feab") to every row of ``labels`` (one row per face).
+
+    * Rows with a ``subject_id``, ``subjects="hash"`` (default): a subject goes to FEAB when
+      the hash of ``(seed, subject)`` mapped to [0, 1) is below ``fraction``. All faces of a
+      subject land on the same side in every batch, even when batches are split separately
+      (which the per-batch assets do); each expression's FEAB share is ``fraction`` only in
+      expectation (CK+, 91 subjects: 0.08–0.29 per class at 0.2).
+    * ``subjects="greedy"``: subjects visited in hashed order join FEAB when that brings every
+      expression's FEAB count closer to ``fraction`` of its faces — much tighter stratification,
+      but a subject's side then depends on the other subjects in the frame, so use it only for
+      a one-shot build over *all* faces of every subject (never per batch).
+    * Rows without: within each expression stratum, the ``round(fraction * n)`` faces with the
+      smallest hash of ``(seed, face_id)`` go to FEAB — exact stratification within the frame.
+
+    The expression used for stratifying is the row's ``expression`` (missing → its own stratum).
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    if labels.height == 0:
+        return labels.with_columns(pl.lit(None, dtype=pl.String).alias(SPLIT_COLUMN))
+    face_ids = labels["face_id"].cast(pl.String).to_list()
+    subject_ids = (labels["subject_id"].cast(pl.String).to_list() if "subject_id" in labels.columns
+                   else [None] * labels.height)
+    expressions = (labels["expression"].to_list() if "expression" in labels.columns
+                   else [None] * labels.height)
+    strata = [_stratum(e) for e in expressions]
+    if subjects not in ("hash", "greedy"):
+        raise ValueError(f"subjects must be 'hash' or 'greedy', got {subjects!r}")
+    assignment: dict[int, str] = {}
+    by_subject: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(subject_ids):
+        if s is not None and str(s).strip():
+            by_subject[str(s).strip()].append(i)
+
+    if subjects == "hash":
+        # A pure function of (seed, subject) keeps a subject on one side across every batch and
+        # re-run (the assets split one batch at a time); stratification holds in expectation.
+        for subject, rows in by_subject.items():
+            side = "feab" if unit_hash(seed, "subject", subject) < fraction else "feid"
+            for i in rows:
+                assignment[i] = side
+    else:
+        totals: dict[str, int] = defaultdict(int)
+        for rows in by_subject.values():
+            for i in rows:
+                totals[strata[i]] += 1
+        chosen: dict[str, int] = defaultdict(int)
+        for subject in sorted(by_subject, key=lambda s: (stable_hash(seed, "subject", s), s)):
+            counts: dict[str, int] = defaultdict(int)
+            for i in by_subject[subject]:
+                counts[strata[i]] += 1
+            gain = sum(abs(chosen[e] - fraction * totals[e]) - abs(chosen[e] + c - fraction * totals[e])
+                       for e, c in counts.items())
+            side = "feab" if gain > 0 else "feid"
+            if side == "feab":
+                for e, c in counts.items():
+                    chosen[e] += c
+            for i in by_subject[subject]:
+                assignment[i] = side
+
+    # --- faces without a subject: per-expression stratified hash selection ---------------
+    by_stratum: dict[str, list[int]] = defaultdict(list)
+    for i in range(labels.height):
+        if i not in assignment:
+            by_stratum[strata[i]].append(i)
+    for stratum, rows in by_stratum.items():
+        ordered = sorted(rows, key=lambda i: (stable_hash(seed, "face", face_ids[i]), face_ids[i]))
+        k = int(round(fraction * len(ordered)))
+        for rank, i in enumerate(ordered):
+            assignment[i] = "feab" if rank < k else "feid"
+
+    return labels.with_columns(
+        pl.Series(SPLIT_COLUMN, [assignment[i] for i in range(labels.height)], dtype=pl.String))
+
+
+# ---- items -------------------------------------------------------------------------------
+
+def expression_question() -> str:
+    return ("Which facial expression does this person show? "
+            f"Answer with exactly one of: {', '.join(EXPRESSIONS)}.")
+
+
+def va_question() -> str:
+    return ("Estimate this person's emotional valence (-1 very unpleasant … +1 very pleasant) and "
+            "arousal (-1 very calm … +1 very excited). Answer as: valence=<number>, arousal=<number>.")
+
+
+def au_options() -> list[str]:
+    return [f"AU{a}" for a in AU_CATALOGUE]
+
+
+def au_question() -> str:
+    listing = "; ".join(f"AU{a} {AU_NAMES[a]}" for a in AU_CATALOGUE)
+    return ("Which facial action units (FACS) are present on this face? "
+            f"Answer with the list of present AUs among: {listing}.")
+
+
+def _finite(x: object) -> float | None:
+    if x is None:
+        return None
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return v if v == v else None
+
+
+def _aus(x: object) -> list[int] | None:
+    if x is None:
+        return None
+    return sorted({int(a) for a in x})  # type: ignore[union-attr]
+
+
+def prepare_faces(labels: pl.DataFrame, raw_faces: pl.DataFrame) -> pl.DataFrame:
+    """Accepted label rows joined with their crop and human labels from ``raw_faces``.
+
+    Raw columns are prefixed ``raw_`` where they clash. Duplicated face ids in ``raw_faces``
+    (the same crop in two batches) keep the first row, since the bytes are identical.
+    """
+    keep = ["face_id", "crop_png", "known_expression", "known_valence", "known_arousal",
+            "known_aus", "subject_id"]
+    raw = raw_faces.select([c for c in keep if c in raw_faces.columns]).unique("face_id", keep="first")
+    if "subject_id" in raw.columns:
+        raw = raw.rename({"subject_id": "raw_subject_id"})
+    for col, dtype in (("known_expression", pl.String), ("known_valence", pl.Float64),
+                       ("known_arousal", pl.Float64), ("known_aus", pl.List(pl.Int32)),
+                       ("crop_png", pl.Binary), ("raw_subject_id", pl.String)):
+        if col not in raw.columns:
+            raw = raw.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    accepted = labels.filter(pl.col("status") == "accepted") if "status" in labels.columns else labels
+    out = accepted.join(raw, on="face_id", how="left")
+    if "subject_id" not in out.columns:
+        out = out.with_columns(pl.col("raw_subject_id").alias("subject_id"))
+    else:
+        out = out.with_columns(pl.coalesce("subject_id", "raw_subject_id").alias("subject_id"))
+    return out
+
+
+def item_id(face_id: str, task: str) -> str:
+    """Stable benchmark item id: version + hash of face and task."""
+    digest = hashlib.sha256(f"{face_id}|{task}".encode()).hexdigest()[:16]
+    return f"{FEAB_VERSION}-{digest}"
+
+
+def gold_for(row: dict, gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> dict[str, tuple]:
+    """Gold per task for one prepared row: ``{task: (value, origin)}``; tasks without gold absent.
+
+    Human first: the manifest's known label (it is the truth even when audit mode hid it from the
+    annotator), then a label whose origin is ``human`` (e.g. from review). Otherwise a label whose
+    origin is in ``gold_origins`` (default: self-verified only).
+    """
+    allowed = set(gold_origins)
+    out: dict[str, tuple] = {}
+    expr_h = normalise_expression(row.get("known_expression"))
+    expr_l = normalise_expression(row.get("expression"))
+    if expr_h is not None:
+        out["expression"] = (expr_h, "human")
+    elif expr_l is not None and row.get("expression_origin") == "human":
+        out["expression"] = (expr_l, "human")
+    elif expr_l is not None and row.get("expression_origin") in allowed:
+        out["expression"] = (expr_l, row["expression_origin"])
+
+    kv, ka = _finite(row.get("known_valence")), _finite(row.get("known_arousal"))
+    lv, la = _finite(row.get("valence")), _finite(row.get("arousal"))
+    if kv is not None and ka is not None:
+        out["va"] = ((kv, ka), "human")
+    elif lv is not None and la is not None and row.get("va_origin") == "human":
+        out["va"] = ((lv, la), "human")
+    elif lv is not None and la is not None and row.get("va_origin") in allowed:
+        out["va"] = ((lv, la), row["va_origin"])
+
+    ku, lu = _aus(row.get("known_aus")), _aus(row.get("aus"))
+    if ku is not None:
+        out["aus"] = (ku, "human")
+    elif lu is not None and row.get("au_origin") == "human":
+        out["aus"] = (lu, "human")
+    elif lu is not None and row.get("au_origin") in allowed:
+        out["aus"] = (lu, row["au_origin"])
+    return out
+
+
+def build_feab(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float = 0.2,
+               seed: int = 0, subjects: str = "hash",
+               gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> pl.DataFrame:
+    """Benchmark items (FEAB schema, plus ``source``/``batch`` when ``labels`` has them).
+
+    ``labels`` are verified labels; when they carry no ``bench_split`` column the split is
+    computed here with ``fraction``/``seed`` (the same defaults as :func:`seke.feid.build_feid`,
+    so both sides agree). One item per face and task that has gold.
+    """
+    if SPLIT_COLUMN not in labels.columns:
+        labels = split_benchmark(labels, fraction=fraction, seed=seed, subjects=subjects)
+    bench = prepare_faces(labels.filter(pl.col(SPLIT_COLUMN) == "feab"), raw_faces)
+    extra = [c for c in ("source", "batch") if c in bench.columns]
+    rows: list[dict] = []
+    questions = {"expression": expression_question(), "va": va_question(), "aus": au_question()}
+    options = {"expression": list(EXPRESSIONS), "va": None, "aus": au_options()}
+    for row in bench.iter_rows(named=True):
+        if row.get("crop_png") is None:
+            continue  # no image, no item: a face without its crop cannot be asked about
+        for task, (value, origin) in gold_for(row, gold_origins).items():
+            item = {
+                "item_id": item_id(row["face_id"], task),
+                "face_id": row["face_id"], "subject_id": row.get("subject_id"), "task": task,
+                "question": questions[task], "options": options[task],
+                "gold_expression": value if task == "expression" else None,
+                "gold_valence": value[0] if task == "va" else None,
+                "gold_arousal": value[1] if task == "va" else None,
+                "gold_aus": value if task == "aus" else None,
+                "gold_origin": origin, "gold_flagged": origin != "human",
+                "image_png": row["crop_png"],
+            }
+            for c in extra:
+                item[c] = row[c]
+            rows.append(item)
+    table = conform(pa.Table.from_pylist(rows) if rows else FEAB.empty_table(), FEAB)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if extra:
+        extras = pl.DataFrame({c: [r[c] for r in rows] for c in extra},
+                              schema={c: pl.String for c in extra})
+        frame = pl.concat([frame, extras], how="horizontal")
+    return frame

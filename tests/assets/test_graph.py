@@ -1,0 +1,250 @@
+"""The real asset graph, materialized with a real (temporary) Dagster instance on real faces
+from ../shared/data plus generated bad files, with the offline annotator."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from dagster import DagsterInstance, Definitions
+
+from tests.badfiles import write_bad_files
+
+KEY = "mixed__b1"
+WEBP_IN_WILD = "images/facial-expressions_2868588k.jpg"
+
+
+def _copy_rows(src: Path, dst: Path, rows: pl.DataFrame) -> pl.DataFrame:
+    for name in rows["image"]:
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / name, dst / name)
+    return rows
+
+
+def build_batch(shared: Path, batch: Path) -> dict:
+    """A batch of 4 CK+ (2 subjects), 4 FER2013 and 3 wild faces (the WebP-named-.jpg among
+    them), one duplicate, and the bad files of tests.badfiles."""
+    ck = pl.read_csv(shared / "ckplus" / "manifest.csv")
+    subjects = ck["subject_id"].unique(maintain_order=True)[:2]
+    ck = ck.filter(pl.col("subject_id").is_in(subjects.to_list())).group_by("subject_id", maintain_order=True).head(2)
+    fer = pl.read_csv(shared / "fer2013" / "manifest.csv").filter(pl.col("split") == "validation").head(4)
+    wild = pl.read_csv(shared / "wild" / "manifest.csv")
+    wild = pl.concat([wild.filter(pl.col("image") == WEBP_IN_WILD), wild.filter(pl.col("image") != WEBP_IN_WILD).head(2)])
+    # Manifest rows are renamed per source so the three sets can share one folder.
+    rows = []
+    for name, df, cols in (("ckplus", ck, ck.columns), ("fer2013", fer, fer.columns), ("wild", wild, wild.columns)):
+        for r in df.iter_rows(named=True):
+            target = f"{name}/{Path(r['image']).name}"
+            (batch / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shared / name / r["image"], batch / target)
+            rows.append({**{k: r.get(k) for k in ck.columns + ["split"] if k in r}, "image": target})
+    manifest = pl.DataFrame(rows, infer_schema_length=None)
+    manifest.write_csv(batch / "manifest.csv")
+    shutil.copy(batch / rows[0]["image"], batch / "duplicate_of_first.png")
+    expected_bad = write_bad_files(batch / "bad", batch / rows[0]["image"])
+    return {"faces": len(rows), "bad": {f"bad/{k}": v for k, v in expected_bad.items()}}
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory, shared_data):
+    import pipelines.definitions as pd
+    from resources.annotator import AnnotatorResource
+    from resources.landing import LandingZoneResource
+    from resources.lake import LakeResource
+    from resources.warehouse import WarehouseResource
+
+    root = tmp_path_factory.mktemp("graph")
+    info = build_batch(shared_data, root / "landing" / "mixed" / "b1")
+    resources = {"lake": LakeResource(uri=str(root / "lake")),
+                 "landing": LandingZoneResource(path=str(root / "landing")),
+                 "annotator": AnnotatorResource(kind="offline", seed=0),
+                 "duckdb": WarehouseResource(path=str(root / "lake" / "warehouse.duckdb"))}
+    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("batches", [KEY])
+
+    def run():
+        assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success
+        r = defs.resolve_job_def("annotate_batch").execute_in_process(instance=instance, partition_key=KEY)
+        assert r.success
+        return r
+
+    first = run()
+    snapshot = {t: pl.read_parquet(str(root / "lake" / t / "**" / "*.parquet"), hive_partitioning=True)
+                for t in ("raw_faces", "verified_labels", "feid", "feab", "mc_samples")}
+    second = run()  # idempotent re-run of the same partition
+    return {"root": root, "info": info, "first": first, "second": second, "snapshot": snapshot,
+            "instance": instance}
+
+
+def _table(m, name) -> pl.DataFrame:
+    return pl.read_parquet(str(m["root"] / "lake" / name / "**" / "*.parquet"), hive_partitioning=True)
+
+
+def test_faces_land_and_bad_files_are_quarantined_with_reasons(materialized):
+    faces = _table(materialized, "raw_faces")
+    q = _table(materialized, "quarantine").filter(pl.col("stage") == "raw_faces")
+    # Every real face plus the three odd-but-valid encodings lands once; the duplicate does not.
+    assert faces.height == materialized["info"]["faces"] + 3
+    assert faces["face_id"].n_unique() == faces.height
+    reasons = dict(zip(q["item_id"].str.replace("#0", ""), q["reason"]))
+    for name, reason in materialized["info"]["bad"].items():
+        if reason:
+            assert reasons.get(name) == reason, (name, reasons.get(name))
+    assert reasons.get("duplicate_of_first.png") == "duplicate"
+    assert set(faces["source"]) == {"mixed"} and set(faces["batch"]) == {"b1"}
+
+
+def test_human_labels_are_carried_through_and_never_overwritten(materialized):
+    faces = _table(materialized, "raw_faces").select("face_id", "known_expression", "known_aus")
+    labels = _table(materialized, "verified_labels").join(faces, on="face_id")
+    known = labels.filter(pl.col("known_expression").is_not_null())
+    assert known.height >= 10
+    assert (known["expression"] == known["known_expression"]).all()
+    assert (known["expression_origin"] == "human").all()
+    coded = labels.filter(pl.col("known_aus").is_not_null())
+    assert coded.height == 4
+    assert [sorted(a) for a in coded["aus"]] == [sorted(a) for a in coded["known_aus"]]
+
+
+def test_label_values_are_in_range_and_in_the_taxonomy(materialized):
+    from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS
+
+    labels = _table(materialized, "verified_labels")
+    assert set(labels["status"]) <= {"accepted", "abstained"}
+    assert set(labels["expression"].drop_nulls()) <= set(EXPRESSIONS)
+    va = labels.select("valence", "arousal").drop_nulls()
+    assert va.height > 0 and va.select((pl.all().abs() <= 1.0).all()).row(0) == (True, True)
+    aus = labels["aus"].explode().drop_nulls()
+    assert set(aus) <= set(AU_CATALOGUE)
+    samples = _table(materialized, "mc_samples")
+    assert samples.height >= labels.filter(pl.col("n_samples") > 0).height
+    assert set(samples["backend"]) == {"offline"}
+    s_va = samples.select("valence", "arousal").drop_nulls()
+    assert s_va.select((pl.all().abs() <= 1.0).all()).row(0) == (True, True)
+
+
+def test_feid_and_feab_are_written_and_disjoint(materialized):
+    feid, feab = _table(materialized, "feid"), _table(materialized, "feab")
+    assert feid.height > 0
+    assert set(feid["task"]) <= {"expression", "va", "aus", "combined"}
+    assert not (set(feid["face_id"]) & set(feab["face_id"]))
+    labels = _table(materialized, "verified_labels")
+    accepted = set(labels.filter(pl.col("status") == "accepted")["face_id"])
+    assert set(feid["face_id"]) <= accepted
+
+
+def test_rerun_is_idempotent(materialized):
+    for name, before in materialized["snapshot"].items():
+        after = _table(materialized, name)
+        assert after.height == before.height, name
+        files = list((materialized["root"] / "lake" / name).rglob("*.parquet"))
+        assert len(files) == 1, (name, files)
+    a = _table(materialized, "verified_labels").sort("face_id")
+    b = materialized["snapshot"]["verified_labels"].sort("face_id")
+    assert a["expression"].to_list() == b["expression"].to_list()  # seeded: same answers
+
+
+def test_warehouse_views_answer_sql(materialized):
+    con = duckdb.connect(str(materialized["root"] / "lake" / "warehouse.duckdb"), read_only=True)
+    n = con.execute("SELECT count(*) FROM verified_labels WHERE batch = 'b1'").fetchall()[0][0]
+    assert n == _table(materialized, "verified_labels").height
+    per_class = con.execute("SELECT expression, count(*) FROM verified_labels GROUP BY 1").fetchall()
+    assert sum(c for _, c in per_class) == n
+
+
+def test_every_materialization_has_row_count_and_schema_metadata(materialized):
+    from dagster import AssetKey
+
+    inst = materialized["instance"]
+    for key in ("raw_faces", "knowledge_prompts", "mc_samples", "verified_labels", "feid", "feab"):
+        ev = inst.get_latest_materialization_event(AssetKey(key))
+        md = ev.asset_materialization.metadata
+        assert "dagster/row_count" in md and "schema" in md and "preview" in md, key
+
+
+def test_blocking_consistency_gate_stops_feid_and_feab_in_the_same_run(tmp_path, shared_data):
+    """A consistency floor no partition can meet fails the blocking check on verified_labels:
+    FEID, FEAB and the warehouse must not run, the upstream tables still land."""
+    import pipelines.definitions as pd
+    from resources.annotator import AnnotatorResource
+    from resources.landing import LandingZoneResource
+    from resources.lake import LakeResource
+    from resources.warehouse import WarehouseResource
+
+    batch = tmp_path / "landing" / "ckplus" / "gate"
+    batch.mkdir(parents=True)
+    ck = pl.read_csv(shared_data / "ckplus" / "manifest.csv").head(3)
+    for name in ck["image"]:
+        (batch / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / "ckplus" / name, batch / name)
+    ck.write_csv(batch / "manifest.csv")
+    resources = {"lake": LakeResource(uri=str(tmp_path / "lake")),
+                 "landing": LandingZoneResource(path=str(tmp_path / "landing")),
+                 "annotator": AnnotatorResource(kind="offline"),
+                 "duckdb": WarehouseResource(path=str(tmp_path / "wh.duckdb"))}
+    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("batches", ["ckplus__gate"])
+    assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success
+    result = defs.resolve_job_def("annotate_batch").execute_in_process(
+        instance=instance, partition_key="ckplus__gate", raise_on_error=False,
+        run_config={"ops": {"annotate_faces": {"config": {"gate_consistency_floor": 1.01}}}})
+    assert not result.success
+    done = {m.asset_key.to_user_string() for m in result.asset_materializations_for_node("annotate_faces")}
+    assert done == {"mc_samples", "verified_labels"}
+    assert (tmp_path / "lake" / "verified_labels").exists()
+    assert not (tmp_path / "lake" / "feid").exists() and not (tmp_path / "lake" / "feab").exists()
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert not checks["consistency_rate"].passed
+    assert checks["consistency_rate"].severity.value == "ERROR"
+
+
+def test_audit_mode_reports_quality_and_feeds_calibration(tmp_path, shared_data):
+    """Audit mode hides every human label of a CK+ batch; verified_labels metadata carries the
+    comparison, the audit check runs, and the calibration job fits on those faces."""
+    import pipelines.definitions as pd
+    from dagster import AssetKey
+
+    from resources.annotator import AnnotatorResource
+    from resources.landing import LandingZoneResource
+    from resources.lake import LakeResource
+    from resources.warehouse import WarehouseResource
+
+    batch = tmp_path / "landing" / "ckplus" / "audit"
+    batch.mkdir(parents=True)
+    ck = pl.read_csv(shared_data / "ckplus" / "manifest.csv").head(24)
+    for name in ck["image"]:
+        (batch / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / "ckplus" / name, batch / name)
+    ck.write_csv(batch / "manifest.csv")
+    resources = {"lake": LakeResource(uri=str(tmp_path / "lake")),
+                 "landing": LandingZoneResource(path=str(tmp_path / "landing")),
+                 "annotator": AnnotatorResource(kind="offline"),
+                 "duckdb": WarehouseResource(path=str(tmp_path / "wh.duckdb"))}
+    defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("batches", ["ckplus__audit"])
+    assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success
+    result = defs.resolve_job_def("annotate_batch").execute_in_process(
+        instance=instance, partition_key="ckplus__audit",
+        run_config={"ops": {"knowledge_prompts": {"config": {"audit_fraction": 1.0}}}})
+    assert result.success
+    labels = pl.read_parquet(str(tmp_path / "lake" / "verified_labels" / "**" / "*.parquet"))
+    assert (labels["audit_hidden"].list.len() > 0).all()
+    assert (labels["expression_origin"] != "human").all()  # hidden: generated, not copied
+    md = instance.get_latest_materialization_event(AssetKey("verified_labels")).asset_materialization.metadata
+    audit = md["audit"].value
+    assert audit["audit_faces"] == labels.height
+    assert 0.0 <= audit["expression_accuracy"] <= 1.0 and audit["au_mean_f1"] is not None
+    checks = {e.asset_check_evaluation_data.check_name for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert "audit_quality" in checks
+    cal = defs.resolve_job_def("refit_calibration").execute_in_process(
+        instance=instance, run_config={"ops": {"confidence_calibration": {"config": {"min_pairs": 10}}}})
+    assert cal.success
+    assert (tmp_path / "lake" / "calibration_current").exists()

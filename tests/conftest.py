@@ -1,0 +1,25 @@
+"""Shared fixtures: where the real labelled faces live (../shared/data), skipping when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("SEKE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    d = shared_data_dir()
+    if not (d / "ckplus" / "manifest.csv").exists():
+        pytest.skip(f"real labelled faces not found at {d} (set SEKE_SHARED_DATA)")
+    return d

@@ -1,0 +1,68 @@
+"""Calibration: fitting improves ECE on held-out pairs; the artefact round-trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from seke.audit import AuditPair
+from seke.calibration import Calibration, fit_calibration, fit_isotonic, fit_temperature
+from seke.metrics import ece
+
+
+def overconfident_pairs(n: int, seed: int) -> list[AuditPair]:
+    """Stated confidence c, true accuracy 0.5 + (c - 0.5) / 2: strongly over-confident."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0.5, 1.0, n)
+    y = rng.random(n) < 0.5 + (c - 0.5) / 2
+    return [AuditPair(f"f{i}", "expression", float(ci), bool(yi), True) for i, (ci, yi) in enumerate(zip(c, y))]
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_calibration_reduces_ece_on_held_out_pairs(method):
+    fit, test = overconfident_pairs(2000, 1), overconfident_pairs(2000, 2)
+    cal = fit_calibration(fit, method)
+    raw = ece([p.confidence for p in test], [p.correct for p in test])
+    new = ece([cal.apply(p.confidence, "expression") for p in test], [p.correct for p in test])
+    assert raw > 0.1 and new < raw / 2
+
+
+def test_temperature_above_one_for_overconfidence():
+    ps = overconfident_pairs(2000, 3)
+    assert fit_temperature([p.confidence for p in ps], [p.correct for p in ps]) > 1.5
+
+
+def test_isotonic_is_monotone():
+    x, y = fit_isotonic([0.9, 0.9, 0.6, 0.7, 0.95, 0.5], [0, 1, 1, 0, 1, 0])
+    assert all(a < b for a, b in zip(x, x[1:])) and all(a < b for a, b in zip(y, y[1:]))
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_artefact_round_trip(tmp_path, method):
+    cal = fit_calibration(overconfident_pairs(500, 4), method, notes="test")
+    path = cal.save(tmp_path / "cal" / f"{cal.version}.json")
+    back = Calibration.load(path)
+    assert back.version == cal.version and back.params == cal.params and back.fitted_on == {"expression": 500}
+    for c in (0.55, 0.8, 0.99):
+        assert back.apply(c, "expression") == pytest.approx(cal.apply(c, "expression"))
+    assert back.apply(0.8, "va") == 0.8  # not fitted -> pass-through
+
+
+def test_tampered_artefact_is_refused(tmp_path):
+    cal = fit_calibration(overconfident_pairs(500, 5), "temperature")
+    d = cal.to_json()
+    d["params"]["expression"]["temperature"] = 0.1
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="altered"):
+        Calibration.load(tmp_path / "c.json")
+
+
+def test_apply_to_rows_leaves_human_confidences():
+    cal = fit_calibration(overconfident_pairs(500, 6), "temperature")
+    rows = [{"expression_confidence": 0.9, "expression_origin": "generated", "va_confidence": 1.0,
+             "va_origin": "human", "au_confidence": None, "au_origin": None}]
+    out = cal.apply_to_rows(rows)[0]
+    assert out["expression_confidence"] < 0.9 and out["va_confidence"] == 1.0
+    assert rows[0]["expression_confidence"] == 0.9
