@@ -4,6 +4,7 @@
 from dagster import Definitions
 
 from assets.annotation import annotate_faces
+from assets.annotator_quality import annotator_quality
 from assets.calibration import confidence_calibration
 from assets.evaluation import evaluation
 from assets.knowledge import knowledge
@@ -25,7 +26,7 @@ from resources.warehouse import WarehouseResource
 defs = Definitions(
     assets=[raw_faces, knowledge, knowledge_prompts, annotate_faces, feid, feab, warehouse,
             evaluation, review_queue, review_labels, vllm_batch_prefill,
-            confidence_calibration],
+            confidence_calibration, annotator_quality],
     jobs=[annotate_batch, refresh_knowledge, refit_calibration, vllm_backfill],
     sensors=[landing_sensor],
     schedules=[nightly_catch_up],

