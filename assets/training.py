@@ -16,7 +16,6 @@ Register in ``pipelines/definitions.py``::
 (the ``lake`` resource key is the platform's ``LakeResource``).
 """
 
-from __future__ import annotations
 
 import json
 from dataclasses import replace

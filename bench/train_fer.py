@@ -33,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=420.0, help="seconds of training (epochs are cut to fit)")
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--warmup-epochs", type=float, default=TrainConfig.warmup_epochs)
     ap.add_argument("--limit", type=int, default=None, help="train on at most N faces (CPU smoke runs)")
     ap.add_argument("--val-limit", type=int, default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tiny", action="store_true", help="the unit-test network (CPU smoke runs)")
+    ap.add_argument("--widths", default="", help="stage widths, e.g. 16,32,64,128 (default: recipe's 64..512)")
     ap.add_argument("--ablation", action="store_true", help="human expression labels only")
     ap.add_argument("--fast", action="store_true", help="cuDNN autotuner instead of deterministic algorithms")
     ap.add_argument("--no-tta", action="store_true")
@@ -78,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
     base = TrainConfig.tiny(image_size=48) if args.tiny else TrainConfig()
     cfg = replace(base, name="fer-tiny" if args.tiny else "fer", epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, warmup_epochs=args.warmup_epochs,
                   time_limit_s=args.time_limit, deterministic=not args.fast, tta=not args.no_tta)
+    if args.widths:
+        cfg = replace(cfg, widths=tuple(int(w) for w in args.widths.split(",")))
     if args.ablation:
         cfg = cfg.ablation()
     out = Path(args.out)
