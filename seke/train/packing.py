@@ -3,8 +3,8 @@
 Why: the lent GPU machine has neither the lake nor ``../shared/data`` and only 64 MiB travel
 with the repository. FER2013 (32,298 faces, 48×48 grey) is 74 MB of pixels; zlib saves ~5 %,
 so the images are stored as LOCO-I/JPEG-LS "MED" prediction residuals (Weinberger et al. 2000)
-compressed with LZMA, which measured ~0.78 of the raw size here (≈ 56 MiB for all of FER2013,
-vs 0.95 for zlib on raw pixels and 0.81 for the original JPEG files).
+compressed with LZMA: 0.763 of the raw size on all of FER2013 (54 MiB), against 0.95 for
+zlib on raw pixels and 0.80 for the original JPEG files.
 The residual transform is exact (mod 256), so decoded pixels are bit-identical.
 
 Only numpy and the standard library: the GPU image has numpy and torch, not polars/dagster.

@@ -14,6 +14,8 @@ from tests.seke.train.synthetic import feab_rows, feid_rows
 
 pytest.importorskip("torch")
 
+from tests.seke.train.conftest import _one_torch_thread  # noqa: E402,F401  (autouse: 1 torch thread)
+
 from assets.training import (ABLATION, MULTITASK, trained_model,  # noqa: E402
                              trained_model_human_only, training_ablation_report)
 from resources.gpu import GPUResource  # noqa: E402

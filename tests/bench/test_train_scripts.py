@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.seke.train.conftest import _one_torch_thread  # noqa: E402,F401  (autouse: 1 torch thread)
+
 from seke.train.arrays import FaceArrays, from_feid  # noqa: E402
 from seke.train.packing import save_npz  # noqa: E402
 from tests.seke.train.synthetic import feid_rows  # noqa: E402
