@@ -89,3 +89,11 @@ def test_training_without_feid_fails_clearly(tmp_path: Path):
     assert not result.success
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "materialize `feid` first" in str(failure.event_specific_data.error)
+
+
+def test_training_assets_ask_kubernetes_for_a_gpu():
+    for asset_def in (trained_model, trained_model_human_only):
+        cfg = json.loads(asset_def.op.tags["dagster-k8s/config"])
+        assert cfg["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert cfg["pod_spec_config"]["node_selector"]
+        assert asset_def.op.pool == "gpu"
