@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=420.0, help="seconds of training (epochs are cut to fit)")
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    ap.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     ap.add_argument("--warmup-epochs", type=float, default=TrainConfig.warmup_epochs)
     ap.add_argument("--limit", type=int, default=None, help="train on at most N faces (CPU smoke runs)")
     ap.add_argument("--val-limit", type=int, default=None)
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     base = TrainConfig.tiny(image_size=48) if args.tiny else TrainConfig()
     cfg = replace(base, name="fer-tiny" if args.tiny else "fer", epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, warmup_epochs=args.warmup_epochs,
+                  optimizer=args.optimizer, weight_decay=args.weight_decay,
                   time_limit_s=args.time_limit, deterministic=not args.fast, tta=not args.no_tta)
     if args.widths:
         cfg = replace(cfg, widths=tuple(int(w) for w in args.widths.split(",")))

@@ -31,7 +31,7 @@ from seke.train.config import TrainConfig  # noqa: E402
 from seke.train.device import device_info  # noqa: E402
 from seke.train.losses import Targets, multitask_loss  # noqa: E402
 from seke.train.model import build_model  # noqa: E402
-from seke.train.trainer import _param_groups, amp_dtype, seed_everything, to_device_images  # noqa: E402
+from seke.train.trainer import make_optimizer, amp_dtype, seed_everything, to_device_images  # noqa: E402
 
 
 def images_per_second(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, device: str,
@@ -46,7 +46,7 @@ def images_per_second(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, 
     aus = torch.zeros(n, cfg.n_aus, device=device)
     fmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
     model = build_model(cfg).to(device).to(memory_format=fmt).train()
-    opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    opt = make_optimizer(model, cfg)
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if (cuda and dtype == torch.float16) else None
     g = torch.Generator(device=device).manual_seed(cfg.seed)

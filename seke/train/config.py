@@ -44,6 +44,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     # --- optimisation
     epochs: int = 40
+    optimizer: str = "sgd"       # sgd (Nesterov) | adamw (use lr≈1e-3, weight_decay≈0.05)
     batch_size: int = 256
     lr: float = 0.1
     momentum: float = 0.9

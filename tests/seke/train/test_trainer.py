@@ -89,3 +89,11 @@ def test_mixed_precision_path_runs_on_cpu(faces):
     cfg = TrainConfig.tiny(max_steps=2, batch_size=8, amp="bf16")
     result = train(faces, cfg, device="cpu", log=_silent)
     assert np.isfinite(result.history[-1]["loss"])
+
+
+def test_adamw_option_trains(faces):
+    cfg = TrainConfig.tiny(epochs=4, batch_size=16, lr=3e-3, optimizer="adamw", weight_decay=0.05, **QUIET)
+    result = train(faces, cfg, device="cpu", log=_silent)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train(faces, TrainConfig.tiny(max_steps=1, optimizer="lion"), device="cpu", log=_silent)
