@@ -38,13 +38,18 @@ services:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) || echo "chromium missing: the UI test will skip"
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null) || echo "postgresql missing: the PostgreSQL instance test will skip"
 
-test: weights services
+# Optional training extra (CPU torch wheel) so the training suites run too; they skip without it.
+$(VENV)/.train-extra: $(VENV)/.installed
+	$(BIN)/pip install -q 'torch==2.13.0' || echo "torch==2.13.0 unavailable: training tests will skip"
+	touch $@
+
+test: weights services $(DAGSTER_HOME)/dagster.yaml $(VENV)/.train-extra
 	$(BIN)/python -m pytest -m "not slow"
 
-test-slow: weights services
+test-slow: weights services $(DAGSTER_HOME)/dagster.yaml $(VENV)/.train-extra
 	$(BIN)/python -m pytest -m slow
 
-test-all: weights services
+test-all: weights services $(DAGSTER_HOME)/dagster.yaml $(VENV)/.train-extra
 	$(BIN)/python -m pytest
 
 ui: install $(DAGSTER_HOME)/dagster.yaml

@@ -12,12 +12,14 @@ from assets.knowledge_prompts import knowledge_prompts
 from assets.products import feab, feid
 from assets.raw_faces import raw_faces
 from assets.review import review_labels, review_queue
+from assets.training import training_assets
 from assets.vllm_batch import vllm_batch_prefill
 from assets.warehouse import warehouse
 from pipelines.jobs import annotate_batch, refit_calibration, refresh_knowledge, vllm_backfill
 from pipelines.ops_k8s import step_executor
 from pipelines.ops_schedules import OPS_RESOURCES, landing_sensor, nightly_catch_up
 from resources.annotator import AnnotatorResource
+from resources.gpu import GPUResource
 from resources.landing import LandingZoneResource
 from resources.lake import LakeResource
 from resources.vllm import VLLMResource
@@ -26,7 +28,7 @@ from resources.warehouse import WarehouseResource
 defs = Definitions(
     assets=[raw_faces, knowledge, knowledge_prompts, annotate_faces, feid, feab, warehouse,
             evaluation, review_queue, review_labels, vllm_batch_prefill,
-            confidence_calibration, annotator_quality],
+            confidence_calibration, annotator_quality, *training_assets],
     jobs=[annotate_batch, refresh_knowledge, refit_calibration, vllm_backfill],
     sensors=[landing_sensor],
     schedules=[nightly_catch_up],
@@ -37,6 +39,7 @@ defs = Definitions(
         "annotator": AnnotatorResource(),
         "duckdb": WarehouseResource(),
         "vllm": VLLMResource(),
+        "gpu": GPUResource(),
         **OPS_RESOURCES,
     },
 )

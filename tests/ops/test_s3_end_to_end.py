@@ -43,7 +43,8 @@ def test_full_partition_on_s3_is_readable_and_idempotent(s3_lake_uri, seaweedfs,
         # Every batch table of the partition is an object under the hive layout in the bucket.
         for t in ("raw_faces", "mc_samples", "verified_labels", "feid", "feab"):
             assert f"{prefix}{t}/source=ckplus/batch=s3e2e/part-0.parquet" in keys1, t
-        assert counts1["raw_faces"] == 4 and counts1["verified_labels"] == 4
+        # 4 CK+ crops, or the sample photos (one group photo has 6 faces) when ../shared is absent
+        assert counts1["verified_labels"] == counts1["raw_faces"] >= 4
         assert counts1["mc_samples"] >= 4
 
         con = duckdb.connect()

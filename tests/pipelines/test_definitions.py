@@ -1,5 +1,6 @@
 """The code location loads, validates and exposes the expected graph."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +10,10 @@ from dagster import AssetKey
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_definitions_validate_with_workspace_yaml():
+def test_definitions_validate_with_workspace_yaml(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}  # a fresh instance dir, as on a new machine
     r = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions", "validate",
-                        "-w", "workspace.yaml"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        "-w", "workspace.yaml"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -1,0 +1,201 @@
+"""Training assets: a multi-task model trained on FEID, its human-labels-only ablation, and the
+comparison of the two on FEAB and fer2013 validation.
+
+Thin wiring over :mod:`seke.train` (the science). Each training asset reads every FEID partition
+from the lake, trains on the :class:`~resources.gpu.GPUResource` device, evaluates on FEAB and
+on the fer2013 validation split (skipped with a note when absent), stores the checkpoint under
+``<lake>/models/<run>/data=<FEID version>/config=<recipe>/`` and reports device facts and
+metrics. The op tags ask Kubernetes for a GPU node; the ``gpu`` pool keeps one training at a time.
+
+Register in ``pipelines/definitions.py``::
+
+    from assets.training import training_assets
+    from resources.gpu import GPUResource
+    Definitions(assets=[..., *training_assets], resources={..., "gpu": GPUResource()})
+
+(the ``lake`` resource key is the platform's ``LakeResource``).
+"""
+
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dagster import (AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult,
+                     MetadataValue, ResourceParam, asset)
+from pydantic import Field
+
+from resources.gpu import GPUResource, k8s_gpu_tags
+from seke.train.arrays import data_version, from_feid
+from seke.train.config import TrainConfig
+
+MULTITASK = "feid-multitask"
+ABLATION = f"{MULTITASK}-human-expression-only"
+
+
+class TrainingRunConfig(Config):
+    """Run-time knobs of a training asset (the recipe's other fields keep their defaults)."""
+
+    epochs: int = Field(default=40, description="epochs (cut to fit time_limit_s)")
+    batch_size: int = 256
+    lr: float = 0.1
+    time_limit_s: float = Field(default=1800.0, description="training time budget in seconds")
+    seed: int = 0
+    max_faces: int = Field(default=0, description="train on at most N faces (0 = all)")
+    tiny: bool = Field(default=False, description="the unit-test network (seconds on CPU)")
+    tta: bool = True
+    fer_validation_dir: str = Field(default="", description="fer2013 folder; '' = ../shared/data/fer2013")
+
+
+def recipe(run: TrainingRunConfig, ablation: bool) -> TrainConfig:
+    base = TrainConfig.tiny() if run.tiny else TrainConfig()
+    cfg = replace(base, name=MULTITASK, epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
+                  time_limit_s=run.time_limit_s, seed=run.seed, tta=run.tta)
+    return cfg.ablation() if ablation else cfg
+
+
+def feid_partitions(lake: Any) -> list[str]:
+    """Partition keys (``source=…/batch=…``) of the FEID files in the lake."""
+    root = lake.table_path("feid").rstrip("/")
+    return sorted({f[len(root) + 1:].rsplit("/", 1)[0] for f in lake.dataset("feid").files})
+
+
+def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any, gpu: GPUResource,
+           ablation: bool) -> MaterializeResult:
+    import numpy as np
+
+    from seke.train.evaluate import feab_arrays
+    from seke.train.run import headline, load_fer_validation, train_and_evaluate
+
+    lake = lake_res.lake()
+    if not lake.exists("feid"):
+        raise Failure(description="no FEID table in the lake: materialize `feid` first",
+                      metadata={"lake": MetadataValue.path(lake.display_path("feid"))})
+    cfg = recipe(run, ablation)
+    partitions = feid_partitions(lake)
+    arrays, errors = from_feid(lake.dataset("feid").to_table(), cfg.image_size,
+                               missing_confidence=cfg.missing_confidence)
+    for err in errors[:20]:
+        context.log.warning(f"FEID face left out of training: {err['face_id']}: {err['reason']}")
+    if run.max_faces and len(arrays) > run.max_faces:
+        arrays = arrays.subset(np.sort(np.random.default_rng(run.seed).choice(len(arrays), run.max_faces, replace=False)))
+    version = data_version(partitions, arrays.face_id)
+    feab = None
+    if lake.exists("feab"):
+        feab, feab_errors = feab_arrays(lake.dataset("feab").to_table(), cfg.image_size)
+        if feab_errors:
+            context.log.warning(f"{len(feab_errors)} FEAB faces unreadable, e.g. {feab_errors[0]}")
+    else:
+        context.log.info("evaluation on FEAB: skipped (no feab table in the lake)")
+    fer_val = load_fer_validation(cfg.image_size, run.fer_validation_dir or None)
+    if fer_val is None:
+        context.log.info("evaluation on fer2013 validation: skipped (../shared/data/fer2013 absent)")
+    device = gpu.select(context.log)
+    fs, root = lake.filesystem()
+    summary = train_and_evaluate(arrays, cfg, device=device, log=context.log.info,
+                                 evals={"feab": feab, "fer2013_validation": fer_val},
+                                 data_version=version, partitions=partitions,
+                                 checkpoint_root=root, fs=fs)
+    summary.pop("_model", None)
+    acc = headline(summary)
+    print(f"RESULT fer_val_acc={acc:.4f} run={cfg.name} data_version={version} device={device}")
+    ev = summary["evaluation"]
+    feab_ev = ev.get("feab", {})
+    meta: dict[str, Any] = {
+        "checkpoint": MetadataValue.path(f"s3://{summary['checkpoint']}" if lake.is_s3 else summary["checkpoint"]),
+        "data_version": MetadataValue.text(version),
+        "feid_partitions": MetadataValue.json(partitions),
+        "config_digest": MetadataValue.text(cfg.digest()),
+        "recipe": MetadataValue.json(cfg.to_dict()),
+        "train_faces": MetadataValue.int(summary["n_train"]),
+        "label_counts": MetadataValue.json(summary["label_counts"]),
+        "feid_faces_left_out": MetadataValue.int(len(errors)),
+        "epochs_run": MetadataValue.int(summary["epochs_run"]),
+        "train_seconds": MetadataValue.float(summary["train_seconds"]),
+        "images_per_s": MetadataValue.float(summary["images_per_s"]),
+        "fer_val_acc": MetadataValue.float(acc) if acc == acc else MetadataValue.text("skipped: data absent"),
+        "feab_expression_accuracy": _metric(feab_ev, "expression", "accuracy"),
+        "feab_expression_macro_f1": _metric(feab_ev, "expression", "macro_f1"),
+        "feab_va_ccc_valence": _metric(feab_ev, "va", "ccc_valence"),
+        "feab_au_mean_f1": _metric(feab_ev, "aus", "mean_f1"),
+        "evaluation": MetadataValue.json(json.loads(json.dumps(ev, default=str))),
+        "history": MetadataValue.md(_history_md(summary["history"])),
+        **gpu.metadata(device),
+    }
+    return MaterializeResult(metadata=meta)
+
+
+def _metric(block: dict, head: str, key: str) -> MetadataValue:
+    if "skipped" in block:
+        return MetadataValue.text(f"skipped: {block['skipped']}")
+    value = block.get(head, {}).get(key)
+    if value is None or value != value:
+        return MetadataValue.text("n/a (no such labels)")
+    return MetadataValue.float(float(value))
+
+
+def _history_md(history: list[dict]) -> str:
+    if not history:
+        return "_no epochs_"
+    keys = list(history[0].keys()) + [k for k in ("val_acc",) if k not in history[0] and any(k in h for h in history)]
+    return "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n" + "\n".join(
+        "| " + " | ".join(str(h.get(k, "")) for k in keys) + " |" for h in history)
+
+
+_GPU_ASSET = dict(deps=[AssetKey("feid")], group_name="training", kinds={"pytorch"},
+                  op_tags=k8s_gpu_tags(), pool="gpu")
+
+
+@asset(**_GPU_ASSET)
+def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, lake: ResourceParam[Any],
+                  gpu: GPUResource) -> MaterializeResult:
+    """Multi-task CNN (expression, valence–arousal, AUs) trained on every FEID partition with
+    confidence-weighted, masked losses; checkpoint in the lake under models/, evaluated on FEAB
+    and fer2013 validation."""
+    return _train(context, config, lake, gpu, ablation=False)
+
+
+@asset(**_GPU_ASSET)
+def trained_model_human_only(context: AssetExecutionContext, config: TrainingRunConfig,
+                             lake: ResourceParam[Any], gpu: GPUResource) -> MaterializeResult:
+    """Ablation: the same network and recipe trained on human expression labels only (no
+    generated VA/AU labels), to measure what SEKE's generated labels add."""
+    return _train(context, config, lake, gpu, ablation=True)
+
+
+@asset(deps=[trained_model, trained_model_human_only], group_name="training")
+def training_ablation_report(context: AssetExecutionContext, lake: ResourceParam[Any]) -> MaterializeResult:
+    """Side-by-side metrics of the multi-task model and its human-labels-only ablation, read
+    from their latest checkpoints in the lake."""
+    from seke.train.checkpoint import read_latest
+
+    store = lake.lake()
+    fs, root = store.filesystem()
+    rows, runs = [], {}
+    for name in (MULTITASK, ABLATION):
+        latest = read_latest(root, name, fs=fs)
+        if latest is None:
+            raise Failure(description=f"no checkpoint for {name}: materialize its training asset first")
+        with fs.open_input_stream(f"{latest['path']}/metrics.json") as fh:
+            runs[name] = json.loads(fh.read())
+    keys = [("fer2013_validation", "expression_tta", "accuracy"), ("fer2013_validation", "expression", "accuracy"),
+            ("feab", "expression", "accuracy"), ("feab", "expression", "macro_f1"),
+            ("feab", "va", "ccc_valence"), ("feab", "va", "ccc_arousal"), ("feab", "aus", "mean_f1")]
+    for ev, head, key in keys:
+        vals = [runs[n]["evaluation"].get(ev, {}).get(head, {}).get(key) for n in (MULTITASK, ABLATION)]
+        if all(v is None for v in vals):
+            continue
+        fmt = [f"{v:.4f}" if isinstance(v, (int, float)) and v == v else "n/a" for v in vals]
+        delta = (f"{vals[0] - vals[1]:+.4f}" if all(isinstance(v, (int, float)) and v == v for v in vals) else "")
+        rows.append(f"| {ev} {head} {key} | {fmt[0]} | {fmt[1]} | {delta} |")
+    table = "| metric | multi-task (FEID) | human expression only | Δ |\n|---|---|---|---|\n" + "\n".join(rows)
+    context.log.info("\n" + table)
+    return MaterializeResult(metadata={
+        "comparison": MetadataValue.md(table),
+        "checkpoints": MetadataValue.json({n: r.get("checkpoint") for n, r in runs.items()}),
+        "data_versions": MetadataValue.json({n: r.get("data_version") for n, r in runs.items()}),
+    })
+
+
+training_assets = [trained_model, trained_model_human_only, training_ablation_report]

@@ -1,0 +1,112 @@
+"""Train the multi-task net on a packed FER2013 (or FEID) ``.npz`` and score fer2013 validation.
+
+Runs on a bare GPU machine (needs torch + numpy + pyarrow only; no Dagster, no lake):
+
+    PYTHONPATH=. python3 bench/train_fer.py --npz .data/fer2013_48.npz --time-limit 420 --out $OUT
+
+Trains on ``split == train`` and evaluates on ``split == validation`` (accuracy of the
+expression head, plain and with flip/shift test-time augmentation). ``--ablation`` trains on
+human expression labels only. Last line: ``RESULT fer_val_acc=… …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from seke.train.config import TrainConfig  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--npz", help="file from bench/pack_fer.py, or a folder holding one")
+    ap.add_argument("--data-dir", help="a manifest folder instead of --npz (e.g. ../shared/data/fer2013)")
+    ap.add_argument("--out", default=os.environ.get("OUT", "out/train_fer"))
+    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    ap.add_argument("--time-limit", type=float, default=420.0, help="seconds of training (epochs are cut to fit)")
+    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    ap.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    ap.add_argument("--warmup-epochs", type=float, default=TrainConfig.warmup_epochs)
+    ap.add_argument("--limit", type=int, default=None, help="train on at most N faces (CPU smoke runs)")
+    ap.add_argument("--val-limit", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiny", action="store_true", help="the unit-test network (CPU smoke runs)")
+    ap.add_argument("--widths", default="", help="stage widths, e.g. 16,32,64,128 (default: recipe's 64..512)")
+    ap.add_argument("--ablation", action="store_true", help="human expression labels only")
+    ap.add_argument("--fast", action="store_true", help="cuDNN autotuner instead of deterministic algorithms")
+    ap.add_argument("--no-tta", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    args = ap.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from seke.train.arrays import from_manifest
+    from seke.train.packing import load_npz
+    from seke.train.run import headline, train_and_evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    meta: dict = {}
+    if args.npz:
+        path = Path(args.npz)
+        if path.is_dir():
+            found = sorted(path.glob("*.npz"))
+            if not found:
+                raise SystemExit(f"no .npz in {path}")
+            path = found[0]
+        arrays, meta = load_npz(path)
+        train_set, val = arrays.where_split("train"), arrays.where_split("validation")
+    elif args.data_dir:
+        train_set, _ = from_manifest(args.data_dir, splits=["train"], limit=args.limit)
+        val, _ = from_manifest(args.data_dir, splits=["validation"], limit=args.val_limit)
+    else:
+        raise SystemExit("give --npz or --data-dir")
+    rng = np.random.default_rng(args.seed)
+    if args.limit and len(train_set) > args.limit:
+        train_set = train_set.subset(np.sort(rng.choice(len(train_set), args.limit, replace=False)))
+    if args.val_limit and len(val) > args.val_limit:
+        val = val.subset(np.sort(rng.choice(len(val), args.val_limit, replace=False)))
+    print(f"data: {len(train_set)} train / {len(val)} validation faces, loaded in {time.perf_counter() - t0:.1f}s")
+
+    base = TrainConfig.tiny(image_size=48) if args.tiny else TrainConfig()
+    cfg = replace(base, name="fer-tiny" if args.tiny else "fer", epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, warmup_epochs=args.warmup_epochs,
+                  optimizer=args.optimizer, weight_decay=args.weight_decay,
+                  time_limit_s=args.time_limit, deterministic=not args.fast, tta=not args.no_tta)
+    if args.widths:
+        cfg = replace(cfg, widths=tuple(int(w) for w in args.widths.split(",")))
+    if args.ablation:
+        cfg = cfg.ablation()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = train_and_evaluate(train_set, cfg, device=args.device, evals={"fer2013_validation": val},
+                                 data_version=str(meta.get("data_version", "")),
+                                 partitions=meta.get("partitions", ["fer2013"]), checkpoint_root=str(out),
+                                 val_for_history="fer2013_validation")
+    summary.pop("_model", None)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    ev = summary["evaluation"]["fer2013_validation"]
+    plain = ev.get("expression", {}).get("accuracy", float("nan"))
+    print(f"fer2013 validation: accuracy {plain:.4f} (plain), {headline(summary):.4f} (reported"
+          f"{', TTA 10 views' if cfg.tta else ''}); macro-F1 {ev.get('expression', {}).get('macro_f1', float('nan')):.4f}")
+    dev = summary["device"]
+    print(f"RESULT fer_val_acc={headline(summary):.4f} fer_val_acc_notta={plain:.4f} "
+          f"epochs={summary['epochs_run']} train_s={summary['train_seconds']} "
+          f"images_per_s={summary['images_per_s']} device={str(dev.get('device_name', dev.get('device'))).replace(' ', '_')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Scoring a trained model: predictions, expression / VA / AU metrics, FEAB and fer2013 val.
+
+Metrics follow DESIGN.md §9: expression accuracy and macro-F1, VA RMSE and CCC (Lin 1989) and
+sign agreement, AU F1 per AU and its mean over AUs with at least one positive. They are small
+numpy functions here so the trainer needs nothing else; ``seke.metrics`` (products) computes
+the same quantities for every model on FEAB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS
+from seke.train.arrays import FaceArrays, from_feid
+from seke.train.augment import tta_views
+from seke.train.config import TrainConfig
+from seke.train.model import MultiTaskNet
+from seke.train.trainer import amp_dtype, to_device_images
+
+
+@torch.no_grad()
+def predict(model: MultiTaskNet, images: np.ndarray, device: str, cfg: TrainConfig,
+            tta: bool | None = None) -> dict[str, np.ndarray]:
+    """(N, S, S) uint8 faces → ``expression_probs`` (N, 8), ``va`` (N, 2), ``au_probs`` (N, A)."""
+    tta = cfg.tta if tta is None else tta
+    model.eval()
+    dtype = amp_dtype(cfg, device)
+    cuda = device.startswith("cuda")
+    outs: dict[str, list[np.ndarray]] = {"expression_probs": [], "va": [], "au_probs": []}
+    if len(images) == 0:
+        return {"expression_probs": np.zeros((0, cfg.n_expressions), np.float32),
+                "va": np.zeros((0, 2), np.float32), "au_probs": np.zeros((0, cfg.n_aus), np.float32)}
+    data = to_device_images(images, cfg.image_size, device)
+    fmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
+    for start in range(0, len(data), cfg.eval_batch_size):
+        x = data[start:start + cfg.eval_batch_size].float().div_(255.0)
+        views = tta_views(x) if tta else [x]
+        acc = {k: 0.0 for k in outs}
+        for v in views:
+            with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                o = model(v.contiguous(memory_format=fmt))
+            acc["expression_probs"] = acc["expression_probs"] + torch.softmax(o["expression"].float(), 1)
+            acc["va"] = acc["va"] + o["va"].float()
+            acc["au_probs"] = acc["au_probs"] + torch.sigmoid(o["aus"].float())
+        for k in outs:
+            outs[k].append((acc[k] / len(views)).cpu().numpy())  # type: ignore[union-attr]
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def expression_metrics(probs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
+    """Accuracy and macro-F1 over faces with a label (target ≥ 0); F1 over classes present."""
+    m = target >= 0
+    if not m.any():
+        return {"n": 0, "accuracy": float("nan"), "macro_f1": float("nan")}
+    pred, gold = probs[m].argmax(1), target[m]
+    f1s = {}
+    for c in np.unique(gold):
+        tp = np.sum((pred == c) & (gold == c))
+        fp = np.sum((pred == c) & (gold != c))
+        fn = np.sum((pred != c) & (gold == c))
+        f1s[EXPRESSIONS[c]] = float(2 * tp / max(2 * tp + fp + fn, 1))
+    return {"n": int(m.sum()), "accuracy": float(np.mean(pred == gold)),
+            "macro_f1": float(np.mean(list(f1s.values()))), "f1_per_class": f1s}
+
+
+def ccc(x: np.ndarray, y: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient."""
+    if len(x) < 2:
+        return float("nan")
+    mx, my = x.mean(), y.mean()
+    cov = np.mean((x - mx) * (y - my))
+    return float(2 * cov / (x.var() + y.var() + (mx - my) ** 2 + 1e-12))
+
+
+def va_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    if not mask.any():
+        return {"n": 0}
+    p, t = pred[mask], target[mask]
+    out: dict[str, Any] = {"n": int(mask.sum())}
+    for i, name in enumerate(("valence", "arousal")):
+        out[f"rmse_{name}"] = float(np.sqrt(np.mean((p[:, i] - t[:, i]) ** 2)))
+        out[f"ccc_{name}"] = ccc(p[:, i], t[:, i])
+        out[f"sign_agreement_{name}"] = float(np.mean(np.sign(p[:, i]) == np.sign(t[:, i])))
+    return out
+
+
+def au_metrics(probs: np.ndarray, target: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Per-AU F1 for AUs with ≥ 1 positive among the coded faces, and their mean."""
+    if not mask.any():
+        return {"n": 0}
+    p, t = probs[mask] >= threshold, target[mask] > 0.5
+    per: dict[str, float] = {}
+    for j, au in enumerate(AU_CATALOGUE):
+        if t[:, j].sum() == 0:
+            continue
+        tp = np.sum(p[:, j] & t[:, j])
+        per[f"AU{au}"] = float(2 * tp / max(2 * tp + np.sum(p[:, j] & ~t[:, j]) + np.sum(~p[:, j] & t[:, j]), 1))
+    return {"n": int(mask.sum()), "mean_f1": float(np.mean(list(per.values()))) if per else float("nan"),
+            "f1_per_au": per}
+
+
+def evaluate_arrays(model: MultiTaskNet, arrays: FaceArrays, device: str, cfg: TrainConfig,
+                    tta: bool | None = None) -> dict[str, Any]:
+    """All metrics for the granularities ``arrays`` has labels for."""
+    pred = predict(model, arrays.images, device, cfg, tta=tta)
+    target = np.where(arrays.expression_w > 0, arrays.expression, -1)
+    return {"faces": len(arrays),
+            "expression": expression_metrics(pred["expression_probs"], target),
+            "va": va_metrics(pred["va"], arrays.va, arrays.va_w > 0),
+            "aus": au_metrics(pred["au_probs"], arrays.aus, arrays.aus_w > 0)}
+
+
+def feab_arrays(table: Any, image_size: int = 48) -> tuple[FaceArrays, list[dict[str, str]]]:
+    """FEAB items (one per face × task, gold labels) folded into one row per face."""
+    import pyarrow as pa
+
+    if hasattr(table, "to_arrow") and not hasattr(table, "column_names"):
+        table = table.to_arrow()
+    n = table.num_rows
+    as_feid = pa.table({
+        "face_id": table.column("face_id"), "task": table.column("task"),
+        "expression": table.column("gold_expression"), "valence": table.column("gold_valence"),
+        "arousal": table.column("gold_arousal"), "aus": table.column("gold_aus"),
+        "origin": table.column("gold_origin"), "confidence": pa.array([1.0] * n, pa.float64()),
+        "image_png": table.column("image_png")})
+    return from_feid(as_feid, image_size)

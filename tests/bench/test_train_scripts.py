@@ -1,0 +1,61 @@
+"""The GPU-machine scripts run end to end on CPU with a tiny configuration."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.seke.train.conftest import _one_torch_thread  # noqa: E402,F401  (autouse: 1 torch thread)
+
+from seke.train.arrays import FaceArrays, from_feid  # noqa: E402
+from seke.train.packing import save_npz  # noqa: E402
+from tests.seke.train.synthetic import feid_rows  # noqa: E402
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.fixture(scope="module")
+def npz_dir(tmp_path_factory) -> Path:
+    train, _ = from_feid(feid_rows(40, seed=1), image_size=48)
+    val, _ = from_feid(feid_rows(16, seed=2, start=500), image_size=48)
+    train.split[:] = "train"
+    val.split[:] = "validation"
+    folder = tmp_path_factory.mktemp("npz")
+    save_npz(FaceArrays.concat([train, val]), folder / "synthetic.npz", {"data_version": "synthetic"})
+    return folder
+
+
+def test_train_fer_script_prints_result(npz_dir: Path, tmp_path: Path, capsys):
+    torch.set_num_threads(1)
+    rc = _load("train_fer").main(["--npz", str(npz_dir), "--tiny", "--epochs", "2", "--batch-size", "8",
+                                  "--device", "cpu", "--out", str(tmp_path)])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("RESULT fer_val_acc=") and "fer_val_acc_notta=" in lines[-1]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["data_version"] == "synthetic" and summary["epochs_run"] == 2
+    assert summary["evaluation"]["fer2013_validation"]["faces"] == 16
+    assert (Path(summary["checkpoint"]) / "manifest.json").is_file()
+
+
+def test_throughput_script_reports_cpu_and_nan_gpu(npz_dir: Path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("GPU present: the full benchmark is the check")
+    rc = _load("train_throughput").main(["--npz", str(npz_dir), "--batch", "8", "--cpu-steps", "1",
+                                         "--widths", "8,16", "--threads", "1"])
+    assert rc == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("RESULT gpu_cpu_ratio=nan images_per_s_gpu=nan images_per_s_cpu=")
+    assert float(last.rsplit("=", 1)[1]) > 0

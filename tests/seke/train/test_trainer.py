@@ -1,0 +1,99 @@
+"""Training on a handful of synthetic faces: it learns, repeats with a seed, checkpoints, ablates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from seke.train.arrays import FaceArrays, from_feid  # noqa: E402
+from seke.train.checkpoint import load_checkpoint, read_latest, save_checkpoint, write_latest  # noqa: E402
+from seke.train.config import TrainConfig  # noqa: E402
+from seke.train.evaluate import evaluate_arrays, predict  # noqa: E402
+from seke.train.trainer import label_weights, train  # noqa: E402
+from tests.seke.train.synthetic import feid_rows  # noqa: E402
+
+QUIET = dict(aug_rotate_deg=5.0, aug_translate=0.03, aug_scale=(0.95, 1.05), aug_flip=False)
+
+
+@pytest.fixture(scope="module")
+def faces() -> FaceArrays:
+    arrays, _ = from_feid(feid_rows(48, seed=3), image_size=24)
+    return arrays
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def test_loss_decreases_and_model_learns(faces):
+    cfg = TrainConfig.tiny(epochs=8, batch_size=16, lr=0.1, **QUIET)
+    result = train(faces, cfg, device="cpu", log=_silent)
+    first, last = result.history[0], result.history[-1]
+    assert last["loss"] < 0.7 * first["loss"], result.history
+    assert last["va"] < first["va"] and last["aus"] < first["aus"]
+    scores = evaluate_arrays(result.model, faces, "cpu", cfg)
+    assert scores["expression"]["accuracy"] > 0.6  # 4 classes: chance is 0.25
+    assert scores["aus"]["n"] == len(faces) and scores["va"]["n"] == len(faces)
+
+
+def test_same_seed_same_weights_other_seed_differs(faces):
+    cfg = TrainConfig.tiny(max_steps=4, batch_size=8)
+    a = train(faces, cfg, device="cpu", log=_silent).model.state_dict()
+    b = train(faces, cfg, device="cpu", log=_silent).model.state_dict()
+    c = train(faces, TrainConfig.tiny(max_steps=4, batch_size=8, seed=1), device="cpu", log=_silent).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_checkpoint_round_trip(tmp_path, faces):
+    cfg = TrainConfig.tiny(max_steps=3, batch_size=8)
+    result = train(faces, cfg, device="cpu", log=_silent)
+    path = save_checkpoint(result.model, cfg, {"note": "test"}, str(tmp_path / "models/x/data=v/config=c"))
+    write_latest(str(tmp_path), "x", path)
+    assert read_latest(str(tmp_path), "x")["path"] == path
+    model, cfg2, metrics = load_checkpoint(path)
+    assert cfg2 == cfg and metrics == {"note": "test"}
+    before = predict(result.model, faces.images[:6], "cpu", cfg)
+    after = predict(model, faces.images[:6], "cpu", cfg2)
+    for k in before:
+        assert np.array_equal(before[k], after[k]), k
+    (tmp_path / "models/x/data=v/config=c/model.pt").write_bytes(b"corrupt")
+    with pytest.raises(ValueError, match="sha256"):
+        load_checkpoint(path)
+
+
+def test_time_limit_cuts_epochs(faces):
+    cfg = TrainConfig.tiny(epochs=50, batch_size=8, time_limit_s=0.01)
+    result = train(faces, cfg, device="cpu", log=_silent)
+    assert result.epochs_run < 50
+
+
+def test_ablation_uses_human_expression_only(faces):
+    table = pa.concat_tables([feid_rows(10, seed=5, origin="human"),
+                              feid_rows(10, seed=6, origin="generated", start=100)])
+    arrays, _ = from_feid(table, image_size=24)
+    ew, vw, aw = label_weights(arrays, TrainConfig.tiny().ablation())
+    assert (ew > 0).sum() == 10 and vw.sum() == 0 and aw.sum() == 0
+    ew_full, vw_full, aw_full = label_weights(arrays, TrainConfig.tiny())
+    assert (ew_full > 0).sum() == 20 and (vw_full > 0).sum() == 20 and (aw_full > 0).sum() == 20
+    with pytest.raises(ValueError, match="usable label"):
+        train(arrays.subset(np.flatnonzero(arrays.expression_origin == "generated")),
+              TrainConfig.tiny(use_va=False, use_aus=False, expression_origins=("human",)),
+              device="cpu", log=_silent)
+
+
+def test_mixed_precision_path_runs_on_cpu(faces):
+    cfg = TrainConfig.tiny(max_steps=2, batch_size=8, amp="bf16")
+    result = train(faces, cfg, device="cpu", log=_silent)
+    assert np.isfinite(result.history[-1]["loss"])
+
+
+def test_adamw_option_trains(faces):
+    cfg = TrainConfig.tiny(epochs=4, batch_size=16, lr=3e-3, optimizer="adamw", weight_decay=0.05, **QUIET)
+    result = train(faces, cfg, device="cpu", log=_silent)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train(faces, TrainConfig.tiny(max_steps=1, optimizer="lion"), device="cpu", log=_silent)
