@@ -34,7 +34,7 @@ def test_prefill_then_annotate_pays_first_round_once(tmp_path, shared_data, monk
                                     partitions_def=batches)
         defs = Definitions(
             assets=pd.defs.assets, jobs=[*pd.defs.jobs, prefill, annotate],
-            resources={"lake": LakeResource(uri=str(tmp_path / "lake")),
+            resources={**pd.defs.resources, "lake": LakeResource(uri=str(tmp_path / "lake")),
                        "landing": LandingZoneResource(path=str(tmp_path / "landing")),
                        "annotator": AnnotatorResource(kind="vllm", seed=0), "vllm": VLLMResource(),
                        "duckdb": WarehouseResource(path=str(tmp_path / "lake" / "warehouse.duckdb"))})
