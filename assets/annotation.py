@@ -18,8 +18,7 @@ from assets.common import lake_partition, table_metadata
 from assets.knowledge import read_current_knowledge
 from expectations.checks import check_results, check_specs
 from expectations.gates import GateConfig
-from pipelines.ops_schedules import API_BACKFILL_POLICY
-from pipelines.partitions import batches
+from pipelines.partitions import batches, one_batch_per_run
 from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
 from seke import quarantine, schemas
@@ -74,7 +73,7 @@ def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:
                                  "uncertainty, samples spent, stop reason, verification verdict, "
                                  "consistency score and flags, origin per granularity, accepted or abstained.")],
     partitions_def=batches, pool="vllm", can_subset=False, name="annotate_faces",
-    backfill_policy=API_BACKFILL_POLICY,
+    backfill_policy=one_batch_per_run,
     check_specs=check_specs("mc_samples", "mc_samples", batches)
     + check_specs("verified_labels", "verified_labels", batches)
     + [AssetCheckSpec("audit_quality", asset="verified_labels",

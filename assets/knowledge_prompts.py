@@ -9,7 +9,7 @@ from pydantic import Field
 
 from assets.common import lake_partition, table_metadata
 from assets.knowledge import read_current_knowledge
-from pipelines.partitions import batches
+from pipelines.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from seke import schemas
 from seke.audit_split import choose_hidden
@@ -24,7 +24,7 @@ class PromptsConfig(Config):
     audit_seed: int = 0
 
 
-@asset(partitions_def=batches, deps=["raw_faces", "knowledge"], group_name="annotation",
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["raw_faces", "knowledge"], group_name="annotation",
        kinds={"parquet"})
 def knowledge_prompts(context: AssetExecutionContext, config: PromptsConfig,
                       lake: LakeResource) -> MaterializeResult:

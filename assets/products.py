@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from assets.common import lake_partition, table_metadata
 from expectations.checks import check_results, check_specs
-from pipelines.partitions import batches
+from pipelines.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from seke.feab import build_feab
 from seke.feid import build_feid
@@ -19,7 +19,7 @@ def _inputs(store, part) -> tuple[pl.DataFrame, pl.DataFrame]:
     return store.read_partition("verified_labels", part), store.read_partition("raw_faces", part)
 
 
-@asset(partitions_def=batches, deps=["verified_labels", "raw_faces"], group_name="products",
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="products",
        kinds={"parquet"}, check_specs=check_specs("feid", "feid", batches))
 def feid(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     """FEID: instruction–response records per accepted face (per granularity and combined, with
@@ -38,7 +38,7 @@ def feid(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResul
     }, check_results=check_results("feid", frame, input_rows=_accepted(labels)))
 
 
-@asset(partitions_def=batches, deps=["verified_labels", "raw_faces"], group_name="products",
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="products",
        kinds={"parquet"}, check_specs=check_specs("feab", "feab", batches))
 def feab(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     """FEAB: held-out benchmark items (expression with options, VA, AUs) with gold answers and

@@ -6,7 +6,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from assets.common import lake_partition, table_metadata
-from pipelines.partitions import batches
+from pipelines.partitions import batches, one_batch_per_run
 from resources.landing import LandingZoneResource
 from resources.lake import LakeResource
 from expectations.checks import check_results, check_specs
@@ -28,7 +28,7 @@ def crops_table(crops) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schemas.RAW_FACES)
 
 
-@asset(partitions_def=batches, group_name="ingest", kinds={"parquet"}, deps=["review_labels"],
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, group_name="ingest", kinds={"parquet"}, deps=["review_labels"],
        check_specs=check_specs("raw_faces", "raw_faces", batches))
 def raw_faces(context: AssetExecutionContext, lake: LakeResource,
               landing: LandingZoneResource) -> MaterializeResult:

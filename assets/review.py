@@ -17,7 +17,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from assets.common import lake_partition, table_metadata
-from pipelines.partitions import batches
+from pipelines.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from seke import quarantine, review
 
@@ -29,7 +29,7 @@ class ReviewConfig(Config):
     image_mode: str = Field("data_url", description="data_url | local_files (Label Studio local storage)")
 
 
-@asset(partitions_def=batches, deps=["verified_labels", "raw_faces"], group_name="review",
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="review",
        kinds={"json"})
 def review_queue(context: AssetExecutionContext, config: ReviewConfig, lake: LakeResource) -> MaterializeResult:
     """Label Studio import file (tasks.json + labeling_config.xml) of the batch's abstained
@@ -54,7 +54,7 @@ def review_queue(context: AssetExecutionContext, config: ReviewConfig, lake: Lak
     })
 
 
-@asset(partitions_def=batches, group_name="review", kinds={"parquet"})
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, group_name="review", kinds={"parquet"})
 def review_labels(context: AssetExecutionContext, config: ReviewConfig, lake: LakeResource) -> MaterializeResult:
     """Human labels for this batch from the Label Studio exports in <review_dir>/exports/
     (newest annotation per face wins); invalid answers go to quarantine with the reason."""

@@ -15,7 +15,7 @@ from pydantic import Field
 from assets.annotation import prompt_specs
 from assets.common import lake_partition
 from assets.knowledge import read_current_knowledge
-from pipelines.partitions import batches
+from pipelines.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from resources.vllm import VLLM_POOL, VLLMResource
 from seke.annotation import SampleRequest
@@ -30,7 +30,7 @@ class BatchPrefillConfig(Config):
     timeout_s: float = Field(24 * 3600.0, description="give up waiting after this long (collect what is done)")
 
 
-@asset(partitions_def=batches, deps=["raw_faces", "knowledge_prompts"], group_name="backfill",
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["raw_faces", "knowledge_prompts"], group_name="backfill",
        pool=VLLM_POOL, kinds={"openai", "parquet"})
 def vllm_batch_prefill(context: AssetExecutionContext, config: BatchPrefillConfig, lake: LakeResource,
                        vllm: VLLMResource) -> MaterializeResult:

@@ -5,13 +5,13 @@ import uuid
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from pipelines.partitions import batches
+from pipelines.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from resources.warehouse import WarehouseResource
 from seke.warehouse import build_warehouse, connect_readonly
 
 
-@asset(partitions_def=batches, deps=["feid", "feab", "verified_labels", "mc_samples", "raw_faces"],
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["feid", "feab", "verified_labels", "mc_samples", "raw_faces"],
        group_name="products", kinds={"duckdb"})
 def warehouse(context: AssetExecutionContext, lake: LakeResource, duckdb: WarehouseResource) -> MaterializeResult:
     """DuckDB views over every lake table (hive partitions as columns), rebuilt after each

@@ -7,7 +7,7 @@ Register in ``pipelines/definitions.py`` (see docs/operations.md)::
     Definitions(..., sensors=[landing_sensor], schedules=[nightly_catch_up],
                 resources={..., **OPS_RESOURCES})
 
-and give the API-bound multi-asset ``backfill_policy=API_BACKFILL_POLICY``.
+Every batch asset carries ``backfill_policy=one_batch_per_run`` (``API_BACKFILL_POLICY`` here).
 
 Why these pieces:
 
@@ -30,19 +30,19 @@ from __future__ import annotations
 
 import os
 
-from dagster import (AssetKey, BackfillPolicy, DefaultScheduleStatus, DefaultSensorStatus,
+from dagster import (AssetKey, DefaultScheduleStatus, DefaultSensorStatus,
                      RunRequest, ScheduleEvaluationContext, SensorEvaluationContext, SensorResult,
                      SkipReason, schedule, sensor)
 from dagster_aws.s3 import S3Resource
 
 from pipelines.jobs import annotate_batch
 from seke.landing import list_landing_batches
-from pipelines.partitions import batches
+from pipelines.partitions import batches, one_batch_per_run
 from resources.landing import LandingZoneResource
 from resources.s3 import default_s3_resource
 
 #: One partition per run for API-bound assets (see module docstring).
-API_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
+API_BACKFILL_POLICY = one_batch_per_run
 
 #: Tag that the run queue limits (infra/dagster*.yaml `concurrency.runs.tag_concurrency_limits`).
 BACKEND_TAG = "seke/backend"
