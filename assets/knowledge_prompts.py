@@ -12,7 +12,7 @@ from assets.knowledge import read_current_knowledge
 from pipelines.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from seke import schemas
-from seke.audit_split import choose_hidden
+from seke.audit import choose_hidden
 from seke.prompts import build_annotation_prompt
 from seke.records import hide, known_labels
 

@@ -48,11 +48,6 @@ API_BACKFILL_POLICY = one_batch_per_run
 BACKEND_TAG = "seke/backend"
 
 
-def landing_uri(landing: LandingZoneResource) -> str:
-    """The landing zone: a local path or an s3:// URI (``SEKE_LANDING_URI`` / ``SEKE_LANDING_DIR``)."""
-    return landing.path
-
-
 OPS_RESOURCES = {"s3": default_s3_resource()}
 
 
@@ -65,7 +60,7 @@ def run_tags() -> dict[str, str]:
                     "complete landing batch (manifest.csv present), on local disk or S3.")
 def landing_sensor(context: SensorEvaluationContext, landing: LandingZoneResource,
                    s3: S3Resource) -> SensorResult | SkipReason:
-    root = landing_uri(landing)
+    root = landing.path
     found = list_landing_batches(root, s3_client=s3.get_client() if root.startswith("s3://") else None)
     existing = set(context.instance.get_dynamic_partitions(batches.name))
     new = [k for k in found if k not in existing]

@@ -3,7 +3,7 @@
 Why: a user with partly labelled sources can measure label quality with no extra annotation —
 the hidden human labels are the gold — and the same (confidence, correct) pairs fit the
 confidence calibration (:mod:`seke.calibration`). Which faces are audited is decided by a hash
-of (seed, face_id) (:mod:`seke.audit_split`), so re-runs and backfills hide the same labels.
+of (seed, face_id) (:func:`choose_hidden`), so re-runs and backfills hide the same labels.
 
 Flow: :func:`hide_for_audit` → build prompts and run SV-UAMC on the returned faces →
 :func:`audit_report` (metrics for asset metadata / checks) and :func:`audit_pairs` (for
@@ -12,14 +12,32 @@ calibration fitting).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from seke import metrics
 from seke.annotation import FaceItem, Labels
-from seke.audit_split import choose_hidden
 from seke.taxonomy import AU_CATALOGUE
+
+
+# ---- which labels audit mode hides ----------------------------------------------------------
+# Hashing (seed, face_id) instead of random sampling keeps the choice stable across re-runs and
+# backfills, so a re-materialized partition hides the same labels and hits the same cache entries.
+
+
+def audit_draw(face_id: str, seed: int = 0) -> float:
+    """A stable pseudo-random number in [0, 1) for a face."""
+    h = hashlib.sha256(f"audit:{seed}:{face_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def choose_hidden(face_id: str, known: Labels, fraction: float, seed: int = 0) -> list[str]:
+    """All known granularities of the face when it falls in the audit share, else none."""
+    if fraction <= 0 or not known.known_granularities():
+        return []
+    return known.known_granularities() if audit_draw(face_id, seed) < fraction else []
 
 
 @dataclass(frozen=True)
