@@ -21,9 +21,8 @@ from collections import defaultdict
 from typing import Iterable
 
 import polars as pl
-import pyarrow as pa
 
-from seke.schemas import FEAB, conform
+from seke.schemas import FEAB, frame_from_rows
 from seke.taxonomy import AU_CATALOGUE, AU_NAMES, EXPRESSIONS, normalise_expression
 
 SPLIT_COLUMN = "bench_split"
@@ -266,11 +265,4 @@ def build_feab(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float
             for c in extra:
                 item[c] = row[c]
             rows.append(item)
-    table = conform(pa.Table.from_pylist(rows) if rows else FEAB.empty_table(), FEAB)
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    if extra:
-        extras = pl.DataFrame({c: [r[c] for r in rows] for c in extra},
-                              schema={c: pl.String for c in extra})
-        frame = pl.concat([frame, extras], how="horizontal")
-    return frame
+    return frame_from_rows(rows, FEAB, extra)

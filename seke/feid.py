@@ -20,11 +20,10 @@ from __future__ import annotations
 import hashlib
 
 import polars as pl
-import pyarrow as pa
 
 from seke.feab import SPLIT_COLUMN, prepare_faces, split_benchmark, stable_hash
 from seke.knowledge import EMFACS_PROTOTYPES, VA_REGIONS_V1
-from seke.schemas import FEID, conform
+from seke.schemas import FEID, frame_from_rows
 from seke.taxonomy import AU_NAMES, normalise_expression
 
 TEMPLATE_VERSION = "feid-v1"
@@ -240,11 +239,4 @@ def build_feid(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float
             for c in extra:
                 rec[c] = row[c]
             rows.append(rec)
-    table = conform(pa.Table.from_pylist(rows) if rows else FEID.empty_table(), FEID)
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    if extra:
-        frame = pl.concat([frame, pl.DataFrame({c: [r[c] for r in rows] for c in extra},
-                                               schema={c: pl.String for c in extra})],
-                          how="horizontal")
-    return frame
+    return frame_from_rows(rows, FEID, extra)

@@ -14,6 +14,8 @@ Conventions:
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import pyarrow as pa
 
 PARTITION_COLUMNS = ("source", "batch")
@@ -170,3 +172,17 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         else:
             cols.append(pa.nulls(table.num_rows, f.type))
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+def frame_from_rows(rows: list[dict], schema: pa.Schema, extra: Sequence[str] = ()) -> "pl.DataFrame":
+    """A polars frame of ``rows`` conformed to ``schema``, plus string columns ``extra``
+    (e.g. the partition columns ``source``/``batch``) carried through from the rows."""
+    import polars as pl
+
+    table = conform(pa.Table.from_pylist(rows) if rows else schema.empty_table(), schema)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if extra:
+        extras = pl.DataFrame({c: [r[c] for r in rows] for c in extra}, schema={c: pl.String for c in extra})
+        frame = pl.concat([frame, extras], how="horizontal")
+    return frame
