@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tiny", action="store_true", help="the unit-test network (CPU smoke runs)")
     ap.add_argument("--widths", default="", help="stage widths, e.g. 16,32,64,128 (default: recipe's 64..512)")
+    ap.add_argument("--blocks", default="", help="residual blocks per stage, e.g. 1,1,1,1 (default: 2,2,2,2)")
+    ap.add_argument("--no-zero-init", action="store_true",
+                    help="residual branches start active, not at zero γ (short runs learn sooner)")
+    ap.add_argument("--no-aug", action="store_true", help="no training augmentation (short CPU runs)")
     ap.add_argument("--ablation", action="store_true", help="human expression labels only")
     ap.add_argument("--fast", action="store_true", help="cuDNN autotuner instead of deterministic algorithms")
     ap.add_argument("--no-tta", action="store_true")
@@ -87,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
                   time_limit_s=args.time_limit, deterministic=not args.fast, tta=not args.no_tta)
     if args.widths:
         cfg = replace(cfg, widths=tuple(int(w) for w in args.widths.split(",")))
+    if args.blocks:
+        cfg = replace(cfg, blocks=tuple(int(b) for b in args.blocks.split(",")))
+    if args.no_zero_init:
+        cfg = replace(cfg, zero_init_residual=False)
+    if args.no_aug:
+        cfg = replace(cfg, aug_rotate_deg=0.0, aug_scale=(1.0, 1.0), aug_translate=0.0, aug_flip=False,
+                      aug_brightness=0.0, aug_contrast=0.0, aug_erase_p=0.0)
     if args.ablation:
         cfg = cfg.ablation()
     out = Path(args.out)

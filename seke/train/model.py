@@ -62,8 +62,9 @@ class MultiTaskNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for block in self.body:
-            nn.init.zeros_(block.bn2.weight)  # residual branches start as identity (Goyal et al. 2017)
+        if cfg.zero_init_residual:  # residual branches start as identity (Goyal et al. 2017)
+            for block in self.body:
+                nn.init.zeros_(block.bn2.weight)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - PIXEL_MEAN) / PIXEL_STD

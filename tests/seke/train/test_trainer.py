@@ -97,3 +97,13 @@ def test_adamw_option_trains(faces):
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     with pytest.raises(ValueError, match="unknown optimizer"):
         train(faces, TrainConfig.tiny(max_steps=1, optimizer="lion"), device="cpu", log=_silent)
+
+
+def test_model_beats_chance_on_held_out_faces(faces):
+    """Scored on faces it never saw (BatchNorm in eval mode, predictions in EXPRESSIONS order)."""
+    held_out, _ = from_feid(feid_rows(48, seed=7, start=1000), image_size=24)
+    cfg = TrainConfig.tiny(epochs=8, batch_size=16, lr=0.1, **QUIET)
+    result = train(faces, cfg, device="cpu", log=_silent)
+    scores = evaluate_arrays(result.model, held_out, "cpu", cfg)
+    assert scores["expression"]["n"] == len(held_out)
+    assert scores["expression"]["accuracy"] > 0.6  # 4 classes: chance is 0.25
