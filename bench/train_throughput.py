@@ -29,9 +29,10 @@ import torch  # noqa: E402
 from seke.train.augment import augment  # noqa: E402
 from seke.train.config import TrainConfig  # noqa: E402
 from seke.train.device import device_info  # noqa: E402
-from seke.train.losses import Targets, multitask_loss  # noqa: E402
+from seke.train.losses import Targets  # noqa: E402
 from seke.train.model import build_model  # noqa: E402
-from seke.train.trainer import make_optimizer, amp_dtype, seed_everything, to_device_images  # noqa: E402
+from seke.train.trainer import (amp_dtype, make_optimizer, seed_everything, to_device_images,  # noqa: E402
+                                train_step)
 
 
 def images_per_second(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, device: str,
@@ -55,15 +56,7 @@ def images_per_second(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, 
         idx = torch.randint(0, n, (b,), device=device, generator=g)
         x = augment(images_f(data[idx]), cfg, g).contiguous(memory_format=fmt)
         t = Targets(expr[idx], ones[idx], va[idx], ones[idx], aus[idx], ones[idx])
-        with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=dtype or torch.float32,
-                            enabled=dtype is not None):
-            out = model(x)
-        loss, _ = multitask_loss(out, t, cfg)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-        else:
-            loss.backward(); opt.step()
+        train_step(model, opt, scaler, x, t, cfg, dtype, cuda)
 
     for i in range(warmup):
         step(i)

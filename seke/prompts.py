@@ -79,20 +79,9 @@ def knowledge_text(knowledge: Knowledge) -> str:
     )
 
 
-def _known_facts(known: Labels) -> list[str]:
-    facts = []
-    if known.expression is not None:
-        facts.append(f"- expression: {known.expression}")
-    if known.valence is not None and known.arousal is not None:
-        facts.append(f"- valence: {known.valence:+.2f}, arousal: {known.arousal:+.2f}")
-    if known.aus is not None:
-        present = sorted(au for au, p in known.aus.items() if p >= 0.5)
-        facts.append("- action units present: " + (", ".join(f"AU{a}" for a in present) or "none")
-                     + " (all other AUs absent)")
-    return facts
-
-
-def _labels_text(labels: Labels) -> list[str]:
+def _labels_lines(labels: Labels, *, human_facts: bool) -> list[str]:
+    """One line per granularity present. Human facts state that unlisted AUs are absent;
+    candidate labels show each present AU's probability instead."""
     out = []
     if labels.expression is not None:
         out.append(f"- expression: {labels.expression}")
@@ -100,9 +89,21 @@ def _labels_text(labels: Labels) -> list[str]:
         out.append(f"- valence: {labels.valence:+.2f}, arousal: {labels.arousal:+.2f}")
     if labels.aus is not None:
         present = sorted((au, p) for au, p in labels.aus.items() if p >= 0.5)
-        out.append("- action units present: "
-                   + (", ".join(f"AU{a} (p={p:.2f})" for a, p in present) or "none"))
+        if human_facts:
+            out.append("- action units present: " + (", ".join(f"AU{a}" for a, _ in present) or "none")
+                       + " (all other AUs absent)")
+        else:
+            out.append("- action units present: "
+                       + (", ".join(f"AU{a} (p={p:.2f})" for a, p in present) or "none"))
     return out
+
+
+def _known_facts(known: Labels) -> list[str]:
+    return _labels_lines(known, human_facts=True)
+
+
+def _labels_text(labels: Labels) -> list[str]:
+    return _labels_lines(labels, human_facts=False)
 
 
 def _answer_fields_text(missing: Sequence[str]) -> str:

@@ -122,6 +122,27 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
+def train_step(model, opt, scaler, x, t: Targets, cfg: TrainConfig, dtype, cuda: bool):
+    """One optimisation step (autocast forward, masked multi-task loss, backward, update).
+
+    Shared by :func:`train` and ``bench/train_throughput.py`` so the benchmark times the
+    exact step training runs. Returns the loss and its per-granularity parts.
+    """
+    with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=dtype or torch.float32,
+                        enabled=dtype is not None):
+        out = model(x)
+    loss, parts = multitask_loss(out, t, cfg)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    return loss, parts
+
+
 def train(arrays: FaceArrays, cfg: TrainConfig, *, device: str = "auto", log: Logger = print,
           val: FaceArrays | None = None, val_every: int = 1) -> TrainResult:
     """Train a :class:`MultiTaskNet` on ``arrays`` with recipe ``cfg``.
@@ -190,18 +211,7 @@ def train(arrays: FaceArrays, cfg: TrainConfig, *, device: str = "auto", log: Lo
             x = images[idx].float().div_(255.0)
             x = augment(x, cfg, g_aug).contiguous(memory_format=fmt)
             t = Targets(*(getattr(tgt_all, f)[idx] for f in Targets.__dataclass_fields__))
-            with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=dtype or torch.float32,
-                                enabled=dtype is not None):
-                out = model(x)
-            loss, parts = multitask_loss(out, t, cfg)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            loss, parts = train_step(model, opt, scaler, x, t, cfg, dtype, cuda)
             sums["loss"] += loss.detach()
             for k, v in parts.items():
                 sums[k] += v
