@@ -34,24 +34,36 @@ MULTITASK = "feid-multitask"
 ABLATION = f"{MULTITASK}-human-expression-only"
 
 
+RECIPES = ("auto", "full", "compact", "tiny")
+
+
 class TrainingRunConfig(Config):
     """Run-time knobs of a training asset (the recipe's other fields keep their defaults)."""
 
-    epochs: int = Field(default=40, description="epochs (cut to fit time_limit_s)")
-    batch_size: int = 256
-    lr: float = 0.1
+    recipe: str = Field(default="auto", description="auto (full on a GPU, compact on CPU) | full | compact | tiny")
+    epochs: int = Field(default=0, description="epochs, cut to fit time_limit_s (0 = the recipe's)")
+    batch_size: int = Field(default=0, description="0 = the recipe's")
+    lr: float = Field(default=0.0, description="peak learning rate (0 = the recipe's)")
     time_limit_s: float = Field(default=1800.0, description="training time budget in seconds")
     seed: int = 0
     max_faces: int = Field(default=0, description="train on at most N faces (0 = all)")
-    tiny: bool = Field(default=False, description="the unit-test network (seconds on CPU)")
+    tiny: bool = Field(default=False, description="shorthand for recipe='tiny' (the unit-test network)")
     tta: bool = True
     fer_validation_dir: str = Field(default="", description="fer2013 folder; '' = ../shared/data/fer2013")
 
 
-def recipe(run: TrainingRunConfig, ablation: bool) -> TrainConfig:
-    base = TrainConfig.tiny() if run.tiny else TrainConfig()
-    cfg = replace(base, name=MULTITASK, epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
-                  time_limit_s=run.time_limit_s, seed=run.seed, tta=run.tta)
+def recipe(run: TrainingRunConfig, ablation: bool, device: str = "cuda") -> TrainConfig:
+    """The recipe a run trains: ``auto`` picks the full net on a GPU and the compact one on CPU
+    (the full net trains ≈ 8 images/s on one CPU thread: not one epoch in a usual budget)."""
+    name = "tiny" if run.tiny else run.recipe
+    if name not in RECIPES:
+        raise Failure(description=f"unknown recipe {name!r}; one of {', '.join(RECIPES)}")
+    if name == "auto":
+        name = "full" if device.startswith("cuda") else "compact"
+    base = {"full": TrainConfig, "compact": TrainConfig.compact, "tiny": TrainConfig.tiny}[name]()
+    cfg = replace(base, name=MULTITASK,
+                  epochs=run.epochs or base.epochs, batch_size=run.batch_size or base.batch_size,
+                  lr=run.lr or base.lr, time_limit_s=run.time_limit_s, seed=run.seed, tta=run.tta)
     return cfg.ablation() if ablation else cfg
 
 
@@ -72,7 +84,10 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
     if not lake.exists("feid"):
         raise Failure(description="no FEID table in the lake: materialize `feid` first",
                       metadata={"lake": MetadataValue.path(lake.display_path("feid"))})
-    cfg = recipe(run, ablation)
+    device = gpu.select(context.log)
+    cfg = recipe(run, ablation, device)
+    context.log.info(f"recipe {cfg.name} ({cfg.digest()}): widths {cfg.widths}, blocks {cfg.blocks}, "
+                     f"{cfg.image_size}px, up to {cfg.epochs} epochs in {cfg.time_limit_s:.0f}s on {device}")
     partitions = feid_partitions(lake)
     arrays, errors = from_feid(lake.dataset("feid").to_table(), cfg.image_size,
                                missing_confidence=cfg.missing_confidence)
@@ -91,7 +106,6 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
     fer_val = load_fer_validation(cfg.image_size, run.fer_validation_dir or None)
     if fer_val is None:
         context.log.info("evaluation on fer2013 validation: skipped (../shared/data/fer2013 absent)")
-    device = gpu.select(context.log)
     fs, root = lake.filesystem()
     summary = train_and_evaluate(arrays, cfg, device=device, log=context.log.info,
                                  evals={"feab": feab, "fer2013_validation": fer_val},
@@ -172,13 +186,22 @@ def training_ablation_report(context: AssetExecutionContext, lake: ResourceParam
 
     store = lake.lake()
     fs, root = store.filesystem()
-    rows, runs = [], {}
+    rows, runs, recipes = [], {}, {}
     for name in (MULTITASK, ABLATION):
         latest = read_latest(root, name, fs=fs)
         if latest is None:
             raise Failure(description=f"no checkpoint for {name}: materialize its training asset first")
         with fs.open_input_stream(f"{latest['path']}/metrics.json") as fh:
             runs[name] = json.loads(fh.read())
+        with fs.open_input_stream(f"{latest['path']}/config.json") as fh:
+            recipes[name] = json.loads(fh.read())
+    # The comparison only means something when the two runs differ by the ablation switches alone.
+    ablation_keys = {"name", "use_va", "use_aus", "expression_origins"}
+    differing = sorted(k for k in set(recipes[MULTITASK]) | set(recipes[ABLATION]) if k not in ablation_keys
+                       and recipes[MULTITASK].get(k) != recipes[ABLATION].get(k))
+    if differing:
+        context.log.warning(f"the two checkpoints differ beyond the ablation in {differing}: "
+                            "retrain both with the same run config before reading the deltas")
     keys = [("fer2013_validation", "expression_tta", "accuracy"), ("fer2013_validation", "expression", "accuracy"),
             ("feab", "expression", "accuracy"), ("feab", "expression", "macro_f1"),
             ("feab", "va", "ccc_valence"), ("feab", "va", "ccc_arousal"), ("feab", "aus", "mean_f1")]
@@ -195,6 +218,9 @@ def training_ablation_report(context: AssetExecutionContext, lake: ResourceParam
         "comparison": MetadataValue.md(table),
         "checkpoints": MetadataValue.json({n: r.get("checkpoint") for n, r in runs.items()}),
         "data_versions": MetadataValue.json({n: r.get("data_version") for n, r in runs.items()}),
+        "comparable": MetadataValue.bool(not differing),
+        "recipe_differences": MetadataValue.json({k: [recipes[MULTITASK].get(k), recipes[ABLATION].get(k)]
+                                                  for k in differing}),
     })
 
 

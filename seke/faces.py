@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,9 +127,17 @@ def read_manifest(batch_dir: Path) -> dict[str, KnownRow]:
 
 
 def list_images(batch_dir: Path) -> list[Path]:
-    """Every file under the batch folder except the manifest and hidden files, sorted."""
-    return sorted(p for p in batch_dir.rglob("*")
-                  if p.is_file() and p.name != "manifest.csv" and not p.name.startswith("."))
+    """Every file under the batch folder except the manifest and hidden files, sorted.
+
+    Symlinked sub-folders are followed (an uploader may link a shared image store into a batch).
+    """
+    out = []
+    for root, _dirs, names in os.walk(batch_dir, followlinks=True):
+        for name in names:
+            p = Path(root) / name
+            if p.is_file() and name != "manifest.csv" and not name.startswith("."):
+                out.append(p)
+    return sorted(out)
 
 
 def decode_image(data: bytes, name: str = "") -> Image.Image:
@@ -247,7 +256,8 @@ def ingest_folder(batch_dir: Path, detector: Detector | None = None,
     crops: list[FaceCrop] = []
     rejected: list[Rejected] = []
     seen: dict[str, str] = {}
-    for path in (list(files) if files is not None else list_images(batch_dir)):
+    listed = list(files) if files is not None else list_images(batch_dir)
+    for path in listed:
         rel = path.relative_to(batch_dir).as_posix()
         known = manifest.get(rel, KnownRow())
         try:
@@ -267,4 +277,9 @@ def ingest_folder(batch_dir: Path, detector: Detector | None = None,
                 continue
             seen[c.face_id] = f"{rel}#{c.face_index}"
             crops.append(c)
+    if files is None:
+        # A manifest row whose file never arrived is a lost item: say so instead of dropping it.
+        present = {p.relative_to(batch_dir).as_posix() for p in listed}
+        rejected += [Rejected(rel, "missing_file", "listed in manifest.csv but not in the batch folder")
+                     for rel in sorted(set(manifest) - present)]
     return crops, rejected

@@ -35,6 +35,9 @@ from seke.train.model import MultiTaskNet, build_model, count_parameters
 
 Logger = Callable[[str], None]
 
+#: Steps timed at the start of a time-boxed run to size it (see ``time_limit_s``).
+PROBE_STEPS = 20
+
 
 @dataclass
 class TrainResult:
@@ -183,6 +186,10 @@ def train(arrays: FaceArrays, cfg: TrainConfig, *, device: str = "auto", log: Lo
         total = min(total, cfg.max_steps)
         epochs = math.ceil(total / steps_per_epoch)
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    # With a time budget, a short timed probe (the first few steps) sizes the run before a whole
+    # epoch has passed: one epoch of a large net on a CPU can alone exceed the budget.
+    probe_at = min(total, PROBE_STEPS) if cfg.time_limit_s > 0 else 0
+    probe_t0 = 0.0
     log(f"[{cfg.name}] {n} faces ({arrays.counts()}), {count_parameters(model):,} parameters, "
         f"batch {batch}, {steps_per_epoch} steps/epoch, {epochs} epochs, amp={dtype}, device={dev}")
     result = TrainResult(model=model, config=cfg, device=dev, n_train=n,
@@ -217,6 +224,22 @@ def train(arrays: FaceArrays, cfg: TrainConfig, *, device: str = "auto", log: Lo
                 sums[k] += v
             step += 1
             done += 1
+            if probe_at and step == 1:
+                if cuda:
+                    torch.cuda.synchronize()
+                probe_t0 = time.perf_counter()  # step 1 (allocation, kernel selection) not timed
+            elif probe_at and step == probe_at:
+                if cuda:
+                    torch.cuda.synchronize()
+                per_step = (time.perf_counter() - probe_t0) / max(1, step - 1)
+                left = cfg.time_limit_s - (time.perf_counter() - train_start)
+                fit = step + max(0, int(left // per_step))
+                if fit < total:
+                    log(f"[{cfg.name}] time limit {cfg.time_limit_s:.0f}s: {per_step * 1000:.0f} ms/step → "
+                        f"{fit} steps instead of {total} ({fit / steps_per_epoch:.2f} epochs; schedule re-laid)")
+                    total = fit
+                    epochs = math.ceil(total / steps_per_epoch)
+                    warmup = min(warmup, total // 5)
         if cuda:
             torch.cuda.synchronize()
         secs = time.perf_counter() - e0
@@ -237,7 +260,7 @@ def train(arrays: FaceArrays, cfg: TrainConfig, *, device: str = "auto", log: Lo
             spent = time.perf_counter() - train_start
             per_epoch = (time.perf_counter() - e0) * 1.02  # the epoch, its validation included
             fit = max(1, int((cfg.time_limit_s - spent) // per_epoch) + 1)
-            if fit < epochs:
+            if fit < epochs and total > steps_per_epoch:
                 log(f"[{cfg.name}] time limit {cfg.time_limit_s:.0f}s: {per_epoch:.1f}s/epoch → "
                     f"{fit} epochs instead of {epochs} (schedule re-laid over {fit} epochs)")
                 epochs = fit

@@ -72,8 +72,10 @@ def test_training_assets_store_checkpoints_and_compare(lake_dir: Path, tmp_path:
     assert ablation["label_counts"].value == {"expression": 24, "va": 0, "aus": 0}
     assert Path(ablation["checkpoint"].value).is_relative_to(lake_dir / "models" / ABLATION)
 
-    report = mats["training_ablation_report"].materialization.metadata["comparison"].value
+    report_meta = mats["training_ablation_report"].materialization.metadata
+    report = report_meta["comparison"].value
     assert "feab expression accuracy" in report and "human expression only" in report
+    assert report_meta["comparable"].value is True and report_meta["recipe_differences"].value == {}
 
     from seke.train.checkpoint import load_checkpoint
 
@@ -97,3 +99,20 @@ def test_training_assets_ask_kubernetes_for_a_gpu():
         assert cfg["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert cfg["pod_spec_config"]["node_selector"]
         assert asset_def.op.pool == "gpu"
+
+
+def test_auto_recipe_is_full_on_a_gpu_and_compact_on_cpu():
+    from dagster import Failure
+
+    from assets.training import TrainingRunConfig, recipe
+    from seke.train.config import TrainConfig
+
+    auto = TrainingRunConfig()
+    assert recipe(auto, False, "cuda").widths == TrainConfig().widths
+    cpu = recipe(auto, False, "cpu")
+    assert cpu.widths == TrainConfig.compact().widths and cpu.name == MULTITASK
+    ablated = recipe(auto, True, "cpu")
+    assert ablated.name == ABLATION and not ablated.use_va and ablated.widths == cpu.widths
+    assert recipe(TrainingRunConfig(recipe="full", epochs=7), False, "cpu").epochs == 7
+    with pytest.raises(Failure, match="unknown recipe"):
+        recipe(TrainingRunConfig(recipe="huge"), False, "cpu")

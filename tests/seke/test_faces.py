@@ -56,3 +56,26 @@ def test_manifest_in_shared_format_is_read_as_is(shared_data):
     fer = read_manifest(shared_data / "fer2013")
     assert next(iter(fer.values())).split in {"train", "validation"}
     assert next(iter(fer.values())).aus is None
+
+
+def test_manifest_rows_without_a_file_are_quarantined(tmp_path, face_png):
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    (batch / "here.png").write_bytes(face_png.read_bytes())
+    (batch / "manifest.csv").write_text("image,expression\nhere.png,happiness\ngone.png,anger\n")
+    crops, rejected = ingest_folder(batch, detector=lambda rgb: [])
+    assert [c.file_name for c in crops] == ["here.png"]
+    assert [(r.item_id, r.reason) for r in rejected] == [("gone.png", "missing_file")]
+
+
+def test_symlinked_image_folders_are_followed(tmp_path, face_png):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.png").write_bytes(face_png.read_bytes())
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    (batch / "images").symlink_to(store, target_is_directory=True)
+    (batch / "manifest.csv").write_text("image,expression\nimages/a.png,sadness\n")
+    crops, rejected = ingest_folder(batch, detector=lambda rgb: [])
+    assert [(c.file_name, c.known.expression) for c in crops] == [("images/a.png", "sadness")]
+    assert rejected == []

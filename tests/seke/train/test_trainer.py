@@ -71,6 +71,25 @@ def test_time_limit_cuts_epochs(faces):
     assert result.epochs_run < 50
 
 
+def test_time_limit_is_kept_inside_the_first_epoch(faces):
+    # One epoch of 300 steps at a 0.05 s budget: the timed probe must stop the run long before
+    # the epoch ends (a full-size net on a CPU can need hours for its first epoch).
+    many = FaceArrays.concat([faces] * 50)  # 2400 faces, batch 8 → 300 steps per epoch
+    logs: list[str] = []
+    cfg = TrainConfig.tiny(epochs=3, batch_size=8, time_limit_s=0.05)
+    result = train(many, cfg, device="cpu", log=logs.append)
+    assert result.epochs_run == 1 and result.steps < 300, (result.steps, logs)
+    assert any("steps instead of 900" in line for line in logs), logs
+
+
+def test_compact_recipe_is_the_cpu_sized_net():
+    from seke.train.model import build_model, count_parameters
+
+    full, compact = TrainConfig(), TrainConfig.compact()
+    assert count_parameters(build_model(compact)) < count_parameters(build_model(full)) / 20
+    assert compact.image_size == full.image_size and compact.n_aus == full.n_aus
+
+
 def test_ablation_uses_human_expression_only(faces):
     table = pa.concat_tables([feid_rows(10, seed=5, origin="human"),
                               feid_rows(10, seed=6, origin="generated", start=100)])

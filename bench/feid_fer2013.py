@@ -1,0 +1,110 @@
+"""Build a FEID from the FER2013 train split through the real platform, for training runs.
+
+Lands ``../shared/data/fer2013`` (split ``train``, human expression labels) as one landing
+batch, then runs the ``refresh_knowledge`` and ``annotate_batch`` jobs on a real Dagster
+instance with the offline annotator — the path a user's batch takes. The human expression is
+carried through; valence–arousal and AUs are generated, verified and confidence-scored by
+SV-UAMC. The result is a lake whose ``feid`` table is what ``bench/pack_fer.py --feid-lake``
+packs for ``bench/train_fer.py`` (the FEID-vs-human-labels ablation).
+
+    PYTHONPATH=. .venv/bin/python bench/feid_fer2013.py --work .data/fer_feid [--limit N]
+
+Prints how many faces landed, were quarantined and reached FEID/FEAB, and the annotation rate.
+Last line: ``RESULT faces=… feid_faces=… feab_faces=… quarantined=… faces_per_s=…``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def land(data_dir: Path, landing: Path, batch: str, limit: int | None) -> tuple[Path, int]:
+    """``landing/fer2013/<batch>/`` with a train-only manifest and the images linked, not copied."""
+    folder = landing / "fer2013" / batch
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "manifest.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "train"]
+    if limit:
+        rows = rows[:limit]
+    for r in rows:  # one symlink per image: the batch holds exactly the manifest's files
+        link = folder / r["image"]
+        if not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to((data_dir / r["image"]).resolve())
+    with open(folder / "manifest.csv", "w", newline="") as fh:  # written last: the batch is landed
+        w = csv.DictWriter(fh, fieldnames=["image", "split", "expression"])
+        w.writeheader()
+        w.writerows({k: r[k] for k in ("image", "split", "expression")} for r in rows)
+    return folder, len(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from seke.train.run import shared_data_dir
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=str(shared_data_dir() / "fer2013"))
+    ap.add_argument("--work", default=".data/fer_feid", help="holds landing/, lake/ and .dagster/")
+    ap.add_argument("--limit", type=int, default=None, help="first N train faces only")
+    args = ap.parse_args(argv)
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "manifest.csv").is_file():
+        raise SystemExit(f"{data_dir}/manifest.csv not found (../shared/data absent?)")
+    work = Path(args.work).resolve()
+    os.environ["SEKE_LANDING_DIR"] = str(work / "landing")
+    os.environ["SEKE_LAKE_URI"] = str(work / "lake")
+    os.environ["SEKE_DUCKDB_PATH"] = str(work / "lake" / "warehouse.duckdb")
+    os.environ["SEKE_REVIEW_DIR"] = str(work / "review")
+    os.environ["DAGSTER_HOME"] = str(work / ".dagster")
+    (work / ".dagster").mkdir(parents=True, exist_ok=True)
+    (work / ".dagster" / "dagster.yaml").write_text((ROOT / "infra" / "dagster.yaml").read_text())
+
+    import polars as pl
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import defs
+    from pipelines.partitions import batches
+    from resources.landing import partition_key
+
+    batch = f"train-{args.limit}" if args.limit else "train"
+    folder, n = land(data_dir, work / "landing", batch, args.limit)
+    key = partition_key("fer2013", batch)
+    instance = DagsterInstance.get()
+    instance.add_dynamic_partitions(batches.name, [key])
+    t0 = time.perf_counter()
+    for job_name, pkey in (("refresh_knowledge", None), ("annotate_batch", key)):
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, partition_key=pkey, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        print(f"{job_name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
+        if not result.success:
+            return 1
+    secs = time.perf_counter() - t0
+    lake = work / "lake"
+
+    def faces(table: str, where: str = "true", column: str = "face_id") -> int:
+        files = [str(f) for f in (lake / table).rglob("*.parquet") if "/." not in str(f)]
+        if not files:
+            return 0
+        return pl.scan_parquet(files).filter(pl.sql_expr(where)).select(pl.col(column).n_unique()).collect().item()
+
+    raw, feid, feab = faces("raw_faces"), faces("feid"), faces("feab")
+    quarantined = faces("quarantine", column="item_id") if (lake / "quarantine").exists() else 0
+    accepted = faces("verified_labels", "status = 'accepted'")
+    print(f"{n} train images landed at {folder}; {raw} faces, {quarantined} quarantined, "
+          f"{accepted} accepted; FEID {feid} faces, FEAB {feab} faces; {secs:.0f} s "
+          f"({n / secs:.1f} images/s) → lake {lake}")
+    print(f"RESULT faces={raw} feid_faces={feid} feab_faces={feab} quarantined={quarantined} "
+          f"faces_per_s={n / secs:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
