@@ -29,13 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--npz", help="file from bench/pack_fer.py, or a folder holding one")
     ap.add_argument("--data-dir", help="a manifest folder instead of --npz (e.g. ../shared/data/fer2013)")
     ap.add_argument("--out", default=os.environ.get("OUT", "out/train_fer"))
-    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    ap.add_argument("--recipe", default="full", choices=["full", "compact"],
+                    help="full (ResNet-18-like, for a GPU) or compact (the CPU-sized net)")
+    ap.add_argument("--epochs", type=int, default=0, help="0 = the recipe's")
     ap.add_argument("--time-limit", type=float, default=420.0, help="seconds of training (epochs are cut to fit)")
-    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--batch-size", type=int, default=0, help="0 = the recipe's")
+    ap.add_argument("--lr", type=float, default=0.0, help="0 = the recipe's")
     ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
     ap.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
-    ap.add_argument("--warmup-epochs", type=float, default=TrainConfig.warmup_epochs)
+    ap.add_argument("--warmup-epochs", type=float, default=-1.0, help="<0 = the recipe's")
     ap.add_argument("--limit", type=int, default=None, help="train on at most N faces (CPU smoke runs)")
     ap.add_argument("--val-limit", type=int, default=None)
     ap.add_argument("--device", default="auto")
@@ -84,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         val = val.subset(np.sort(rng.choice(len(val), args.val_limit, replace=False)))
     print(f"data: {len(train_set)} train / {len(val)} validation faces, loaded in {time.perf_counter() - t0:.1f}s")
 
-    base = TrainConfig.tiny(image_size=48) if args.tiny else TrainConfig()
-    cfg = replace(base, name="fer-tiny" if args.tiny else "fer", epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, warmup_epochs=args.warmup_epochs,
+    if args.tiny:
+        base, name = TrainConfig.tiny(image_size=48), "fer-tiny"
+    elif args.recipe == "compact":
+        base, name = TrainConfig.compact(), "fer-compact"
+    else:
+        base, name = TrainConfig(), "fer"
+    cfg = replace(base, name=name, epochs=args.epochs or base.epochs,
+                  batch_size=args.batch_size or base.batch_size, lr=args.lr or base.lr, seed=args.seed,
+                  warmup_epochs=base.warmup_epochs if args.warmup_epochs < 0 else args.warmup_epochs,
                   optimizer=args.optimizer, weight_decay=args.weight_decay,
                   time_limit_s=args.time_limit, deterministic=not args.fast, tta=not args.no_tta)
     if args.widths:

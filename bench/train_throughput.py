@@ -77,7 +77,9 @@ def images_f(x: torch.Tensor) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--npz", default=None, help="packed faces (file or folder); default random pixels")
-    ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
+    ap.add_argument("--recipe", default="full", choices=["full", "compact"],
+                    help="full (the GPU recipe) or compact (the CPU-sized net)")
+    ap.add_argument("--batch", type=int, default=0, help="0 = the recipe's batch size")
     ap.add_argument("--gpu-steps", type=int, default=200)
     ap.add_argument("--cpu-steps", type=int, default=3)
     ap.add_argument("--widths", default="", help="e.g. 16,32,64,128 for a smaller net (default: recipe)")
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = replace(TrainConfig(), batch_size=args.batch)
+    base = TrainConfig.compact() if args.recipe == "compact" else TrainConfig()
+    cfg = replace(base, batch_size=args.batch or base.batch_size)
     if args.widths:
         cfg = replace(cfg, widths=tuple(int(w) for w in args.widths.split(",")))
     if args.npz:
