@@ -111,7 +111,8 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
                                  evals={"feab": feab, "fer2013_validation": fer_val},
                                  data_version=version, partitions=partitions,
                                  checkpoint_root=root, fs=fs)
-    summary.pop("_model", None)
+    model = summary.pop("_model", None)
+    evaluator_meta = _evaluate_on_feab(context, lake, model, cfg, device) if feab is not None else {}
     acc = headline(summary)
     print(f"RESULT fer_val_acc={acc:.4f} run={cfg.name} data_version={version} device={device}")
     ev = summary["evaluation"]
@@ -135,9 +136,33 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
         "feab_au_mean_f1": _metric(feab_ev, "aus", "mean_f1"),
         "evaluation": MetadataValue.json(json.loads(json.dumps(ev, default=str))),
         "history": MetadataValue.md(_history_md(summary["history"])),
+        **evaluator_meta,
         **gpu.metadata(device),
     }
     return MaterializeResult(metadata=meta)
+
+
+def _evaluate_on_feab(context: AssetExecutionContext, lake: Any, model: Any, cfg: TrainConfig,
+                      device: str) -> dict[str, MetadataValue]:
+    """Score the fresh checkpoint with the platform's FEAB evaluator (the same code that scores
+    the offline annotator and VLLMs), store it in ``evaluations``, and return its metadata."""
+    from seke.evaluate import comparison_table, evaluate, markdown_table, png_markdown, read_evaluations, store
+    from seke.train.annotator import model_annotator
+
+    label = f"{cfg.name}@{cfg.digest()}"
+    result = evaluate(model_annotator(model, cfg, device, name=label), lake.read_table("feab"),
+                      model=label, batch_size=256)
+    store(lake, result)
+    context.log.info(f"FEAB evaluator: run {result.run_id} stored as model {label}")
+    meta = {
+        "evaluator_run_id": MetadataValue.text(result.run_id),
+        "evaluator_metrics": MetadataValue.json({k: v for k, v in result.summary().items()
+                                                 if v is not None and v == v}),
+        "evaluator_comparison": MetadataValue.md(markdown_table(comparison_table(read_evaluations(lake)))),
+    }
+    if "confusion_matrix" in result.plots:
+        meta["feab_confusion_matrix"] = MetadataValue.md(png_markdown(result.plots["confusion_matrix"], "confusion"))
+    return meta
 
 
 def _metric(block: dict, head: str, key: str) -> MetadataValue:

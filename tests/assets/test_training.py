@@ -68,6 +68,13 @@ def test_training_assets_store_checkpoints_and_compare(lake_dir: Path, tmp_path:
     assert f"data={meta['data_version'].value}" in str(ckpt)
     assert {p.name for p in ckpt.iterdir()} == {"model.pt", "config.json", "metrics.json", "manifest.json"}
 
+    # The platform's FEAB evaluator scored the checkpoint too and stored it beside other models.
+    assert 0.0 <= meta["evaluator_metrics"].value["expression.accuracy"] <= 1.0
+    assert "aus.mean_f1" in meta["evaluator_metrics"].value
+    assert f"{MULTITASK}@" in meta["evaluator_comparison"].value
+    stored = Lake(str(lake_dir)).read_table("evaluations")
+    assert meta["evaluator_run_id"].value in stored["run_id"].to_list()
+
     ablation = mats["trained_model_human_only"].materialization.metadata
     assert ablation["label_counts"].value == {"expression": 24, "va": 0, "aus": 0}
     assert Path(ablation["checkpoint"].value).is_relative_to(lake_dir / "models" / ABLATION)

@@ -1,0 +1,48 @@
+"""A saved checkpoint scored by the platform's FEAB evaluator through the annotator factory."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from seke.evaluate import evaluate, load_annotator  # noqa: E402
+from seke.knowledge import knowledge_v1  # noqa: E402
+from seke.taxonomy import EXPRESSIONS  # noqa: E402
+from seke.train.arrays import from_feid  # noqa: E402
+from seke.train.checkpoint import save_checkpoint  # noqa: E402
+from seke.train.config import TrainConfig  # noqa: E402
+from seke.train.evaluate import predict  # noqa: E402
+from seke.train.trainer import train  # noqa: E402
+from tests.seke.train.synthetic import feab_rows, feid_rows  # noqa: E402
+
+
+def test_checkpoint_scored_by_the_feab_evaluator(tmp_path):
+    arrays, _ = from_feid(feid_rows(32, seed=4), image_size=24)
+    cfg = TrainConfig.tiny(max_steps=6, batch_size=8)
+    result = train(arrays, cfg, device="cpu", log=lambda _: None)
+    path = save_checkpoint(result.model, cfg, {"config_digest": cfg.digest()},
+                           str(tmp_path / "models/m/data=v/config=c"))
+
+    engine = load_annotator("seke.train.annotator:checkpoint_annotator", knowledge_v1(), checkpoint=path)
+    feab = pl.from_arrow(feab_rows(12))
+    scored = evaluate(engine, feab, plots=False)
+    assert scored.model == f"checkpoint/{cfg.name}@{cfg.digest()}" and scored.backend == "checkpoint"
+    expr = scored.items.filter(pl.col("task") == "expression")
+    assert expr.height > 0 and expr["error"].is_null().all()
+
+    # The evaluator's predictions are the model's own argmax on the same pixels.
+    from seke.train.arrays import decode_grey
+
+    pngs = dict(zip(feab["face_id"].to_list(), feab["image_png"].to_list()))
+    ids = expr["face_id"].to_list()
+    images = np.stack([decode_grey(pngs[f], cfg.image_size) for f in ids])
+    want = [EXPRESSIONS[i] for i in predict(result.model, images, "cpu", cfg)["expression_probs"].argmax(1)]
+    assert expr["pred_expression"].to_list() == want
+
+
+def test_checkpoint_annotator_needs_a_checkpoint():
+    with pytest.raises(ValueError, match="checkpoint="):
+        load_annotator("seke.train.annotator:checkpoint_annotator", knowledge_v1())
