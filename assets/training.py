@@ -5,7 +5,8 @@ Thin wiring over :mod:`seke.train` (the science). Each training asset reads ever
 from the lake, trains on the :class:`~resources.gpu.GPUResource` device, evaluates on FEAB and
 on the fer2013 validation split (skipped with a note when absent), stores the checkpoint under
 ``<lake>/models/<run>/data=<FEID version>/config=<recipe>/`` and reports device facts and
-metrics. The op tags ask Kubernetes for a GPU node; the ``gpu`` pool keeps one training at a time.
+metrics. The op tags ask Kubernetes for a GPU node (one GPU per step pod); on a single-GPU host,
+``dagster instance concurrency set gpu 1`` makes the ``gpu`` pool run one training at a time.
 
 Register in ``pipelines/definitions.py``::
 
@@ -87,7 +88,9 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
     device = gpu.select(context.log)
     cfg = recipe(run, ablation, device)
     context.log.info(f"recipe {cfg.name} ({cfg.digest()}): widths {cfg.widths}, blocks {cfg.blocks}, "
-                     f"{cfg.image_size}px, up to {cfg.epochs} epochs in {cfg.time_limit_s:.0f}s on {device}")
+                     f"{cfg.image_size}px, {cfg.epochs} epochs"
+                     + (f" or {cfg.time_limit_s:.0f}s, whichever ends first," if cfg.time_limit_s > 0 else ",")
+                     + f" on {device}")
     partitions = feid_partitions(lake)
     arrays, errors = from_feid(lake.dataset("feid").to_table(), cfg.image_size,
                                missing_confidence=cfg.missing_confidence)

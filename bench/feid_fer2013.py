@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     lake = work / "lake"
 
     def faces(table: str, where: str = "true", column: str = "face_id") -> int:
-        files = [str(f) for f in (lake / table).rglob("*.parquet") if "/." not in str(f)]
+        files = [str(f) for f in (lake / table).rglob("*.parquet")
+                 if not any(part.startswith(".") for part in f.relative_to(lake).parts)]
         if not files:
             return 0
         return pl.scan_parquet(files).filter(pl.sql_expr(where)).select(pl.col(column).n_unique()).collect().item()

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=420.0, help="seconds of training (epochs are cut to fit)")
     ap.add_argument("--batch-size", type=int, default=0, help="0 = the recipe's")
     ap.add_argument("--lr", type=float, default=0.0, help="0 = the recipe's")
-    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
-    ap.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    ap.add_argument("--optimizer", default=None, choices=["sgd", "adamw"], help="default: the recipe's")
+    ap.add_argument("--weight-decay", type=float, default=None, help="default: the recipe's")
     ap.add_argument("--warmup-epochs", type=float, default=-1.0, help="<0 = the recipe's")
     ap.add_argument("--limit", type=int, default=None, help="train on at most N faces (CPU smoke runs)")
     ap.add_argument("--val-limit", type=int, default=None)
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(base, name=name, epochs=args.epochs or base.epochs,
                   batch_size=args.batch_size or base.batch_size, lr=args.lr or base.lr, seed=args.seed,
                   warmup_epochs=base.warmup_epochs if args.warmup_epochs < 0 else args.warmup_epochs,
-                  optimizer=args.optimizer, weight_decay=args.weight_decay,
+                  optimizer=args.optimizer or base.optimizer,
+                  weight_decay=base.weight_decay if args.weight_decay is None else args.weight_decay,
                   time_limit_s=args.time_limit, deterministic=not args.fast, tta=not args.no_tta)
     if args.widths:
         cfg = replace(cfg, widths=tuple(int(w) for w in args.widths.split(",")))

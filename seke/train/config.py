@@ -83,10 +83,13 @@ class TrainConfig:
         ~0.31 M parameters, ≈ 30× fewer multiply-adds than the full recipe (258 vs ≈ 8 training
         images/s on one CPU thread, measured 2026-11-29), so a FER2013-sized FEID trains for
         tens of epochs in half an hour on a 2-core machine. Residual branches start active
-        (no zero-γ), which the short-run measurements favour.
+        (no zero-γ), and AdamW replaces SGD: on the FER2013 FEID (dev: fer2013 validation),
+        420 s on one thread reached 0.45 with AdamW (lr 2e-3, wd 0.05) vs 0.36 with SGD
+        (lr 0.05), both past FER's class-prior plateau of the first epoch.
         """
         base = dict(name="compact", widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), dropout=0.2,
-                    zero_init_residual=False, epochs=30, batch_size=128, lr=0.05, warmup_epochs=1.0)
+                    zero_init_residual=False, epochs=30, batch_size=128, optimizer="adamw", lr=2e-3,
+                    weight_decay=0.05, warmup_epochs=1.0)
         base.update(over)
         return cls(**base)
 

@@ -185,6 +185,7 @@ def train(arrays: FaceArrays, cfg: TrainConfig, *, device: str = "auto", log: Lo
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
         epochs = math.ceil(total / steps_per_epoch)
+    planned = total  # what the recipe asks for; a time budget only ever shortens it
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     # With a time budget, a short timed probe (the first few steps) sizes the run before a whole
     # epoch has passed: one epoch of a large net on a CPU can alone exceed the budget.
@@ -256,15 +257,16 @@ def train(arrays: FaceArrays, cfg: TrainConfig, *, device: str = "auto", log: Lo
             row["val_acc"] = round(evaluate_arrays(model, val, dev, cfg, tta=False)["expression"]["accuracy"], 4)
         result.history.append(row)
         log(f"[{cfg.name}] epoch {epoch}/{epochs} " + " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"))
-        if epoch == 1 and cfg.time_limit_s > 0:
+        if epoch == 1 and cfg.time_limit_s > 0 and step < total:
+            # Re-size from a whole epoch (its validation included), which the probe could not see.
             spent = time.perf_counter() - train_start
-            per_epoch = (time.perf_counter() - e0) * 1.02  # the epoch, its validation included
-            fit = max(1, int((cfg.time_limit_s - spent) // per_epoch) + 1)
-            if fit < epochs and total > steps_per_epoch:
-                log(f"[{cfg.name}] time limit {cfg.time_limit_s:.0f}s: {per_epoch:.1f}s/epoch → "
-                    f"{fit} epochs instead of {epochs} (schedule re-laid over {fit} epochs)")
-                epochs = fit
-                total = min(total, epochs * steps_per_epoch)
+            per_step = (time.perf_counter() - e0) * 1.02 / max(1, done)
+            fit = min(planned, step + max(0, int((cfg.time_limit_s - spent) // per_step)))
+            if fit != total:
+                log(f"[{cfg.name}] time limit {cfg.time_limit_s:.0f}s: {per_step * 1000:.0f} ms/step with "
+                    f"validation → {fit} steps ({fit / steps_per_epoch:.2f} epochs; schedule re-laid)")
+                total = max(step, fit)
+                epochs = math.ceil(total / steps_per_epoch)
     model.eval()
     result.steps, result.epochs_run = step, epoch
     result.seconds = time.perf_counter() - t0
