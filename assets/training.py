@@ -51,6 +51,7 @@ class TrainingRunConfig(Config):
     tiny: bool = Field(default=False, description="shorthand for recipe='tiny' (the unit-test network)")
     tta: bool = True
     fer_validation_dir: str = Field(default="", description="fer2013 folder; '' = ../shared/data/fer2013")
+    ckplus_dir: str = Field(default="", description="CK+ folder (human FACS AUs); '' = ../shared/data/ckplus")
 
 
 def recipe(run: TrainingRunConfig, ablation: bool, device: str = "cuda") -> TrainConfig:
@@ -79,7 +80,7 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
     import numpy as np
 
     from seke.train.evaluate import feab_arrays
-    from seke.train.run import headline, load_fer_validation, train_and_evaluate
+    from seke.train.run import headline, load_ckplus, load_fer_validation, train_and_evaluate
 
     lake = lake_res.lake()
     if not lake.exists("feid"):
@@ -106,12 +107,15 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
             context.log.warning(f"{len(feab_errors)} FEAB faces unreadable, e.g. {feab_errors[0]}")
     else:
         context.log.info("evaluation on FEAB: skipped (no feab table in the lake)")
+    ckplus = load_ckplus(cfg.image_size, run.ckplus_dir or None)
+    if ckplus is None:
+        context.log.info("evaluation on CK+ (human FACS AUs): skipped (../shared/data/ckplus absent)")
     fer_val = load_fer_validation(cfg.image_size, run.fer_validation_dir or None)
     if fer_val is None:
         context.log.info("evaluation on fer2013 validation: skipped (../shared/data/fer2013 absent)")
     fs, root = lake.filesystem()
     summary = train_and_evaluate(arrays, cfg, device=device, log=context.log.info,
-                                 evals={"feab": feab, "fer2013_validation": fer_val},
+                                 evals={"feab": feab, "fer2013_validation": fer_val, "ckplus": ckplus},
                                  data_version=version, partitions=partitions,
                                  checkpoint_root=root, fs=fs)
     model = summary.pop("_model", None)
@@ -137,6 +141,8 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
         "feab_expression_macro_f1": _metric(feab_ev, "expression", "macro_f1"),
         "feab_va_ccc_valence": _metric(feab_ev, "va", "ccc_valence"),
         "feab_au_mean_f1": _metric(feab_ev, "aus", "mean_f1"),
+        "ckplus_expression_accuracy": _metric(ev.get("ckplus", {}), "expression", "accuracy"),
+        "ckplus_au_mean_f1": _metric(ev.get("ckplus", {}), "aus", "mean_f1"),
         "evaluation": MetadataValue.json(json.loads(json.dumps(ev, default=str))),
         "history": MetadataValue.md(_history_md(summary["history"])),
         **evaluator_meta,
@@ -232,7 +238,8 @@ def training_ablation_report(context: AssetExecutionContext, lake: ResourceParam
                             "retrain both with the same run config before reading the deltas")
     keys = [("fer2013_validation", "expression_tta", "accuracy"), ("fer2013_validation", "expression", "accuracy"),
             ("feab", "expression", "accuracy"), ("feab", "expression", "macro_f1"),
-            ("feab", "va", "ccc_valence"), ("feab", "va", "ccc_arousal"), ("feab", "aus", "mean_f1")]
+            ("feab", "va", "ccc_valence"), ("feab", "va", "ccc_arousal"), ("feab", "aus", "mean_f1"),
+            ("ckplus", "expression", "accuracy"), ("ckplus", "aus", "mean_f1")]
     for ev, head, key in keys:
         vals = [runs[n]["evaluation"].get(ev, {}).get(head, {}).get(key) for n in (MULTITASK, ABLATION)]
         if all(v is None for v in vals):

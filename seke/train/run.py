@@ -34,6 +34,19 @@ def load_fer_validation(image_size: int = 48, folder: str | Path | None = None) 
     return arrays
 
 
+def load_ckplus(image_size: int = 48, folder: str | Path | None = None) -> FaceArrays | None:
+    """CK+ with human expression and FACS AU codes (all 750 faces), or None when absent.
+
+    Why it is an evaluation set for models trained on FEID: FER2013 has no AU codes, so a FEID
+    built from it carries generated AUs only; CK+ measures whether those transfer to AUs coded
+    by certified FACS coders on other people."""
+    folder = Path(folder) if folder is not None else shared_data_dir() / "ckplus"
+    if not (folder / "manifest.csv").is_file():
+        return None
+    arrays, _ = from_manifest(folder, image_size)
+    return arrays
+
+
 def train_and_evaluate(train_set: FaceArrays, cfg: TrainConfig, *, device: str = "auto",
                        evals: dict[str, FaceArrays | None] | None = None, log: Logger = print,
                        data_version: str = "", partitions: list[str] | None = None,

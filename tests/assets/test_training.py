@@ -42,7 +42,8 @@ def lake_dir(tmp_path: Path) -> Path:
 
 
 def _run_config(tmp_path: Path) -> dict:
-    cfg = {"tiny": True, "epochs": 3, "batch_size": 8, "fer_validation_dir": str(tmp_path / "absent")}
+    cfg = {"tiny": True, "epochs": 3, "batch_size": 8, "fer_validation_dir": str(tmp_path / "absent"),
+           "ckplus_dir": str(tmp_path / "absent")}
     return {"ops": {"trained_model": {"config": cfg}, "trained_model_human_only": {"config": cfg}}}
 
 
@@ -61,6 +62,7 @@ def test_training_assets_store_checkpoints_and_compare(lake_dir: Path, tmp_path:
     assert meta["label_counts"].value == {"expression": 48, "va": 48, "aus": 48}
     assert meta["device"].value == "cpu" and meta["torch_version"].value
     assert meta["fer_val_acc"].value.startswith("skipped")
+    assert meta["ckplus_au_mean_f1"].value.startswith("skipped")
     assert 0.0 <= meta["feab_expression_accuracy"].value <= 1.0
     assert meta["feid_partitions"].value == ["source=synth/batch=b1", "source=synth/batch=b2"]
     ckpt = Path(meta["checkpoint"].value)

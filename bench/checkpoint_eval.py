@@ -1,0 +1,70 @@
+"""Score trained checkpoints on the shared dev sets: fer2013 validation and CK+ (human FACS AUs).
+
+    PYTHONPATH=. .venv/bin/python bench/checkpoint_eval.py CKPT [CKPT ...]
+
+A checkpoint is a folder written by the training assets or ``bench/train_fer.py``
+(``…/models/<run>/data=…/config=…``). Each is scored with the recipe it was trained with (TTA
+included when the recipe has it): expression accuracy / macro-F1 on both sets, and on CK+ the
+mean F1 of the AU head against FACS codes. The first checkpoint is the baseline of the Δ column.
+Last line: ``RESULT`` with the first two checkpoints' figures (``a_*``, ``b_*``) and their deltas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from seke.train.checkpoint import load_checkpoint  # noqa: E402
+from seke.train.evaluate import evaluate_arrays  # noqa: E402
+from seke.train.run import load_ckplus, load_fer_validation  # noqa: E402
+
+METRICS = (("fer2013_validation", "expression", "accuracy"), ("fer2013_validation", "expression", "macro_f1"),
+           ("ckplus", "expression", "accuracy"), ("ckplus", "aus", "mean_f1"))
+
+
+def score(path: str) -> tuple[str, dict]:
+    model, cfg, _ = load_checkpoint(path)
+    out = {}
+    for name, arrays in (("fer2013_validation", load_fer_validation(cfg.image_size)),
+                         ("ckplus", load_ckplus(cfg.image_size))):
+        out[name] = evaluate_arrays(model, arrays, "cpu", cfg) if arrays is not None else {}
+    return cfg.name, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    rows = [score(p) for p in args.checkpoints]
+    print(f"{'metric':<42}" + "".join(f"{n[:34]:>36}" for n, _ in rows) + (f"{'Δ vs first':>12}" if len(rows) > 1 else ""))
+    values = []
+    for ev, head, key in METRICS:
+        vals = [r[ev].get(head, {}).get(key, float("nan")) for _, r in rows]
+        values.append(vals)
+        delta = f"{vals[1] - vals[0]:>+12.4f}" if len(vals) > 1 else ""
+        print(f"{ev + ' ' + head + ' ' + key:<42}" + "".join(f"{v:>36.4f}" for v in vals) + delta)
+    ck = load_ckplus()
+    if ck is not None:  # chance-level reference for the AU row: every AU called present
+        import numpy as np
+
+        from seke.train.evaluate import au_metrics
+
+        all_on = au_metrics(np.ones_like(ck.aus), ck.aus, ck.aus_w > 0)["mean_f1"]
+        print(f"{'ckplus aus mean_f1, every AU present':<42}{all_on:>36.4f}  (reference)")
+    print(f"scored {len(rows)} checkpoint(s) in {time.perf_counter() - t0:.1f}s")
+    keys = ("fer_acc", "fer_f1", "ck_acc", "ck_au_f1")
+    parts = [f"a_{k}={v[0]:.4f}" for k, v in zip(keys, values)]
+    if len(rows) > 1:
+        parts += [f"b_{k}={v[1]:.4f}" for k, v in zip(keys, values)]
+        parts += [f"delta_{k}={v[1] - v[0]:+.4f}" for k, v in zip(keys, values)]
+    print("RESULT " + " ".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
