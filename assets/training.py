@@ -29,7 +29,7 @@ from pydantic import Field
 
 from resources.gpu import GPUResource, k8s_gpu_tags
 from seke.train.arrays import data_version, from_feid
-from seke.train.config import TrainConfig
+from seke.train.config import TrainConfig, recipe_differences
 
 MULTITASK = "feid-multitask"
 ABLATION = f"{MULTITASK}-human-expression-only"
@@ -229,12 +229,9 @@ def training_ablation_report(context: AssetExecutionContext, lake: ResourceParam
             runs[name] = json.loads(fh.read())
         with fs.open_input_stream(f"{latest['path']}/config.json") as fh:
             recipes[name] = json.loads(fh.read())
-    # The comparison only means something when the two runs differ by the ablation switches alone.
-    ablation_keys = {"name", "use_va", "use_aus", "expression_origins"}
-    differing = sorted(k for k in set(recipes[MULTITASK]) | set(recipes[ABLATION]) if k not in ablation_keys
-                       and recipes[MULTITASK].get(k) != recipes[ABLATION].get(k))
+    differing = recipe_differences(recipes[MULTITASK], recipes[ABLATION])
     if differing:
-        context.log.warning(f"the two checkpoints differ beyond the ablation in {differing}: "
+        context.log.warning(f"the two checkpoints differ beyond the ablation in {sorted(differing)}: "
                             "retrain both with the same run config before reading the deltas")
     keys = [("fer2013_validation", "expression_tta", "accuracy"), ("fer2013_validation", "expression", "accuracy"),
             ("feab", "expression", "accuracy"), ("feab", "expression", "macro_f1"),
@@ -254,8 +251,7 @@ def training_ablation_report(context: AssetExecutionContext, lake: ResourceParam
         "checkpoints": MetadataValue.json({n: r.get("checkpoint") for n, r in runs.items()}),
         "data_versions": MetadataValue.json({n: r.get("data_version") for n, r in runs.items()}),
         "comparable": MetadataValue.bool(not differing),
-        "recipe_differences": MetadataValue.json({k: [recipes[MULTITASK].get(k), recipes[ABLATION].get(k)]
-                                                  for k in differing}),
+        "recipe_differences": MetadataValue.json(differing),
     })
 
 

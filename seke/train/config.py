@@ -121,3 +121,16 @@ class TrainConfig:
         """Short hash of the recipe (every field), used in checkpoint paths."""
         blob = json.dumps(self.to_dict(), sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
+
+
+#: Fields that an ablation run changes on purpose (see :meth:`TrainConfig.ablation`).
+ABLATION_FIELDS = frozenset({"name", "use_va", "use_aus", "expression_origins"})
+
+
+def recipe_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
+    """Fields (other than the ablation switches) in which two stored recipes differ.
+
+    Why: a multi-task vs human-only comparison only means something when nothing else differs."""
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b))
+            if k not in ABLATION_FIELDS and a.get(k) != b.get(k)}
+

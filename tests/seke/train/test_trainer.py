@@ -126,3 +126,12 @@ def test_model_beats_chance_on_held_out_faces(faces):
     scores = evaluate_arrays(result.model, held_out, "cpu", cfg)
     assert scores["expression"]["n"] == len(held_out)
     assert scores["expression"]["accuracy"] > 0.6  # 4 classes: chance is 0.25
+
+
+def test_recipe_differences_ignore_the_ablation_switches():
+    from seke.train.config import recipe_differences
+
+    cfg = TrainConfig.compact()
+    assert recipe_differences(cfg.to_dict(), cfg.ablation().to_dict()) == {}
+    other = TrainConfig.compact(epochs=3).ablation()
+    assert recipe_differences(cfg.to_dict(), other.to_dict()) == {"epochs": [30, 3]}
