@@ -66,39 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     (work / ".dagster").mkdir(parents=True, exist_ok=True)
     (work / ".dagster" / "dagster.yaml").write_text((ROOT / "infra" / "dagster.yaml").read_text())
 
-    import polars as pl
     from dagster import DagsterInstance
 
-    from pipelines.definitions import defs
-    from pipelines.partitions import batches
+    from pipelines.demo import count, run_batch
     from resources.landing import partition_key
 
     batch = f"train-{args.limit}" if args.limit else "train"
     folder, n = land(data_dir, work / "landing", batch, args.limit)
-    key = partition_key("fer2013", batch)
-    instance = DagsterInstance.get()
-    instance.add_dynamic_partitions(batches.name, [key])
     t0 = time.perf_counter()
-    for job_name, pkey in (("refresh_knowledge", None), ("annotate_batch", key)):
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, partition_key=pkey, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-        print(f"{job_name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
-        if not result.success:
-            return 1
+    if not run_batch(DagsterInstance.get(), partition_key("fer2013", batch)):
+        return 1
     secs = time.perf_counter() - t0
     lake = work / "lake"
-
-    def faces(table: str, where: str = "true", column: str = "face_id") -> int:
-        files = [str(f) for f in (lake / table).rglob("*.parquet")
-                 if not any(part.startswith(".") for part in f.relative_to(lake).parts)]
-        if not files:
-            return 0
-        return pl.scan_parquet(files).filter(pl.sql_expr(where)).select(pl.col(column).n_unique()).collect().item()
-
-    raw, feid, feab = faces("raw_faces"), faces("feid"), faces("feab")
-    quarantined = faces("quarantine", column="item_id") if (lake / "quarantine").exists() else 0
-    accepted = faces("verified_labels", "status = 'accepted'")
+    raw, feid, feab = (count(lake, t, column="face_id") for t in ("raw_faces", "feid", "feab"))
+    quarantined = count(lake, "quarantine", column="item_id")
+    accepted = count(lake, "verified_labels", "status = 'accepted'")
     print(f"{n} train images landed at {folder}; {raw} faces, {quarantined} quarantined, "
           f"{accepted} accepted; FEID {feid} faces, FEAB {feab} faces; {secs:.0f} s "
           f"({n / secs:.1f} images/s) → lake {lake}")

@@ -19,6 +19,7 @@ from dagster import DagsterInstance
 from pipelines.definitions import defs
 from pipelines.partitions import batches
 from resources.landing import partition_key
+from seke.lake import Lake
 from seke.weights import samples_dir
 
 DEMO_SOURCE = "demo"
@@ -48,43 +49,53 @@ def main() -> int:
     batch = date.today().isoformat()
     key = partition_key(DEMO_SOURCE, batch)
     folder = build_landing_batch(landing, batch)
-    instance = DagsterInstance.get()
-    instance.add_dynamic_partitions(batches.name, [key])
-    for job_name, pkey in (("refresh_knowledge", None), ("annotate_batch", key)):
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, partition_key=pkey,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-        print(f"  {job_name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
-        if not result.success:
-            print(f"{job_name} failed", file=sys.stderr)
-            return 1
+    if not run_batch(DagsterInstance.get(), key, indent="  "):
+        return 1
     print(summary(lake_root, folder, key, time.time() - t0))
     return 0
 
 
-def _count(lake_root: Path, table: str, where: str = "") -> int:
-    files = list((lake_root / table).rglob("*.parquet"))
-    if not files:
-        return 0
-    df = pl.read_parquet([str(f) for f in files if "/." not in str(f)], hive_partitioning=True)
-    return df.height if not where else df.filter(pl.sql_expr(where)).height
+def run_batch(instance: DagsterInstance, key: str, indent: str = "") -> bool:
+    """Register partition ``key`` and run ``refresh_knowledge`` then ``annotate_batch`` for it
+    on ``instance`` (so the runs show in the UI); False, with a message, when a job fails."""
+    instance.add_dynamic_partitions(batches.name, [key])
+    for job_name, pkey in (("refresh_knowledge", None), ("annotate_batch", key)):
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, partition_key=pkey, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        print(f"{indent}{job_name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
+        if not result.success:
+            print(f"{job_name} failed", file=sys.stderr)
+            return False
+    return True
+
+
+def count(lake_root: Path, table: str, where: str = "", column: str | None = None) -> int:
+    """Rows of a lake table (optionally filtered), or distinct values of ``column``; 0 if absent.
+
+    Reads through :class:`seke.lake.Lake`, which skips hidden/temporary files by their names
+    relative to the table, so a lake under a dotted folder (``~/.local/…``) counts correctly."""
+    df = Lake(str(lake_root)).read_table(table)
+    if df.height and where:
+        df = df.filter(pl.sql_expr(where))
+    return df[column].n_unique() if (column and df.height) else df.height
 
 
 def summary(lake_root: Path, folder: Path, key: str, seconds: float) -> str:
     import duckdb
 
     lines = [f"SEKE demo — batch {key} from {folder}"]
-    faces = _count(lake_root, "raw_faces")
+    faces = count(lake_root, "raw_faces")
     quarantine = pl.read_parquet(str(lake_root / "quarantine" / "**" / "*.parquet"), hive_partitioning=True)
     lines.append(f"  faces found: {faces}; files/items quarantined: {quarantine.height} "
                  f"({', '.join(f'{r}: {n}' for r, n in quarantine.group_by('reason').len().sort('reason').iter_rows())})")
     if (lake_root / "verified_labels").exists():
-        accepted = _count(lake_root, "verified_labels", "status = 'accepted'")
-        abstained = _count(lake_root, "verified_labels", "status = 'abstained'")
+        accepted = count(lake_root, "verified_labels", "status = 'accepted'")
+        abstained = count(lake_root, "verified_labels", "status = 'abstained'")
         lines.append(f"  labels accepted: {accepted}, abstained: {abstained}")
     for t in ("feid", "feab"):
         if (lake_root / t).exists():
-            lines.append(f"  {t.upper()} rows: {_count(lake_root, t)}  ->  {lake_root / t}")
+            lines.append(f"  {t.upper()} rows: {count(lake_root, t)}  ->  {lake_root / t}")
     db = os.environ.get("SEKE_DUCKDB_PATH", str(lake_root / "warehouse.duckdb"))
     lines.append(f"  lake: {lake_root}   DuckDB: {db}   Dagster instance: {os.environ.get('DAGSTER_HOME')}")
     if Path(db).exists():
