@@ -15,9 +15,10 @@ from pydantic import Field
 
 from assets.calibration import read_current_calibration
 from assets.common import lake_partition, table_metadata
+from assets.publish import Audited, Blocked, fail_blocked, publish
 from assets.knowledge import read_current_knowledge
-from expectations.checks import check_results, check_specs
-from expectations.gates import GateConfig
+from expectations.checks import check_specs
+from expectations.gates import GateConfig, evaluate
 from pipelines.partitions import batches, one_batch_per_run
 from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
@@ -107,20 +108,25 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
                               else schemas.MC_SAMPLES.empty_table(), schemas.MC_SAMPLES)
     labels = schemas.conform(pa.Table.from_pylist(result.labels) if result.labels
                              else schemas.VERIFIED_LABELS.empty_table(), schemas.VERIFIED_LABELS)
-    s_path = store.write_partition("mc_samples", part, samples)
-    l_path = store.write_partition("verified_labels", part, labels)
     s_df, l_df = pl.from_arrow(samples), pl.from_arrow(labels)
     failed = quarantine.from_samples(s_df)
     abstained = quarantine.from_labels(l_df)
-    store.write_partition("quarantine", {**part, "stage": "mc_samples"}, failed)
-    store.write_partition("quarantine", {**part, "stage": "verified_labels"}, abstained)
+    sampled_faces = int(l_df.filter(pl.col("n_samples") > 0).height) if l_df.height else 0
+    audited = [Audited("mc_samples", samples, evaluate("mc_samples", s_df, input_rows=sampled_faces), "mc_samples"),
+               Audited("verified_labels", labels, evaluate("verified_labels", l_df, input_rows=faces.height,
+                                                           knowledge=k, config=config.gates()), "verified_labels")]
+    try:
+        commits, results = publish(context, store, part, audited, side_tables=[
+            ("quarantine", {**part, "stage": "mc_samples"}, failed),
+            ("quarantine", {**part, "stage": "verified_labels"}, abstained)])
+    except Blocked as blocked:
+        yield from fail_blocked(blocked)
     stats = result.stats
     gold = gold_for_hidden({r["face_id"]: known_labels(r) for r in faces.iter_rows(named=True)}, hidden)
     audit = audit_report(result.labels, gold)
     audit_passed, audit_failing = audit_check(audit)
-    sampled_faces = int(l_df.filter(pl.col("n_samples") > 0).height) if l_df.height else 0
     yield MaterializeResult(asset_key="mc_samples", metadata={
-        **table_metadata(samples, s_path, ["face_id", "round", "sample_index", "expression", "valence",
+        **table_metadata(samples, commits["mc_samples"], ["face_id", "round", "sample_index", "expression", "valence",
                                            "arousal", "parse_status", "latency_ms"]),
         "annotator": MetadataValue.text(f"{engine.backend}/{engine.model}"),
         "strategy": MetadataValue.text(cfg.strategy),
@@ -133,17 +139,16 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         "tokens": MetadataValue.int(int((s_df["prompt_tokens"].sum() or 0) + (s_df["completion_tokens"].sum() or 0))) if s_df.height else MetadataValue.int(0),
         "cost_usd": MetadataValue.float(float(s_df["cost_usd"].sum() or 0.0)) if s_df.height else MetadataValue.float(0.0),
         "mean_latency_ms": MetadataValue.float(float(s_df["latency_ms"].mean() or 0.0)) if s_df.height else MetadataValue.float(0.0),
-    }, check_results=check_results("mc_samples", s_df, input_rows=sampled_faces, asset_key="mc_samples"))
+    }, check_results=[r for r in results if r.asset_key.to_user_string() == "mc_samples"])
     yield MaterializeResult(asset_key="verified_labels", metadata={
-        **table_metadata(labels, l_path, ["face_id", "status", "expression", "expression_confidence",
+        **table_metadata(labels, commits["verified_labels"], ["face_id", "status", "expression", "expression_confidence",
                                           "valence", "arousal", "aus", "n_samples", "stop_reason", "verdict"]),
         "accepted": MetadataValue.int(len(result.labels) - abstained.height),
         "abstained": MetadataValue.int(abstained.height),
         "sampling_stats": MetadataValue.json(json.loads(json.dumps(stats, default=str))),
         "calibration_version": MetadataValue.text(calibration.version if calibration else "none (raw confidences)"),
         "audit": MetadataValue.json(json.loads(json.dumps(audit, default=str))),
-    }, check_results=check_results("verified_labels", l_df, input_rows=faces.height, knowledge=k,
-                                   config=config.gates(), asset_key="verified_labels")
+    }, check_results=[r for r in results if r.asset_key.to_user_string() == "verified_labels"]
        + [AssetCheckResult(check_name="audit_quality", asset_key="verified_labels", passed=audit_passed,
                            severity=AssetCheckSeverity.WARN,
                            metadata={"audit_faces": MetadataValue.int(int(audit.get("audit_faces") or 0)),

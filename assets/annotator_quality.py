@@ -67,5 +67,5 @@ def annotator_quality(context: AssetExecutionContext, config: AnnotatorQualityCo
         "model": MetadataValue.text(ann.model),
         "sets": MetadataValue.int(len(rows)),
         "figures": MetadataValue.md(_markdown(frame.drop("model")) if rows else "no data"),
-        **({"path": MetadataValue.path(path)} if path else {}),
+        **({"path": MetadataValue.path(path.uri)} if path else {}),
     })

@@ -86,7 +86,8 @@ def confidence_calibration(context: AssetExecutionContext, config: CalibrationCo
         metadata={
             "version": MetadataValue.text(cal.version),
             "method": MetadataValue.text(cal.method),
-            "path": MetadataValue.path(path),
+            "path": MetadataValue.path(path.uri),
+            "table_version": MetadataValue.int(path.version),
             "audited_faces": MetadataValue.int(len(gold)),
             "fitted_on": MetadataValue.json(cal.fitted_on),
             "expression_ece_raw_in_sample": MetadataValue.float(float(raw_ece)) if raw_ece is not None else MetadataValue.text("n/a"),

@@ -6,6 +6,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, MetadataValue
 
 from resources.landing import split_partition_key
+from seke.lake import Commit
 
 
 def lake_partition(context: AssetExecutionContext) -> dict[str, str]:
@@ -14,17 +15,23 @@ def lake_partition(context: AssetExecutionContext) -> dict[str, str]:
     return {"source": source, "batch": batch}
 
 
-def table_metadata(frame: pl.DataFrame | pa.Table, path: str, preview_cols: list[str] | None = None,
+def table_metadata(frame: pl.DataFrame | pa.Table, path: "Commit | str", preview_cols: list[str] | None = None,
                    preview_rows: int = 5) -> dict:
-    """Row count, schema and a preview (binary columns left out) for the UI."""
+    """Row count, schema and a preview (binary columns left out) for the UI; for a lake
+    commit also the ``(table_uri, version)`` that consumers can pin."""
     df = pl.from_arrow(frame) if isinstance(frame, pa.Table) else frame
     assert isinstance(df, pl.DataFrame)
     cols = preview_cols or [c for c, t in df.schema.items() if t != pl.Binary]
     preview = df.select([c for c in cols if c in df.columns]).head(preview_rows)
     schema_md = "| column | type |\n|---|---|\n" + "\n".join(f"| {c} | {t} |" for c, t in df.schema.items())
+    versioned = {}
+    if isinstance(path, Commit):
+        versioned = {"table_uri": MetadataValue.path(path.uri), "table_version": MetadataValue.int(path.version)}
+        path = path.uri
     return {
         "dagster/row_count": MetadataValue.int(df.height),
         "path": MetadataValue.path(path),
+        **versioned,
         "schema": MetadataValue.md(schema_md),
         "preview": MetadataValue.md(_markdown(preview)),
     }

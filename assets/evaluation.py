@@ -20,6 +20,7 @@ class EvaluationConfig(Config):
     n_samples: int = Field(default=1, ge=1, description="samples per face, aggregated like SV-UAMC")
     batch_size: int = Field(default=16, ge=1)
     run_id: str = Field(default="", description="default: a new timestamped id")
+    feab_version: int = Field(default=-1, description="FEAB table version to score on (-1: the latest)")
 
 
 @asset(deps=["feab"], group_name="evaluation", kinds={"parquet"})
@@ -29,7 +30,8 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: L
     stored per model and run in `evaluations` / `evaluation_predictions`, with a confusion
     matrix, a VA scatter and the comparison table across every model evaluated so far."""
     store_ = lake.lake()
-    feab = store_.read_table("feab")
+    feab_version = store_.version("feab") if config.feab_version < 0 else config.feab_version
+    feab = store_.read_table("feab", version=feab_version)
     try:
         knowledge = read_current_knowledge(store_)
     except RuntimeError:  # the prompt's knowledge only: literature tables are a fine default here
@@ -43,7 +45,7 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: L
     result = evaluate(engine, feab, model=config.model_label or None, run_id=config.run_id or None,
                       knowledge=knowledge, n_samples=config.n_samples, batch_size=config.batch_size,
                       progress=lambda done, total: context.log.info(f"{done}/{total} faces"))
-    paths = store(store_, result)
+    commits = store(store_, result, feab_version=feab_version)
     table = comparison_table(read_evaluations(store_))
     meta = {
         "model": MetadataValue.text(result.model),
@@ -54,7 +56,9 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: L
         "metrics_human_gold": MetadataValue.json(
             {k: v for k, v in result.summary("human").items() if v is not None}),
         "comparison": MetadataValue.md(markdown_table(table)),
-        "path": MetadataValue.path(paths["evaluations"]),
+        "path": MetadataValue.path(commits["evaluations"].uri),
+        "feab_table_uri": MetadataValue.path(store_.table_uri("feab")),
+        "feab_version": MetadataValue.int(feab_version) if feab_version is not None else MetadataValue.text("none"),
     }
     for name, png in result.plots.items():
         meta[name] = MetadataValue.md(png_markdown(png, name))

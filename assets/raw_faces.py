@@ -6,10 +6,12 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from assets.common import lake_partition, table_metadata
+from assets.publish import Audited, Blocked, fail_blocked, publish
 from pipelines.partitions import batches, one_batch_per_run
 from resources.landing import LandingZoneResource
 from resources.lake import LakeResource
-from expectations.checks import check_results, check_specs
+from expectations.checks import check_specs
+from expectations.gates import evaluate
 from seke import quarantine, schemas
 from seke.faces import Rejected, default_detector, ingest_folder
 from seke.review import merge_review_labels, unusable_ids
@@ -31,7 +33,7 @@ def crops_table(crops) -> pa.Table:
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, group_name="ingest", kinds={"parquet"}, deps=["review_labels"],
        check_specs=check_specs("raw_faces", "raw_faces", batches))
 def raw_faces(context: AssetExecutionContext, lake: LakeResource,
-              landing: LandingZoneResource) -> MaterializeResult:
+              landing: LandingZoneResource):
     """Face crops of one ingest batch: photos are detected and cropped (BlazeFace), pre-cropped
     faces pass through; face_id = sha256 of the normalised crop; duplicates, unreadable,
     truncated, oversized and face-less files go to the quarantine table with a reason."""
@@ -50,18 +52,22 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
         rejected += [Rejected(fid, quarantine.REVIEW_UNUSABLE, "marked unusable by a human reviewer")
                      for fid in sorted(unusable)]
         reviewed = review.height
-    path = store.write_partition("raw_faces", part, table)
-    store.write_partition("quarantine", {**part, "stage": "raw_faces"},
-                          quarantine.rows(((r.item_id, r.reason, r.detail) for r in rejected), "raw_faces"))
+    gates = evaluate("raw_faces", pl.from_arrow(table), input_rows=len(crops) + len(rejected))
+    quarantined = quarantine.rows(((r.item_id, r.reason, r.detail) for r in rejected), "raw_faces")
+    try:
+        commits, results = publish(context, store, part, [Audited("raw_faces", table, gates)],
+                                   side_tables=[("quarantine", {**part, "stage": "raw_faces"}, quarantined)])
+    except Blocked as blocked:
+        yield from fail_blocked(blocked)
     reasons = pl.DataFrame({"reason": [r.reason for r in rejected]}, schema={"reason": pl.String})
     counts = {r: int(n) for r, n in reasons.group_by("reason").len().iter_rows()} if rejected else {}
     context.log.info(f"{len(crops)} faces from {folder}; quarantined {len(rejected)}: {counts}")
-    return MaterializeResult(metadata={
-        **table_metadata(table, path),
+    yield MaterializeResult(metadata={
+        **table_metadata(table, commits["raw_faces"]),
         "faces": MetadataValue.int(table.num_rows),
         "quarantined": MetadataValue.int(len(rejected)),
         "quarantine_reasons": MetadataValue.json(counts),
         "with_known_expression": MetadataValue.int(sum(c.known.expression is not None for c in crops)),
         "with_known_aus": MetadataValue.int(sum(c.known.aus is not None for c in crops)),
         "reviewed_faces_merged": MetadataValue.int(reviewed),
-    }, check_results=check_results("raw_faces", pl.from_arrow(table), input_rows=len(crops) + len(rejected)))
+    }, check_results=results)

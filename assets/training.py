@@ -52,6 +52,7 @@ class TrainingRunConfig(Config):
     tta: bool = True
     fer_validation_dir: str = Field(default="", description="fer2013 folder; '' = ../shared/data/fer2013")
     ckplus_dir: str = Field(default="", description="CK+ folder (human FACS AUs); '' = ../shared/data/ckplus")
+    feid_version: int = Field(default=-1, description="FEID table version to train on (-1: the latest)")
 
 
 def recipe(run: TrainingRunConfig, ablation: bool, device: str = "cuda") -> TrainConfig:
@@ -67,12 +68,6 @@ def recipe(run: TrainingRunConfig, ablation: bool, device: str = "cuda") -> Trai
                   epochs=run.epochs or base.epochs, batch_size=run.batch_size or base.batch_size,
                   lr=run.lr or base.lr, time_limit_s=run.time_limit_s, seed=run.seed, tta=run.tta)
     return cfg.ablation() if ablation else cfg
-
-
-def feid_partitions(lake: Any) -> list[str]:
-    """Partition keys (``source=…/batch=…``) of the FEID files in the lake."""
-    root = lake.table_path("feid").rstrip("/")
-    return sorted({f[len(root) + 1:].rsplit("/", 1)[0] for f in lake.dataset("feid").files})
 
 
 def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any, gpu: GPUResource,
@@ -92,8 +87,13 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
                      f"{cfg.image_size}px, {cfg.epochs} epochs"
                      + (f" or {cfg.time_limit_s:.0f}s, whichever ends first," if cfg.time_limit_s > 0 else ",")
                      + f" on {device}")
-    partitions = feid_partitions(lake)
-    arrays, errors = from_feid(lake.dataset("feid").to_table(), cfg.image_size,
+    feid_version = lake.version("feid") if run.feid_version < 0 else run.feid_version
+    try:
+        partitions = lake.partition_names("feid", feid_version)
+    except Exception as exc:  # a version that was never written or was vacuumed away
+        raise Failure(description=f"FEID version {feid_version} cannot be read: {exc}") from exc
+    context.log.info(f"training on FEID {lake.table_uri('feid')} version {feid_version}")
+    arrays, errors = from_feid(lake.dataset("feid", feid_version).to_table(), cfg.image_size,
                                missing_confidence=cfg.missing_confidence)
     for err in errors[:20]:
         context.log.warning(f"FEID face left out of training: {err['face_id']}: {err['reason']}")
@@ -101,8 +101,9 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
         arrays = arrays.subset(np.sort(np.random.default_rng(run.seed).choice(len(arrays), run.max_faces, replace=False)))
     version = data_version(partitions, arrays.face_id)
     feab = None
-    if lake.exists("feab"):
-        feab, feab_errors = feab_arrays(lake.dataset("feab").to_table(), cfg.image_size)
+    feab_version = lake.version("feab")
+    if feab_version is not None:
+        feab, feab_errors = feab_arrays(lake.dataset("feab", feab_version).to_table(), cfg.image_size)
         if feab_errors:
             context.log.warning(f"{len(feab_errors)} FEAB faces unreadable, e.g. {feab_errors[0]}")
     else:
@@ -119,6 +120,9 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
                                  data_version=version, partitions=partitions,
                                  checkpoint_root=root, fs=fs)
     model = summary.pop("_model", None)
+    lake.pin("feid", feid_version, f"checkpoint:{summary['checkpoint']}")
+    if feab_version is not None:
+        lake.pin("feab", feab_version, f"checkpoint:{summary['checkpoint']}")
     evaluator_meta = _evaluate_on_feab(context, lake, model, cfg, device) if feab is not None else {}
     acc = headline(summary)
     print(f"RESULT fer_val_acc={acc:.4f} run={cfg.name} data_version={version} device={device}")
@@ -128,6 +132,9 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
         "checkpoint": MetadataValue.path(f"s3://{summary['checkpoint']}" if lake.is_s3 else summary["checkpoint"]),
         "data_version": MetadataValue.text(version),
         "feid_partitions": MetadataValue.json(partitions),
+        "feid_table_uri": MetadataValue.path(lake.table_uri("feid")),
+        "feid_version": MetadataValue.int(feid_version),
+        "feab_version": MetadataValue.int(feab_version) if feab_version is not None else MetadataValue.text("none"),
         "config_digest": MetadataValue.text(cfg.digest()),
         "recipe": MetadataValue.json(cfg.to_dict()),
         "train_faces": MetadataValue.int(summary["n_train"]),

@@ -37,13 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         from seke.lake import Lake
 
         lake = Lake(args.feid_lake)
-        ds = lake.dataset("feid")
-        table = ds.to_table()
-        train, errors = from_feid(table)
+        version = lake.version("feid")
+        train, errors = from_feid(lake.dataset("feid", version).to_table())
         train.split[:] = "train"
-        root = lake.table_path("feid")
-        parts = sorted({str(Path(f).parent.relative_to(root)) for f in ds.files})
-        meta.update(feid_lake=args.feid_lake, partitions=parts,
+        parts = lake.partition_names("feid", version)
+        meta.update(feid_lake=args.feid_lake, feid_version=version, partitions=parts,
                     data_version=data_version(parts, train.face_id), feid_errors=len(errors))
         val, _ = from_manifest(args.data_dir, splits=["validation"], limit=args.limit)
         arrays = FaceArrays.concat([train if args.limit is None else train.subset(slice(0, args.limit)), val])

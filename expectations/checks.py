@@ -69,12 +69,14 @@ def _metadata(gate: GateResult) -> dict[str, Any]:
 
 
 def to_check_results(gates: Sequence[GateResult],
-                     asset_key: dg.AssetKey | str | Sequence[str] | None = None
+                     asset_key: dg.AssetKey | str | Sequence[str] | None = None,
+                     extra_metadata: Mapping[str, Any] | None = None
                      ) -> list[dg.AssetCheckResult]:
-    """Dagster results for already-evaluated gates (blocking → ERROR, else WARN)."""
+    """Dagster results for already-evaluated gates (blocking → ERROR, else WARN);
+    ``extra_metadata`` (e.g. whether the partition was published) goes on every result."""
     key = None if asset_key is None else _key(asset_key)
     return [dg.AssetCheckResult(
-        check_name=g.check, asset_key=key, passed=g.passed, metadata=_metadata(g),
+        check_name=g.check, asset_key=key, passed=g.passed, metadata={**_metadata(g), **(extra_metadata or {})},
         severity=dg.AssetCheckSeverity.ERROR if g.blocking else dg.AssetCheckSeverity.WARN,
         description=g.description) for g in gates]
 

@@ -5,12 +5,11 @@ never pay twice for the same sample, so every finished sample is stored under a 
 everything that determines it: model, prompt hash (which covers the template version and the
 knowledge fingerprint), image sha256, sampling parameters and sample index.
 
-Storage is append-only and crash-safe: each flush writes ONE new small Parquet file as its own
-hive partition ``vllm_cache/flush=<time>-<uuid>/part-0.parquet`` through
-:meth:`seke.lake.Lake.write_partition` (temp file + atomic rename locally, a single complete PUT
-on S3). A crash can lose only entries not yet flushed; a flushed file is always complete.
-:meth:`ResponseCache.compact` merges the small files (new file first, then deletes the old ones;
-duplicates are harmless because keys are deduplicated on load).
+Storage is append-only and crash-safe: each flush is ONE Delta append commit to the lake table
+``vllm_cache`` (:meth:`seke.lake.Lake.append`), safe with concurrent writers (two steps sharing
+the cache both commit). A crash can lose only entries not yet flushed; a committed flush is
+always complete. :meth:`ResponseCache.compact` merges the small files with Delta's optimize
+(one commit; duplicates are harmless because keys are deduplicated on load).
 
 The cache stores results only, never request headers, so the API key cannot end up in it.
 """
@@ -21,7 +20,6 @@ import hashlib
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -131,9 +129,7 @@ class ResponseCache:
             if not rows:
                 return 0
             try:
-                frame = pl.DataFrame(rows, schema=CACHE_SCHEMA)
-                part = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
-                self.lake.write_partition(self.table, {"flush": part}, frame)
+                self.lake.append(self.table, pl.DataFrame(rows, schema=CACHE_SCHEMA))
             except BaseException:
                 with self._lock:  # keep them for the next attempt
                     self._pending[:0] = rows
@@ -142,18 +138,12 @@ class ResponseCache:
             return len(rows)
 
     def compact(self) -> int:
-        """Merge every flush file into one; returns the number of distinct keys kept."""
+        """Merge the flush files (Delta optimize, one commit); returns the distinct keys."""
         if self.lake is None or not self.lake.exists(self.table):
             return 0
         with self._flush_lock:
-            frame = self.lake.read_table(self.table)
-            old = sorted(set(frame["flush"].to_list())) if "flush" in frame.columns else []
-            merged = frame.drop("flush").sort("created_at").unique("key", keep="last")
-            part = f"compact-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
-            self.lake.write_partition(self.table, {"flush": part}, merged)
-            for p in old:
-                self.lake.delete_partition(self.table, {"flush": p})
-            return merged.height
+            self.lake.compact(self.table)
+            return self.lake.read_table(self.table)["key"].n_unique()
 
 
 # ---- endpoint capability memo ----------------------------------------------------------------

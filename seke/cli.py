@@ -84,11 +84,13 @@ def saved_queries() -> dict[str, str]:
 
 def run_sql(query: str, db_path: str, max_rows: int = 200) -> tuple[list[str], list[tuple], bool]:
     """Run ``query`` on the read-only warehouse; returns (columns, rows, truncated)."""
-    from seke.warehouse import connect_readonly
+    from seke.warehouse import check_read_only_sql, connect_readonly
 
     con = connect_readonly(db_path)
     try:
-        cur = con.execute(resolve_query(query))
+        sql = resolve_query(query)
+        check_read_only_sql(con, sql)
+        cur = con.execute(sql)
         if cur.description is None:
             return [], [], False
         columns = [d[0] for d in cur.description]
@@ -115,11 +117,19 @@ def _cmd_sql(args: argparse.Namespace) -> int:
         build_warehouse(Lake(args.lake), args.db)
     import duckdb
 
+    from seke.warehouse import ForbiddenSQL
+
     try:
         columns, rows, truncated = run_sql(args.query, args.db, args.max_rows)
     except FileNotFoundError as exc:
         print(f"seke sql: {exc} (or pass --build)", file=sys.stderr)
         return 1
+    except ForbiddenSQL as exc:
+        print(f"seke sql: refused: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.PermissionException as exc:
+        print(f"seke sql: refused: only the lake's own tables can be read ({exc})", file=sys.stderr)
+        return 2
     except duckdb.Error as exc:
         print(f"seke sql: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -146,26 +156,42 @@ def _cmd_warehouse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(lake_uri: str, table: str, source: str | None, batch: str | None):
+def _read(lake_uri: str, table: str, source: str | None, batch: str | None,
+          version: int | None = None):
+    """A table (at ``version``, else the latest) filtered to a source/batch, and the version
+    read (``None`` when the table does not exist)."""
     import polars as pl
 
     from seke.lake import Lake
 
     lake = Lake(lake_uri)
     if not lake.exists(table):
-        return pl.DataFrame()
-    frame = lake.read_table(table)
+        return pl.DataFrame(), None
+    if version is None:
+        version = lake.version(table)
+    frame = lake.read_table(table, version=version)
     if source:
         frame = frame.filter(pl.col("source") == source)
     if batch:
         frame = frame.filter(pl.col("batch") == batch)
-    return frame
+    return frame, version
+
+
+def _pin_used(lake_uri: str, used: dict[str, int | None], by: str) -> None:
+    """Record the table versions a product was made from, so a vacuum keeps them."""
+    from seke.lake import Lake
+
+    lake = Lake(lake_uri)
+    for table, version in used.items():
+        if version is not None:
+            lake.pin(table, version, by)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from seke import exports
 
-    feid = _read(args.lake, "feid", args.source, args.batch)
+    feid, feid_version = _read(args.lake, "feid", args.source, args.batch, args.feid_version)
+    used = {"feid": feid_version}
     if feid.height == 0:
         print(f"seke export: no FEID records in {args.lake} (materialize the feid asset)", file=sys.stderr)
         return 1
@@ -179,10 +205,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
         done.update({f"sharegpt.{k}": v for k, v in exports.export_sharegpt(feid, out / "sharegpt").items()})
     if args.format in ("hf", "all"):
         done["hf.feid"] = exports.export_hf_parquet(feid, out / "hf", "feid", "train")
-        feab = _read(args.lake, "feab", args.source, args.batch)
+        feab, used["feab"] = _read(args.lake, "feab", args.source, args.batch, args.feab_version)
         if feab.height:
             done["hf.feab"] = exports.export_hf_parquet(feab, out / "hf", "feab", "test")
-    print(f"{feid.height} FEID records of {feid['face_id'].n_unique()} faces exported:")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lake_versions.json").write_text(json.dumps(
+        {t: {"table_uri": f"{args.lake}/{t}", "version": v} for t, v in used.items()}, indent=1))
+    _pin_used(args.lake, used, f"export:{out.resolve()}")
+    print(f"{feid.height} FEID records of {feid['face_id'].n_unique()} faces exported "
+          f"(FEID version {feid_version}" + (f", FEAB version {used['feab']}" if used.get("feab") is not None else "")
+          + "):")
     for k, v in done.items():
         print(f"  {k}: {v if not isinstance(v, list) else ', '.join(map(str, v))}")
     return 0
@@ -193,7 +225,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from seke.knowledge import knowledge_v1
     from seke.lake import Lake
 
-    feab = _read(args.lake, "feab", args.source, args.batch)
+    feab, feab_version = _read(args.lake, "feab", args.source, args.batch, args.feab_version)
     if feab.height == 0:
         print(f"seke evaluate: no FEAB items in {args.lake} (materialize the feab asset)", file=sys.stderr)
         return 1
@@ -208,8 +240,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     lake = Lake(args.lake)
     if not args.no_store:
-        paths = ev.store(lake, result)
-        print(f"stored run {result.run_id} of {result.model}: {paths['evaluations']}")
+        commits = ev.store(lake, result, feab_version=feab_version)
+        print(f"stored run {result.run_id} of {result.model}: {commits['evaluations']} "
+              f"(scored on FEAB version {feab_version})")
     if args.plots:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
         for name, png in result.plots.items():
@@ -253,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source")
     p.add_argument("--batch")
     p.add_argument("--origins", help="keep records whose origin is in this comma list, e.g. human,verified")
+    p.add_argument("--feid-version", type=int, help="export this FEID table version (default: the latest)")
+    p.add_argument("--feab-version", type=int, help="export this FEAB table version (default: the latest)")
     paths(p)
 
     p = sub.add_parser("evaluate", help="score an annotator on FEAB and store the run")
@@ -268,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source")
     p.add_argument("--batch")
     p.add_argument("--plots", help="also write the PNG plots into this folder")
+    p.add_argument("--feab-version", type=int, help="score on this FEAB table version (default: the latest)")
     p.add_argument("--no-store", action="store_true", help="do not write the run to the lake")
     paths(p)
 

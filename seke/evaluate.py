@@ -435,14 +435,18 @@ def evaluate(annotator: Annotator, feab: pl.DataFrame, *, model: str | None = No
     return result
 
 
-def store(lake: Any, result: EvaluationResult) -> dict[str, str]:
+def store(lake: Any, result: EvaluationResult, feab_version: int | None = None) -> dict[str, Any]:
     """Write metrics and item predictions to the lake (``evaluations``,
     ``evaluation_predictions``), partitioned by ``model`` and ``run``; re-running a run id
-    replaces it."""
+    replaces it. ``feab_version`` (the FEAB table version scored) is stored with the metrics
+    and pinned, so a vacuum never removes the benchmark a stored score refers to."""
     part = result.partition  # the hive key ``model`` holds the slug; the full name is ``model_name``
+    metrics = result.metrics.rename({"model": "model_name"}).with_columns(
+        pl.lit(feab_version, dtype=pl.Int64).alias("feab_version"))
+    if feab_version is not None:
+        lake.pin("feab", feab_version, f"evaluation:{result.run_id}")
     return {
-        "evaluations": lake.write_partition("evaluations", part,
-                                            result.metrics.rename({"model": "model_name"})),
+        "evaluations": lake.write_partition("evaluations", part, metrics),
         "evaluation_predictions": lake.write_partition("evaluation_predictions", part,
                                                        result.items.rename({"model": "model_name"})),
     }

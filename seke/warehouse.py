@@ -1,16 +1,24 @@
-"""Analyst access: a DuckDB database with one view per lake table.
+"""Analyst access: a DuckDB file with one view per lake table, opened in a sandbox.
 
-Why views, not copies: the lake stays the single source of truth, and a view always shows the
-partitions written so far. Hive partition keys (``source``, ``batch``, …) become columns.
-Partition values stay strings (DuckDB would otherwise turn ``batch=2026-11-22`` into a DATE in
-one table and leave it a string in another).
+Why views over an explicit file list: a Delta table's folder also holds files that earlier
+versions replaced (until a vacuum removes them), so globbing the folder would double-count.
+:func:`build_warehouse` lists each table's *current* files from the Delta log and writes a view
+over exactly those; it runs after each publish (the ``warehouse`` asset), so the file is a
+consistent snapshot that any DuckDB 2.0 client can open read-only (DuckDB 2.0 loads no
+extension here, so ``delta_scan`` is not an option). Partition values come from the log:
 
-* Local lake: persistent views over ``read_parquet('<root>/<table>/**/part-*.parquet',
-  hive_partitioning=true)`` — any DuckDB client can open the file read-only and query them.
-* S3 lake: DuckDB cannot download its ``httpfs`` extension here (DESIGN.md §7), so the file only
-  records which tables exist where (``_seke_lake``); :func:`connect_readonly` registers a
-  ``pyarrow.dataset`` per table on the connection (DuckDB scans Arrow datasets with projection
-  and filter pushdown), so the same SQL runs against both.
+* Local lake: ``read_parquet([...files...], hive_partitioning=true)`` when every file's
+  hive path spells its partition values plainly; otherwise (values that Delta percent-encodes
+  in paths) the values are joined on by file name from the log.
+* S3 lake: DuckDB cannot read S3 here (no httpfs), so the file records each table's URI and
+  version (``_seke_lake``) and :func:`connect_readonly` registers the Delta table at that
+  version as an Arrow dataset (projection and filter pushdown), so the same SQL runs on both.
+
+:func:`connect_readonly` opens the file so that SQL cannot write or reach outside the lake:
+read-only, ``enable_external_access=false`` with only the lake allowed, configuration locked,
+no extension install/load; :func:`check_read_only_sql` admits only queries (no ``COPY``,
+``ATTACH``, ``INSTALL``, ``LOAD``, ``SET``…), because DuckDB allows writing *files* inside an
+allowed directory even on a read-only database.
 """
 
 from __future__ import annotations
@@ -19,14 +27,16 @@ import os
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 
 from seke.lake import Lake
 
 META_TABLE = "_seke_lake"
-PART_GLOB = "part-*.parquet"
+#: Statement types an analyst may run: queries and their plans.
+ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
+
+
+class ForbiddenSQL(ValueError):
+    """SQL that would write, attach, load or configure something."""
 
 
 def _quote_ident(name: str) -> str:
@@ -37,48 +47,32 @@ def _quote_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _parquet_files(lake: Lake, table: str) -> list[pafs.FileInfo]:
-    fs, _ = lake.filesystem()
-    base = lake.table_path(table)
-    if fs.get_file_info(base).type != pafs.FileType.Directory:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
-    return [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-            and not i.base_name.startswith((".", "_"))]
+def _hive_values(path: str, keys: list[str]) -> dict[str, str]:
+    segs = [s.split("=", 1) for s in path.split("/")[:-1] if "=" in s]
+    return {k: v for k, v in segs if k in keys}
 
 
-def partition_keys(lake: Lake, table: str) -> list[str]:
-    """Hive keys of a table, read from its first data file's path (``source``, ``batch``…)."""
-    files = _parquet_files(lake, table)
-    if not files:
-        return []
-    rel = files[0].path[len(lake.table_path(table)):].strip("/").split("/")[:-1]
-    return [seg.split("=", 1)[0] for seg in rel if "=" in seg]
-
-
-def table_dataset(lake: Lake, table: str) -> ds.Dataset:
-    """A table as an Arrow dataset with string-typed hive partition columns.
-
-    The schema is the union of every file's schema (like DuckDB's ``union_by_name``), so a
-    column added in a later batch shows up, as null in older partitions.
-    """
-    fs, _ = lake.filesystem()
-    keys = partition_keys(lake, table)
-    part_schema = pa.schema([(k, pa.string()) for k in keys])
-    partitioning = ds.partitioning(part_schema, flavor="hive") if keys else None
-    files = [f.path for f in _parquet_files(lake, table)]
-    probe = ds.dataset(files, filesystem=fs, format="parquet")
-    schemas = [frag.physical_schema for frag in probe.get_fragments()]
-    schema = pa.unify_schemas([*schemas, part_schema], promote_options="permissive")
-    return ds.dataset(files, schema=schema, filesystem=fs, format="parquet", partitioning=partitioning,
-                      partition_base_dir=lake.table_path(table))
+def _view_sql(files: list[tuple[str, dict[str, str]]], keys: list[str]) -> str:
+    """``SELECT`` over the files of one table version with string partition columns."""
+    file_list = "[" + ", ".join(_quote_str(f) for f, _ in files) + "]"
+    plain = all(_hive_values(f, keys) == values for f, values in files)
+    if not keys or plain:
+        types = ", ".join(f"{_quote_str(k)}: 'VARCHAR'" for k in keys)
+        hive = f", hive_partitioning=true, hive_types={{{types}}}" if keys else ", hive_partitioning=false"
+        return f"SELECT * FROM read_parquet({file_list}, union_by_name=true{hive})"
+    rows = ", ".join("(" + ", ".join([_quote_str(f)] + [_quote_str(v[k]) if v[k] is not None else "NULL"
+                                                        for k in keys]) + ")" for f, v in files)
+    cols = ", ".join(["__file"] + [_quote_ident(k) for k in keys])
+    picked = ", ".join(f"p.{_quote_ident(k)}" for k in keys)
+    return (f"SELECT d.* EXCLUDE (filename), {picked} FROM read_parquet({file_list}, union_by_name=true, "
+            f"hive_partitioning=false, filename=true) d JOIN (VALUES {rows}) p({cols}) ON d.filename = p.__file")
 
 
 def build_warehouse(lake: Lake, db_path: str) -> list[str]:
     """(Re)create the DuckDB file at ``db_path`` with a view per non-empty lake table.
 
-    Returns the view names. The file is rebuilt atomically (written beside, then renamed), so an
-    analyst holding it open read-only never sees a half-built catalogue.
+    Returns the view names. Built beside the target and renamed into place, so an analyst
+    holding the previous file open read-only never sees a half-built catalogue.
     """
     target = Path(db_path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -89,21 +83,21 @@ def build_warehouse(lake: Lake, db_path: str) -> list[str]:
     con = duckdb.connect(str(tmp))
     try:
         con.execute(f"CREATE TABLE {META_TABLE} (table_name VARCHAR, uri VARCHAR, location VARCHAR, "
-                    "s3_endpoint VARCHAR, s3_region VARCHAR, partition_keys VARCHAR[])")
+                    "s3_endpoint VARCHAR, s3_region VARCHAR, partition_keys VARCHAR[], version BIGINT, "
+                    "lake_root VARCHAR)")
+        _, root = lake.filesystem()
         for table in lake.tables():
-            if not _parquet_files(lake, table):
+            dt = lake.delta_table(table)
+            version = dt.version()
+            files = lake.files(table, version)
+            if not files:
                 continue
-            keys = partition_keys(lake, table)
-            location = lake.display_path(table)
+            keys = list(dt.metadata().partition_columns)
             if not lake.is_s3:
-                pattern = f"{lake.table_path(table)}/**/{PART_GLOB}"
-                types = ", ".join(f"{_quote_str(k)}: 'VARCHAR'" for k in keys)
-                hive_types = f", hive_types={{{types}}}" if keys else ""
-                con.execute(
-                    f"CREATE VIEW {_quote_ident(table)} AS SELECT * FROM read_parquet("
-                    f"{_quote_str(pattern)}, hive_partitioning=true, union_by_name=true{hive_types})")
-            con.execute(f"INSERT INTO {META_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
-                        [table, lake.uri, location, lake.s3_endpoint, lake.s3_region, keys])
+                con.execute(f"CREATE VIEW {_quote_ident(table)} AS {_view_sql(files, keys)}")
+            con.execute(f"INSERT INTO {META_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [table, lake.uri, lake.display_path(table), lake.s3_endpoint, lake.s3_region,
+                         keys, version, root])
             views.append(table)
         con.execute("CHECKPOINT")
     finally:
@@ -112,17 +106,45 @@ def build_warehouse(lake: Lake, db_path: str) -> list[str]:
     return views
 
 
-def connect_readonly(db_path: str) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse read-only; for an S3 lake, attach the tables as Arrow datasets."""
+def check_read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Raise :class:`ForbiddenSQL` unless every statement in ``sql`` is a query."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ForbiddenSQL(f"cannot parse the SQL: {exc}") from exc
+    for st in statements:
+        kind = st.type.name
+        if kind not in ALLOWED_STATEMENTS:
+            raise ForbiddenSQL(f"{kind} statements are not allowed: the warehouse is read-only "
+                               "and only queries (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW) may run")
+
+
+def connect_readonly(db_path: str, sandbox: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse read-only; for an S3 lake, attach the tables as Arrow datasets at the
+    versions the warehouse was built from.
+
+    With ``sandbox`` (the default), file access is limited to the lake root (none for an S3
+    lake), extensions can be neither installed nor loaded, and the configuration is locked.
+    """
     if not Path(db_path).exists():
         raise FileNotFoundError(f"no warehouse at {db_path}; materialize the `warehouse` asset "
                                 "or run build_warehouse() first")
-    con = duckdb.connect(db_path, read_only=True)
-    rows = con.execute(f"SELECT table_name, uri, s3_endpoint, s3_region FROM {META_TABLE}").fetchall()
-    for table, uri, endpoint, region in rows:
+    con = duckdb.connect(db_path, read_only=True, config={"autoinstall_known_extensions": False,
+                                                          "autoload_known_extensions": False})
+    rows = con.execute(f"SELECT table_name, uri, s3_endpoint, s3_region, version, lake_root "
+                       f"FROM {META_TABLE}").fetchall()
+    roots = set()
+    for table, uri, endpoint, region, version, root in rows:
         if uri.startswith("s3://"):
             lake = Lake(uri, s3_endpoint=endpoint, s3_region=region)
-            con.register(table, table_dataset(lake, table))
+            con.register(table, lake.dataset(table, version))
+        else:
+            roots.add(root.rstrip("/") + "/")
+    if sandbox:
+        dirs = ", ".join(_quote_str(r) for r in sorted(roots))
+        con.execute(f"SET allowed_directories = [{dirs}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
     return con
 
 
@@ -131,12 +153,11 @@ def views(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute(f"SELECT table_name FROM {META_TABLE} ORDER BY 1").fetchall()]
 
 
-
 def view_counts(db_path: str) -> dict[str, int]:
     """Row count per view, through :func:`connect_readonly` (works for local and S3 lakes)."""
     con = connect_readonly(db_path)
     try:
-        return {v: int(con.execute(f"SELECT count(*) FROM {_quote_ident(v)}").fetchone()[0])
+        return {v: int(con.execute(f"SELECT count(*) FROM {_quote_ident(v)}").fetchall()[0][0])
                 for v in views(con)}
     finally:
         con.close()

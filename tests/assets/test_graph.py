@@ -11,6 +11,8 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, Definitions
 
+from seke.lake import Lake
+
 from tests.badfiles import write_bad_files
 
 KEY = "mixed__b1"
@@ -73,7 +75,8 @@ def materialized(tmp_path_factory, shared_data):
         return r
 
     first = run()
-    snapshot = {t: pl.read_parquet(str(root / "lake" / t / "**" / "*.parquet"), hive_partitioning=True)
+    lake = Lake(str(root / "lake"))
+    snapshot = {t: (lake.read_table(t), lake.version(t))
                 for t in ("raw_faces", "verified_labels", "feid", "feab", "mc_samples")}
     second = run()  # idempotent re-run of the same partition
     return {"root": root, "info": info, "first": first, "second": second, "snapshot": snapshot,
@@ -81,7 +84,7 @@ def materialized(tmp_path_factory, shared_data):
 
 
 def _table(m, name) -> pl.DataFrame:
-    return pl.read_parquet(str(m["root"] / "lake" / name / "**" / "*.parquet"), hive_partitioning=True)
+    return Lake(str(m["root"] / "lake")).read_table(name)
 
 
 def test_faces_land_and_bad_files_are_quarantined_with_reasons(materialized):
@@ -129,7 +132,7 @@ def test_label_values_are_in_range_and_in_the_taxonomy(materialized):
 
 def test_feid_and_feab_are_written_and_disjoint(materialized):
     feid, feab = _table(materialized, "feid"), _table(materialized, "feab")
-    assert feid.height > 0
+    assert feid.height > 0 and feab.height > 0           # disjointness of two non-empty sets
     assert set(feid["task"]) <= {"expression", "va", "aus", "combined"}
     assert not (set(feid["face_id"]) & set(feab["face_id"]))
     labels = _table(materialized, "verified_labels")
@@ -138,13 +141,14 @@ def test_feid_and_feab_are_written_and_disjoint(materialized):
 
 
 def test_rerun_is_idempotent(materialized):
-    for name, before in materialized["snapshot"].items():
+    lake = Lake(str(materialized["root"] / "lake"))
+    for name, (before, version) in materialized["snapshot"].items():
         after = _table(materialized, name)
-        assert after.height == before.height, name
-        files = list((materialized["root"] / "lake" / name).rglob("*.parquet"))
-        assert len(files) == 1, (name, files)
+        assert after.height == before.height > 0, name
+        assert lake.version(name) == version + 1, name          # one new commit, replacing
+        assert len(lake.files(name)) == 1, (name, lake.files(name))
     a = _table(materialized, "verified_labels").sort("face_id")
-    b = materialized["snapshot"]["verified_labels"].sort("face_id")
+    b = materialized["snapshot"]["verified_labels"][0].sort("face_id")
     assert a["expression"].to_list() == b["expression"].to_list()  # seeded: same answers
 
 
@@ -152,8 +156,9 @@ def test_warehouse_views_answer_sql(materialized):
     con = duckdb.connect(str(materialized["root"] / "lake" / "warehouse.duckdb"), read_only=True)
     n = con.execute("SELECT count(*) FROM verified_labels WHERE batch = 'b1'").fetchall()[0][0]
     assert n == _table(materialized, "verified_labels").height
-    per_class = con.execute("SELECT expression, count(*) FROM verified_labels GROUP BY 1").fetchall()
-    assert sum(c for _, c in per_class) == n
+    per_class = dict(con.execute("SELECT expression, count(*) FROM verified_labels GROUP BY 1").fetchall())
+    want = _table(materialized, "verified_labels").group_by("expression").len()
+    assert per_class == dict(want.iter_rows())
 
 
 def test_every_materialization_has_row_count_and_schema_metadata(materialized):
@@ -202,13 +207,21 @@ def test_blocking_consistency_gate_stops_feid_and_feab_in_the_same_run(tmp_path,
                                     {"ops": {"annotate_faces": {"config": {"gate_consistency_floor": 1.01}}}})
     assert not result.success
     done = {m.asset_key.to_user_string() for m in result.asset_materializations_for_node("annotate_faces")}
-    assert done == {"mc_samples", "verified_labels"}
-    assert (tmp_path / "lake" / "verified_labels").exists()
-    assert not (tmp_path / "lake" / "feid").exists() and not (tmp_path / "lake" / "feab").exists()
+    assert done == set()                                     # write-audit-publish: nothing published
+    lake = Lake(str(tmp_path / "lake"))
+    assert lake.exists("raw_faces") and lake.read_table("raw_faces").height == 3   # upstream landed
+    for table in ("verified_labels", "mc_samples", "feid", "feab"):
+        assert not lake.exists(table), table
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert not checks["consistency_rate"].passed
-    assert checks["consistency_rate"].severity.value == "ERROR"
+    rate = checks["consistency_rate"]
+    assert not rate.passed and rate.severity.value == "ERROR"
+    assert rate.metadata["published"].value is False
+    # the blocked frame is kept for inspection, and holds the faces that would have landed
+    kept = pl.read_parquet(rate.metadata["audit_location"].value)
+    assert kept.height == 3 and "/_audit/verified_labels/source=ckplus/batch=gate/" in rate.metadata["audit_location"].value
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["annotate_faces"]
 
 
 def test_audit_mode_reports_quality_and_feeds_calibration(tmp_path, shared_data):
@@ -220,7 +233,7 @@ def test_audit_mode_reports_quality_and_feeds_calibration(tmp_path, shared_data)
         tmp_path, shared_data, 24, "ckplus__audit",
         {"ops": {"knowledge_prompts": {"config": {"audit_fraction": 1.0}}}})
     assert result.success
-    labels = pl.read_parquet(str(tmp_path / "lake" / "verified_labels" / "**" / "*.parquet"))
+    labels = Lake(str(tmp_path / "lake")).read_table("verified_labels")
     assert (labels["audit_hidden"].list.len() > 0).all()
     assert (labels["expression_origin"] != "human").all()  # hidden: generated, not copied
     md = instance.get_latest_materialization_event(AssetKey("verified_labels")).asset_materialization.metadata

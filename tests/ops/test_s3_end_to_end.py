@@ -40,9 +40,11 @@ def test_full_partition_on_s3_is_readable_and_idempotent(s3_lake_uri, seaweedfs,
         mats = {e.asset_key.to_user_string() for e in first.get_asset_materialization_events()}
         assert mats == set(batch_asset_keys())
         counts1, keys1 = _snapshot(lake, seaweedfs, prefix)
-        # Every batch table of the partition is an object under the hive layout in the bucket.
+        # Every batch table is a Delta table in the bucket, its partition under the hive layout.
+        versions1 = {t: lake.version(t) for t in TABLES}
         for t in ("raw_faces", "mc_samples", "verified_labels", "feid", "feab"):
-            assert f"{prefix}{t}/source=ckplus/batch=s3e2e/part-0.parquet" in keys1, t
+            assert f"{prefix}{t}/_delta_log/00000000000000000000.json" in keys1, t
+            assert any(k.startswith(f"{prefix}{t}/source=ckplus/batch=s3e2e/") for k in keys1), t
         # 4 CK+ crops, or the sample photos (one group photo has 6 faces) when ../shared is absent
         assert counts1["verified_labels"] == counts1["raw_faces"] >= 4
         assert counts1["mc_samples"] >= 4
@@ -58,6 +60,7 @@ def test_full_partition_on_s3_is_readable_and_idempotent(s3_lake_uri, seaweedfs,
         assert second.success
         counts2, keys2 = _snapshot(lake, seaweedfs, prefix)
     assert counts2 == counts1           # re-run replaces, never appends
-    parquet1 = [k for k in keys1 if k.endswith(".parquet") and "/vllm_cache/" not in k]
-    parquet2 = [k for k in keys2 if k.endswith(".parquet") and "/vllm_cache/" not in k]
-    assert parquet2 == parquet1         # same objects, no stray temp or part files
+    for t in TABLES:                    # one new commit per table, each with one live file
+        assert lake.version(t) == versions1[t] + 1, t
+        assert len(lake.files(t)) == 1, t
+    assert not [k for k in keys2 if "/_audit/" in k]   # nothing was blocked

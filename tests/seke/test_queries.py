@@ -82,7 +82,7 @@ def test_cli_table_output_and_errors(wh, capsys):
     assert out.splitlines()[0].split() == ["source", "|", "n"] and "ckplus" in out and "(2 rows)" in out
     assert main(["sql", "SELECT * FROM no_such_table", "--db", db]) == 1
     assert "no_such_table" in capsys.readouterr().err
-    assert main(["sql", "DROP VIEW raw_faces", "--db", db]) == 1  # read-only
+    assert main(["sql", "DROP VIEW raw_faces", "--db", db]) == 2  # refused: read-only
     assert main(["sql", "SELECT 1", "--db", str(Path(db).with_name("missing.duckdb"))]) == 1
     assert main(["sql", "--list"]) == 0
     assert "class_balance_per_source" in capsys.readouterr().out
