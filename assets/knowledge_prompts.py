@@ -14,7 +14,7 @@ from resources.lake import LakeResource
 from seke import schemas
 from seke.audit import choose_hidden
 from seke.prompts import build_annotation_prompt
-from seke.records import hide, known_labels
+from seke.records import hide, known_labels, withheld
 
 
 class PromptsConfig(Config):
@@ -28,7 +28,8 @@ class PromptsConfig(Config):
        kinds={"parquet"})
 def knowledge_prompts(context: AssetExecutionContext, config: PromptsConfig,
                       lake: LakeResource) -> MaterializeResult:
-    """Per face: which granularities are known (human facts) and missing, the rendered chat
+    """Per face: which granularities are known (human facts), missing and withheld (an invalid
+    human label: neither stated nor asked for), the rendered chat
     messages with the knowledge tables, the prompt version and its hash. Audit mode hides a
     deterministic share of human labels so generated labels can be compared with them."""
     part = lake_partition(context)
@@ -40,10 +41,11 @@ def knowledge_prompts(context: AssetExecutionContext, config: PromptsConfig,
         known = known_labels(row)
         hidden = choose_hidden(row["face_id"], known, config.audit_fraction, config.audit_seed)
         visible = hide(known, hidden)
-        spec = build_annotation_prompt(visible, k)
+        held = withheld(row, known)  # invalid human labels: neither facts nor asked for
+        spec = build_annotation_prompt(visible, k, held)
         rows.append({"face_id": row["face_id"], "prompt_version": spec.version,
                      "prompt_hash": spec.prompt_hash, "known": visible.known_granularities(),
-                     "missing": list(spec.missing), "audit_hidden": list(hidden),
+                     "missing": list(spec.missing), "audit_hidden": list(hidden), "withheld": list(held),
                      "messages_json": json.dumps(list(spec.messages)), "knowledge_version": k.version})
     table = pa.Table.from_pylist(rows, schema=schemas.KNOWLEDGE_PROMPTS)
     path = store.write_partition("knowledge_prompts", part, table)
@@ -53,5 +55,7 @@ def knowledge_prompts(context: AssetExecutionContext, config: PromptsConfig,
         "knowledge_version": MetadataValue.text(k.version),
         "faces_missing_per_granularity": MetadataValue.json(n_missing),
         "audit_hidden_faces": MetadataValue.int(sum(bool(r["audit_hidden"]) for r in rows)),
+        "faces_withheld_per_granularity": MetadataValue.json(
+            {g: sum(g in r["withheld"] for r in rows) for g in ("expression", "va", "aus")}),
         "distinct_prompts": MetadataValue.int(len({r["prompt_hash"] for r in rows})),
     })

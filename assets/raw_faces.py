@@ -1,9 +1,12 @@
 """``raw_faces``: the batch folder's images as normalised face crops, bad files quarantined."""
 
 
+import warnings
+
 import polars as pl
 import pyarrow as pa
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
+                     MaterializeResult, MetadataValue, PreviewWarning, asset)
 
 from assets.common import lake_partition, table_metadata
 from assets.publish import Audited, Blocked, fail_blocked, publish
@@ -13,7 +16,7 @@ from resources.lake import LakeResource
 from expectations.checks import check_specs
 from expectations.gates import evaluate
 from seke import quarantine, schemas
-from seke.faces import Rejected, default_detector, ingest_folder
+from seke.faces import Rejected, default_detector, ingest_batch
 from seke.review import merge_review_labels, unusable_ids
 
 
@@ -26,20 +29,37 @@ def crops_table(crops) -> pa.Table:
         "known_expression": c.known.expression, "known_valence": c.known.valence,
         "known_arousal": c.known.arousal,
         "known_aus": list(c.known.aus) if c.known.aus is not None else None,
+        "invalid_labels": list(c.known.invalid),
     } for c in crops]
     return pa.Table.from_pylist(rows, schema=schemas.RAW_FACES)
 
 
+MANIFEST_CHECK = "manifest"
+
+
+def manifest_check_spec() -> AssetCheckSpec:
+    with warnings.catch_warnings():  # per-partition check specs are a "preview" API in 1.13
+        warnings.simplefilter("ignore", PreviewWarning)
+        return AssetCheckSpec(MANIFEST_CHECK, asset="raw_faces", blocking=False, partitions_def=batches,
+                              description="[warn] the batch manifest is UTF-8 CSV with an image column "
+                                          "and every human label is valid and unambiguous (else its "
+                                          "quarantine rows say which; the images still land)")
+
+
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, group_name="ingest", kinds={"parquet"}, deps=["review_labels"],
-       check_specs=check_specs("raw_faces", "raw_faces", batches))
+       check_specs=check_specs("raw_faces", "raw_faces", batches) + [manifest_check_spec()])
 def raw_faces(context: AssetExecutionContext, lake: LakeResource,
               landing: LandingZoneResource):
     """Face crops of one ingest batch: photos are detected and cropped (BlazeFace), pre-cropped
     faces pass through; face_id = sha256 of the normalised crop; duplicates, unreadable,
-    truncated, oversized and face-less files go to the quarantine table with a reason."""
+    truncated, oversized, blank and face-less files, symlinks leaving the landing zone and
+    invalid or conflicting manifest labels go to the quarantine table with a reason. A face
+    whose human label for a granularity was invalid lists it in ``invalid_labels`` (withheld:
+    never generated)."""
     part = lake_partition(context)
     folder = landing.batch_dir(part["source"], part["batch"])
-    crops, rejected = ingest_folder(folder, detector=default_detector())
+    ingested = ingest_batch(folder, detector=default_detector(), roots=landing.symlink_roots())
+    crops, rejected, manifest = ingested.crops, ingested.rejected, ingested.manifest
     table = crops_table(crops)
     store = lake.lake()
     reviewed = 0
@@ -52,7 +72,8 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
         rejected += [Rejected(fid, quarantine.REVIEW_UNUSABLE, "marked unusable by a human reviewer")
                      for fid in sorted(unusable)]
         reviewed = review.height
-    gates = evaluate("raw_faces", pl.from_arrow(table), input_rows=len(crops) + len(rejected))
+    gates = evaluate("raw_faces", pl.from_arrow(table),
+                     input_rows=len(crops) + sum(r.reason not in quarantine.LABEL_REASONS for r in rejected))
     quarantined = quarantine.rows(((r.item_id, r.reason, r.detail) for r in rejected), "raw_faces")
     try:
         commits, results = publish(context, store, part, [Audited("raw_faces", table, gates)],
@@ -62,6 +83,8 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
     reasons = pl.DataFrame({"reason": [r.reason for r in rejected]}, schema={"reason": pl.String})
     counts = {r: int(n) for r, n in reasons.group_by("reason").len().iter_rows()} if rejected else {}
     context.log.info(f"{len(crops)} faces from {folder}; quarantined {len(rejected)}: {counts}")
+    if not manifest.healthy:
+        context.log.warning(f"manifest of {folder}: {manifest.summary()}")
     yield MaterializeResult(metadata={
         **table_metadata(table, commits["raw_faces"]),
         "faces": MetadataValue.int(table.num_rows),
@@ -70,4 +93,13 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
         "with_known_expression": MetadataValue.int(sum(c.known.expression is not None for c in crops)),
         "with_known_aus": MetadataValue.int(sum(c.known.aus is not None for c in crops)),
         "reviewed_faces_merged": MetadataValue.int(reviewed),
-    }, check_results=results)
+        "manifest": MetadataValue.json(manifest.summary()),
+        "faces_with_withheld_labels": MetadataValue.int(sum(bool(c.known.invalid) for c in crops)),
+    }, check_results=results
+       + [AssetCheckResult(check_name=MANIFEST_CHECK, asset_key="raw_faces", passed=manifest.healthy,
+                           severity=AssetCheckSeverity.WARN, metadata={
+                               **{k: MetadataValue.text(str(v)) for k, v in manifest.summary().items()},
+                               "issues": MetadataValue.json([{"item_id": quarantine.safe_text(i.item_id),
+                                                              "reason": i.reason,
+                                                              "detail": quarantine.safe_text(i.detail)}
+                                                             for i in manifest.issues[:20]])})])

@@ -127,12 +127,18 @@ def resolve_parameters(suite: Mapping[str, Any], input_rows: int | None = None,
 def _derive(frame: pl.DataFrame, derived: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
     exprs = []
     for name, spec in derived.items():
-        if spec["op"] != "equals":
+        if spec["op"] not in ("equals", "contains"):
             raise ValueError(f"unknown derived-column op {spec['op']!r} for {name}")
         col = spec["column"]
         if col not in frame.columns:
-            continue  # the column_to_exist expectation reports it
-        exprs.append((pl.col(col) == spec["value"]).fill_null(False).cast(pl.Int8).alias(name))
+            # the column_to_exist expectation reports it; row conditions on a ``contains``
+            # column still need it (0 = the list does not hold the value)
+            if spec["op"] == "contains":
+                exprs.append(pl.lit(0, dtype=pl.Int8).alias(name))
+            continue
+        hit = (pl.col(col).list.contains(spec["value"]) if spec["op"] == "contains"
+               else pl.col(col) == spec["value"])
+        exprs.append(hit.fill_null(False).cast(pl.Int8).alias(name))
     return frame.with_columns(exprs) if exprs else frame
 
 

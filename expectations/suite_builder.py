@@ -20,7 +20,7 @@ Conventions the runner (:mod:`expectations.gx_runner`) understands, recorded in 
   ``explode`` holds one row per list element, with the id column kept, so value sets and
   ranges apply to list items (AU ids, probabilities).
 * ``meta.derived``: derived 0/1 columns added to ``rows`` (e.g. ``parse_failed``) so rates
-  become column means.
+  become column means (``op`` ``equals``: column == value; ``contains``: list column holds value).
 * ``meta.parameters``: run-time parameters (``{"$PARAMETER": name}`` in kwargs) with their
   defaults; ``min_rows``/``max_rows`` are computed from the caller's ``input_rows`` and the
   ratios given here.
@@ -152,6 +152,8 @@ def raw_faces() -> _Suite:
     _between(s, "label_ranges", "known_arousal", -1.0, 1.0, _VA)
     _in_set(s, "label_ranges", "known_aus", _AUS, "AU ids from AU_CATALOGUE",
             view=_explode(s, "known_aus"))
+    _in_set(s, "label_ranges", "invalid_labels", list(GRANULARITIES), "granularity names",
+            view=_explode(s, "invalid_labels"))
     _row_count(s, 0.5, 4.0, "manifest rows of the batch (photos may hold several faces, "
                             "or none)")
     return s
@@ -207,7 +209,11 @@ def verified_labels() -> _Suite:
     _in_set(s, "gx_verified_labels", "verdict", ["none", "accept", "correct", "reject"],
             "self-verification verdicts")
     _not_null(s, "gx_verified_labels", "abstain_reason", row_condition='status == "abstained"')
-    _not_null(s, "label_ranges", "expression", "valence", "arousal", "aus", row_condition=acc)
+    # An accepted face carries every granularity, except one withheld on purpose (its human
+    # label was invalid at ingest, and no guess may stand in for it).
+    for g, columns in (("expression", ("expression",)), ("va", ("valence", "arousal")), ("aus", ("aus",))):
+        s.derived[f"withheld_{g}"] = {"op": "contains", "column": "withheld", "value": g}
+        _not_null(s, "label_ranges", *columns, row_condition=f"{acc} and withheld_{g} == 0")
     _in_set(s, "label_ranges", "expression", _EXPR, "AffectNet-8 taxonomy")
     _between(s, "label_ranges", "valence", -1.0, 1.0, _VA)
     _between(s, "label_ranges", "arousal", -1.0, 1.0, _VA)
@@ -219,6 +225,8 @@ def verified_labels() -> _Suite:
     _between(s, "label_ranges", "au_probs", 0.0, 1.0, _PROB, view=_explode(s, "au_probs"))
     _in_set(s, "label_ranges", "audit_hidden", list(GRANULARITIES), "granularity names",
             view=_explode(s, "audit_hidden"))
+    _in_set(s, "label_ranges", "withheld", list(GRANULARITIES), "granularity names",
+            view=_explode(s, "withheld"))
     s.derived["abstained"] = {"op": "equals", "column": "status", "value": "abstained"}
     s.parameters["abstain_rate_ceiling"] = 0.5
     s.expect("abstain_rate", "expect_column_mean_to_be_between",

@@ -21,12 +21,24 @@ def default_landing() -> str:
 
 class LandingZoneResource(ConfigurableResource):
     """Local path or s3:// URI of the landing zone (env ``SEKE_LANDING_URI`` or
-    ``SEKE_LANDING_DIR``, default ``./landing``)."""
+    ``SEKE_LANDING_DIR``, default ``./landing``), and where symlinks in a batch may point."""
 
     path: str = Field(default_factory=default_landing)
     scratch_dir: str = Field(default_factory=lambda: os.path.join(
         os.environ.get("SEKE_CACHE_DIR", os.path.expanduser("~/.cache/seke")), "landing"),
         description="where batches of an S3 landing zone are downloaded for decoding")
+    allowed_roots: list[str] = Field(
+        default_factory=lambda: [p for p in os.environ.get("SEKE_LANDING_ALLOWED_ROOTS", "").split(os.pathsep) if p],
+        description="local folders, besides the landing zone, that symlinks inside a batch may "
+                    "point into (e.g. a shared image store; env SEKE_LANDING_ALLOWED_ROOTS, "
+                    "os.pathsep-separated); a link resolving anywhere else is quarantined "
+                    "outside_landing")
+
+    def symlink_roots(self) -> list[Path]:
+        """Folders symlinks of a batch may resolve into: the local landing root (the download
+        folder for an S3 zone) and ``allowed_roots``."""
+        local = self.scratch_dir if self.path.startswith("s3://") else self.path
+        return [Path(local)] + [Path(p) for p in self.allowed_roots]
 
     def batch_dir(self, source: str, batch: str) -> Path:
         """A local folder with the batch's files (downloaded first when the zone is on S3)."""

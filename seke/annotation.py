@@ -57,13 +57,19 @@ class Labels:
 
 @dataclass(frozen=True)
 class FaceItem:
-    """One normalised face crop plus what humans already know about it."""
+    """One normalised face crop plus what humans already know about it.
+
+    ``withheld``: granularities whose human label was invalid at ingest. They are neither known
+    (not stated as facts) nor missing (never generated): a guess must not stand in for a label
+    a human gave and we could not read.
+    """
 
     face_id: str
     image_png: bytes
     known: Labels = field(default_factory=Labels)
     source: str = ""
     subject_id: str | None = None
+    withheld: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

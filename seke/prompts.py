@@ -139,15 +139,19 @@ SYSTEM_VERIFY = (
 )
 
 
-def build_annotation_prompt(known: Labels, knowledge: Knowledge) -> PromptSpec:
+def build_annotation_prompt(known: Labels, knowledge: Knowledge,
+                            withheld: Sequence[str] = ()) -> PromptSpec:
     """Render the annotation prompt for a face with ``known`` human labels.
 
     The known granularities are stated as facts the model must not contradict; only the
-    missing ones are requested (``PromptSpec.missing``). The image is not part of the messages.
+    missing ones are requested (``PromptSpec.missing``). ``withheld`` granularities (an invalid
+    human label) are neither stated nor requested. The image is not part of the messages.
+    Without ``withheld`` the text (and hash) is exactly that of earlier versions.
     """
-    missing = tuple(known.missing_granularities())
+    missing = tuple(g for g in known.missing_granularities() if g not in set(withheld))
     facts = _known_facts(known)
-    asked = "\n".join(f"- {_GRANULARITY_TEXT[g]}" for g in missing) or "- nothing (all labels known)"
+    asked = "\n".join(f"- {_GRANULARITY_TEXT[g]}" for g in missing) or (
+        "- nothing (all labels known)" if not withheld else "- nothing (every label is known or withheld)")
     user = (
         knowledge_text(knowledge) + "\n\n"
         + ("Facts established by human annotators for this face (treat them as correct and keep "

@@ -5,8 +5,9 @@ hive-partitioned like the stage it comes from, so "what did we drop from ckplus/
 why" is one DuckDB query. These helpers build those rows from the stage outputs; the assets
 write them (one quarantine partition per stage partition, replaced on re-materialization).
 
-Reasons (keep them short and stable; dashboards group on them):
-``bad_image``/``no_face``/… (raw_faces, from seke.faces), ``parse_failed`` (a sample whose
+Reasons (keep them short and stable; dashboards group on them): the ingest reasons of
+:data:`INGEST_REASONS` (raw_faces, from :mod:`seke.faces` and :mod:`seke.manifest`; the README's
+ingest section explains each), ``parse_failed`` (a sample whose
 answer could not be parsed), ``abstained`` (SV-UAMC gave up), ``inconsistent`` (abstained
 because the granularities disagree), ``review_unusable`` (a reviewer marked the face unusable),
 ``review_invalid`` (a review answer that failed validation), ``gate:<check>`` (a row named by a
@@ -15,6 +16,7 @@ failed blocking quality gate).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import polars as pl
@@ -22,6 +24,38 @@ import pyarrow as pa
 
 from seke.schemas import QUARANTINE
 
+# ---- raw_faces (ingest) -----------------------------------------------------------------------
+# Files that never became a face:
+UNREADABLE = "unreadable"            # not an image, a broken symlink, or not a regular file
+TRUNCATED = "truncated"              # decoding stopped early
+OVERSIZED = "oversized"              # file bytes (from os.stat, before reading) or pixels over budget
+EXTREME_ASPECT = "extreme_aspect"    # width/height ratio over budget (checked from the header)
+TOO_SMALL = "too_small"              # below the minimum side
+BLANK_IMAGE = "blank_image"          # fully transparent, or one constant pixel value
+NO_FACE = "no_face"                  # a photo where the detector finds none
+NO_DETECTOR = "no_detector"          # a photo but no detector configured
+PROCESSING_ERROR = "processing_error"  # a detector/model failure on one file
+DUPLICATE = "duplicate"              # the same normalised crop was already seen in the batch
+OUTSIDE_LANDING = "outside_landing"  # a symlink resolving outside the landing zone / allowed roots
+SYMLINK_LOOP = "symlink_loop"        # a folder link to a folder already walked (cycles end here)
+MISSING_FILE = "missing_file"        # a manifest row whose file never arrived
+# Manifest problems (the images still land; only labels are affected):
+BAD_MANIFEST = "bad_manifest"        # empty, no ``image`` column, unparseable: every image unlabelled
+MANIFEST_ENCODING = "manifest_encoding"  # a warning: not UTF-8, decoded by the declared fallback
+BAD_LABEL = "bad_label"              # one human label invalid: that granularity is withheld
+CONFLICTING_LABELS = "conflicting_labels"  # duplicate manifest rows disagree: granularity withheld
+
+#: Reasons about labels or the manifest, not about a dropped file (the face may still land).
+LABEL_REASONS: tuple[str, ...] = (BAD_MANIFEST, MANIFEST_ENCODING, BAD_LABEL, CONFLICTING_LABELS)
+
+#: Every reason raw_faces writes (the README's "Ingesting your own faces" documents them).
+INGEST_REASONS: tuple[str, ...] = (
+    UNREADABLE, TRUNCATED, OVERSIZED, EXTREME_ASPECT, TOO_SMALL, BLANK_IMAGE, NO_FACE, NO_DETECTOR,
+    PROCESSING_ERROR, DUPLICATE, OUTSIDE_LANDING, SYMLINK_LOOP, MISSING_FILE, BAD_MANIFEST,
+    MANIFEST_ENCODING, BAD_LABEL, CONFLICTING_LABELS, "review_unusable",
+)
+
+# ---- later stages ------------------------------------------------------------------------------
 PARSE_FAILURE = "parse_failed"
 ABSTAINED = "abstained"
 INCONSISTENT = "inconsistent"
@@ -29,14 +63,37 @@ REVIEW_UNUSABLE = "review_unusable"
 REVIEW_INVALID = "review_invalid"
 
 
+@dataclass
+class Rejected:
+    """One dropped item (or, for ``manifest_encoding``, one warning) with its reason."""
+
+    item_id: str
+    reason: str
+    detail: str
+
+
+def safe_text(value: object) -> str:
+    """``str(value)`` that Arrow can always encode: lone surrogates (file names that were not
+    valid UTF-8, decoded by ``os.fsdecode``'s surrogateescape) become backslash escapes."""
+    s = str(value)
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        try:
+            return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def rows(items: Iterable[tuple[str, str, str]], stage: str) -> pl.DataFrame:
     """Quarantine frame (QUARANTINE schema) from ``(item_id, reason, detail)`` triples."""
     items = list(items)
     table = pa.Table.from_pydict({
-        "item_id": [str(i[0]) for i in items],
+        "item_id": [safe_text(i[0]) for i in items],
         "stage": [stage] * len(items),
         "reason": [str(i[1]) for i in items],
-        "detail": [None if i[2] is None else str(i[2]) for i in items],
+        "detail": [None if i[2] is None else safe_text(i[2]) for i in items],
     }, schema=QUARANTINE)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)

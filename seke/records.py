@@ -7,7 +7,7 @@ from typing import Any, Iterable, Mapping
 import polars as pl
 
 from seke.annotation import FaceItem, Labels
-from seke.taxonomy import AU_CATALOGUE
+from seke.taxonomy import AU_CATALOGUE, GRANULARITIES
 
 
 def known_labels(row: Mapping[str, Any]) -> Labels:
@@ -20,6 +20,15 @@ def known_labels(row: Mapping[str, Any]) -> Labels:
         arousal=a if (v is not None and a is not None) else None,
         aus=None if aus is None else {au: (1.0 if au in set(aus) else 0.0) for au in AU_CATALOGUE},
     )
+
+
+def withheld(row: Mapping[str, Any], known: Labels | None = None) -> tuple[str, ...]:
+    """Granularities of a ``raw_faces`` row to leave empty: the human label was invalid or
+    conflicting at ingest (``invalid_labels``) and no valid one (e.g. from review) replaced it.
+    Such a granularity is neither known nor missing, so it is never generated."""
+    invalid = row.get("invalid_labels") or ()
+    have = set((known if known is not None else known_labels(row)).known_granularities())
+    return tuple(g for g in GRANULARITIES if g in invalid and g not in have)
 
 
 def hide(labels: Labels, granularities: Iterable[str]) -> Labels:
@@ -35,10 +44,13 @@ def hide(labels: Labels, granularities: Iterable[str]) -> Labels:
 
 def face_items(raw_faces: pl.DataFrame, source: str = "",
                hidden: Mapping[str, Iterable[str]] | None = None) -> list[FaceItem]:
-    """FaceItems for every raw face, with audit-hidden granularities removed from ``known``."""
+    """FaceItems for every raw face, with audit-hidden granularities removed from ``known`` and
+    withheld (invalid human) granularities marked."""
     hidden = hidden or {}
     out = []
     for row in raw_faces.iter_rows(named=True):
-        known = hide(known_labels(row), hidden.get(row["face_id"], ()))
-        out.append(FaceItem(row["face_id"], row["crop_png"], known, source, row.get("subject_id")))
+        full = known_labels(row)
+        known = hide(full, hidden.get(row["face_id"], ()))
+        out.append(FaceItem(row["face_id"], row["crop_png"], known, source, row.get("subject_id"),
+                            withheld(row, full)))
     return out

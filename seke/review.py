@@ -344,6 +344,14 @@ def merge_review_labels(raw_faces: pl.DataFrame, review: pl.DataFrame) -> pl.Dat
         pl.col("aus").alias("_r_aus"))
     merged = raw_faces.join(rv, on="face_id", how="left")
     aus_dtype = raw_faces.schema["known_aus"]
+    if "invalid_labels" in merged.columns:
+        # A reviewer's answer replaces an invalid manifest label: no longer withheld.
+        answered = pl.concat_list(
+            pl.when(pl.col("_r_expression").is_not_null()).then(pl.lit("expression")),
+            pl.when(pl.col("_r_valence").is_not_null() & pl.col("_r_arousal").is_not_null()).then(pl.lit("va")),
+            pl.when(pl.col("_r_aus").is_not_null()).then(pl.lit("aus")))
+        merged = merged.with_columns(pl.col("invalid_labels").list.set_difference(answered.list.drop_nulls())
+                                     .alias("invalid_labels"))
     return merged.with_columns(
         pl.coalesce("_r_expression", "known_expression").alias("known_expression"),
         pl.coalesce("_r_valence", "known_valence").alias("known_valence"),

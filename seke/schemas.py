@@ -39,6 +39,9 @@ RAW_FACES = pa.schema([
     ("known_valence", pa.float64()),
     ("known_arousal", pa.float64()),
     ("known_aus", pa.list_(pa.int32())), # null = AUs not coded; [] = coded, none present
+    ("invalid_labels", pa.list_(pa.string())),  # granularities whose human label was invalid or
+                                         # conflicting (quarantined bad_label/conflicting_labels):
+                                         # withheld, i.e. neither known nor generated
 ])
 
 QUARANTINE = pa.schema([
@@ -55,6 +58,7 @@ KNOWLEDGE_PROMPTS = pa.schema([
     ("known", pa.list_(pa.string())),         # granularities given to the annotator as facts
     ("missing", pa.list_(pa.string())),       # granularities the annotator must produce
     ("audit_hidden", pa.list_(pa.string())),  # human labels hidden for audit mode
+    ("withheld", pa.list_(pa.string())),      # invalid human labels: neither given nor asked
     ("messages_json", pa.string()),           # chat messages without the image
     ("knowledge_version", pa.string()),
 ])
@@ -115,6 +119,8 @@ VERIFIED_LABELS = pa.schema([
     ("consistency_flags", pa.list_(pa.string())),
     ("knowledge_version", pa.string()),
     ("audit_hidden", pa.list_(pa.string())),  # granularities whose human label was hidden
+    ("withheld", pa.list_(pa.string())),  # granularities left empty on purpose: the human label
+                                          # was invalid (raw_faces.invalid_labels), none generated
 ])
 
 FEID = pa.schema([

@@ -192,10 +192,11 @@ def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], a
 
 
 def _missing_of(face: FaceItem, prompt: PromptSpec | None) -> tuple[str, ...]:
-    """Granularities to generate: what the prompt asks for, minus anything humans already know."""
-    known = set(face.known.known_granularities())
+    """Granularities to generate: what the prompt asks for, minus anything humans already know
+    and anything withheld (an invalid human label is never replaced by a guess)."""
+    skip = set(face.known.known_granularities()) | set(face.withheld)
     asked = prompt.missing if prompt is not None else ()
-    return tuple(g for g in asked if g not in known)
+    return tuple(g for g in asked if g not in skip)
 
 
 def _sample(annotator: Annotator, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
@@ -349,6 +350,7 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
         "consistency_score": score.score if score is not None else None,
         "consistency_flags": list(score.flags) if score is not None else [],
         "knowledge_version": knowledge.version, "audit_hidden": audit_hidden,
+        "withheld": [g for g in face.withheld if g not in missing],
     }
     # expression
     if "expression" not in missing and known.expression is not None:

@@ -30,8 +30,13 @@ def write_bad_files(folder: Path, good_image: Path) -> dict[str, str]:
     (folder / "notes.png").write_text("not an image at all\n"); expected["notes.png"] = "unreadable"
     (folder / "bomb.png").write_bytes(png_header_only(20000, 20000)); expected["bomb.png"] = "oversized"
     Image.new("L", (1, 1), 128).save(folder / "one_pixel.png"); expected["one_pixel.png"] = "too_small"
-    # A 400x400 flat grey photo: big enough to need detection, with no face in it.
-    Image.new("RGB", (400, 400), (120, 120, 120)).save(folder / "wall.jpg"); expected["wall.jpg"] = "no_face"
+    # A 400x400 grey gradient photo: big enough to need detection, with no face in it (a flat
+    # one would be refused earlier, as blank_image).
+    ramp = np.tile(np.linspace(90, 150, 400, dtype=np.uint8), (400, 1))
+    Image.fromarray(np.stack([ramp] * 3, axis=-1)).save(folder / "wall.jpg"); expected["wall.jpg"] = "no_face"
+    # Nothing to label: fully transparent, and one constant value.
+    Image.new("RGBA", (48, 48), (0, 0, 0, 0)).save(folder / "transparent.png"); expected["transparent.png"] = "blank_image"
+    Image.new("L", (48, 48), 200).save(folder / "flat.png"); expected["flat.png"] = "blank_image"
     # Odd but valid encodings of a real face: must be ingested, not quarantined.
     face = Image.open(good_image).convert("RGB").resize((64, 64))
     face.convert("CMYK").save(folder / "cmyk.jpg"); expected["cmyk.jpg"] = None

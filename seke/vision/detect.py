@@ -65,16 +65,27 @@ _ANCHORS = _anchors()
 
 
 def _letterbox(rgb: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-    """Pad to a square (centred) and resize to 128; returns tensor, scale, pad_x, pad_y."""
+    """Pad to a square (centred) and resize to 128; returns tensor, scale, pad_x, pad_y.
+
+    A square image is resized directly; any other is resized first and then pasted into the
+    128x128 canvas, so memory stays bounded by the input and 128² (padding a 200x40000 strip to
+    its full square allocated 4.8 GB). The returned pads are in original pixels.
+    """
     h, w = rgb.shape[:2]
     side = max(h, w)
-    pad_x, pad_y = (side - w) / 2.0, (side - h) / 2.0
     img = Image.fromarray(rgb)
-    canvas = Image.new("RGB", (side, side), (0, 0, 0))
-    canvas.paste(img, (int(pad_x), int(pad_y)))
-    small = canvas.resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
+    if h == w:
+        small = img.resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
+        pad_x = pad_y = 0.0
+    else:
+        k = INPUT_SIZE / side
+        sw, sh = max(1, int(round(w * k))), max(1, int(round(h * k)))
+        px, py = (INPUT_SIZE - sw) // 2, (INPUT_SIZE - sh) // 2
+        small = Image.new("RGB", (INPUT_SIZE, INPUT_SIZE), (0, 0, 0))
+        small.paste(img.resize((sw, sh), Image.BILINEAR), (px, py))
+        pad_x, pad_y = px / k, py / k
     x = np.asarray(small, dtype=np.float32) / 127.5 - 1.0
-    return x[None], side / INPUT_SIZE, float(int(pad_x)), float(int(pad_y))
+    return x[None], side / INPUT_SIZE, float(pad_x), float(pad_y)
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
