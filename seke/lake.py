@@ -269,6 +269,8 @@ class Lake:
                 predicate: str | None) -> Commit:
         uri = self.table_uri(table)
         write_id = uuid.uuid4().hex
+        if self._schema(table) is None:
+            self._create(table, conform_for_delta(arrow, None).schema, partition_by)
         for attempt in range(WRITE_RETRIES):
             existing = self._schema(table)
             data = conform_for_delta(arrow, existing)
@@ -282,6 +284,18 @@ class Lake:
                     raise
                 time.sleep(min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random()))
         return Commit(table, uri, self._version_of(table, write_id), arrow.num_rows)
+
+    def _create(self, table: str, schema: pa.Schema, partition_by: list[str] | None) -> None:
+        """Create an empty table first, in its own commit. Why: a writer whose first commit
+        *creates* the table has read nothing, so when two writers race to create it the loser
+        is rebased as a plain append and both frames end up in one partition; an overwrite of
+        an existing table conflicts properly instead and is retried."""
+        try:
+            DeltaTable.create(self.table_uri(table), schema=schema, mode="ignore", partition_by=partition_by,
+                              storage_options=self.storage_options())
+        except DeltaError as exc:
+            if not _is_conflict(exc):   # someone else created it first: fine
+                raise
 
     def _schema(self, table: str) -> pa.Schema | None:
         try:
