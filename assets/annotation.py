@@ -110,8 +110,9 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     s_path = store.write_partition("mc_samples", part, samples)
     l_path = store.write_partition("verified_labels", part, labels)
     s_df, l_df = pl.from_arrow(samples), pl.from_arrow(labels)
-    failed = quarantine.from_samples(s_df)
-    abstained = quarantine.from_labels(l_df)
+    secrets = getattr(engine, "secrets", ())  # the VLLM key: no piece of it in quarantine details
+    failed = quarantine.from_samples(s_df, secrets)
+    abstained = quarantine.from_labels(l_df, secrets)
     store.write_partition("quarantine", {**part, "stage": "mc_samples"}, failed)
     store.write_partition("quarantine", {**part, "stage": "verified_labels"}, abstained)
     stats = result.stats
