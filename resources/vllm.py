@@ -35,14 +35,16 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
-def _env_float(name: str) -> float | None:
+def _env_float(name: str, default: float | None = None) -> float | None:
+    """The variable as a float, ``default`` only when it is unset (``0`` stays ``0``)."""
     v = _env(name)
-    return float(v) if v is not None else None
+    return float(v) if v is not None else default
 
 
-def _env_int(name: str) -> int | None:
+def _env_int(name: str, default: int | None = None) -> int | None:
+    """The variable as an int, ``default`` only when it is unset (``0`` stays ``0``)."""
     v = _env(name)
-    return int(v) if v is not None else None
+    return int(v) if v is not None else default
 
 
 class VLLMResource(ConfigurableResource):
@@ -54,31 +56,31 @@ class VLLMResource(ConfigurableResource):
                        description="Model name (env SEKE_VLLM_MODEL)")
     api_key_env: str = Field(default="OPENAI_API_KEY",
                              description="Name of the env var holding the API key (never the key itself)")
-    max_concurrency: int = Field(default_factory=lambda: _env_int("SEKE_VLLM_MAX_CONCURRENCY") or 8,
+    max_concurrency: int = Field(default_factory=lambda: _env_int("SEKE_VLLM_MAX_CONCURRENCY", 8),
                                  description="In-flight requests per step (env SEKE_VLLM_MAX_CONCURRENCY)")
-    timeout_s: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_TIMEOUT_S") or 60.0,
+    timeout_s: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_TIMEOUT_S", 60.0),
                              description="Per-request timeout in seconds (env SEKE_VLLM_TIMEOUT_S)")
-    max_retries: int = Field(default_factory=lambda: _env_int("SEKE_VLLM_MAX_RETRIES") or 2,
+    max_retries: int = Field(default_factory=lambda: _env_int("SEKE_VLLM_MAX_RETRIES", 2),
                              description="SDK retries on 408/409/429/5xx/timeouts, honouring retry-after")
     max_calls: int | None = Field(default_factory=lambda: _env_int("SEKE_VLLM_MAX_CALLS"),
                                   description="Per-run cap on model calls (env SEKE_VLLM_MAX_CALLS)")
     max_usd: float | None = Field(default_factory=lambda: _env_float("SEKE_VLLM_MAX_USD"),
                                   description="Per-run cap on spend in USD (env SEKE_VLLM_MAX_USD)")
-    price_input_per_1m: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_PRICE_INPUT_PER_1M") or 0.0,
+    price_input_per_1m: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_PRICE_INPUT_PER_1M", 0.0),
                                       description="USD per 1M prompt tokens (env SEKE_VLLM_PRICE_INPUT_PER_1M)")
-    price_output_per_1m: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_PRICE_OUTPUT_PER_1M") or 0.0,
+    price_output_per_1m: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_PRICE_OUTPUT_PER_1M", 0.0),
                                        description="USD per 1M completion tokens (env SEKE_VLLM_PRICE_OUTPUT_PER_1M)")
-    temperature: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_TEMPERATURE") or 0.7,
+    temperature: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_TEMPERATURE", 0.7),
                                description="Sampling temperature for Monte Carlo samples")
     top_p: float | None = Field(default_factory=lambda: _env_float("SEKE_VLLM_TOP_P"))
     seed: int | None = Field(default_factory=lambda: _env_int("SEKE_VLLM_SEED"),
                              description="Base seed; sample i uses seed + i")
-    max_tokens: int = Field(default_factory=lambda: _env_int("SEKE_VLLM_MAX_TOKENS") or 1200)
+    max_tokens: int = Field(default_factory=lambda: _env_int("SEKE_VLLM_MAX_TOKENS", 1200))
     capabilities: str = Field(default_factory=lambda: _env("SEKE_VLLM_CAPABILITIES", "auto"),
                               description="auto (probe the endpoint) or e.g. 'n,json_schema,logprobs'")
-    capability_ttl_s: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_CAPABILITY_TTL_S") or 86400.0,
+    capability_ttl_s: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_CAPABILITY_TTL_S", 86400.0),
                                     description="How long detected endpoint capabilities are reused (lake table vllm_capabilities)")
-    batch_price_factor: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_BATCH_PRICE_FACTOR") or 0.5,
+    batch_price_factor: float = Field(default_factory=lambda: _env_float("SEKE_VLLM_BATCH_PRICE_FACTOR", 0.5),
                                       description="Batch API price relative to online prices")
     cache_enabled: bool = Field(default_factory=lambda: _env("SEKE_VLLM_CACHE", "1") not in ("0", "false"),
                                 description="Content-addressed response cache in the lake (table vllm_cache)")
@@ -96,9 +98,11 @@ class VLLMResource(ConfigurableResource):
 
     def annotator(self, knowledge: Knowledge, lake: Lake | None) -> VLLMAnnotator:
         """A ready annotator whose answers are cached in ``lake`` (budget is per annotator = per run)."""
-        cache = ResponseCache(lake if self.cache_enabled else None, model=self.model)
+        config = self.config()
+        cache = ResponseCache(lake if self.cache_enabled else None, model=self.model,
+                              secrets=[config.api_key])
         memo = CapabilityMemo(lake, ttl_s=self.capability_ttl_s) if lake is not None else None
-        return VLLMAnnotator(self.config(), knowledge, cache, memo)
+        return VLLMAnnotator(config, knowledge, cache, memo)
 
     def batch_runner(self, annotator: VLLMAnnotator, lake: Lake | None) -> "VLLMBatchRunner":
         """Batch API mode (backfills): submit / poll / collect into the same response cache."""

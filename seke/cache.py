@@ -11,7 +11,10 @@ the cache both commit). A crash can lose only entries not yet flushed; a committ
 always complete. :meth:`ResponseCache.compact` merges the small files with Delta's optimize
 (one commit; duplicates are harmless because keys are deduplicated on load).
 
-The cache stores results only, never request headers, so the API key cannot end up in it.
+The cache stores results only, never request headers. Results hold server text (raw answers,
+refusals), which the annotator scrubs of the API key before it gets here; given ``secrets``,
+:meth:`ResponseCache.put` scrubs once more (:func:`seke.scrub.scrub`) as the last gate before
+the lake.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import polars as pl
 
 from seke.lake import Lake
+from seke.scrub import scrub, secret_list
 
 CACHE_TABLE = "vllm_cache"
 
@@ -65,12 +69,15 @@ class ResponseCache:
     """In-memory index over the lake table plus a buffer of entries awaiting flush.
 
     Thread-safe: the annotator's event-loop thread puts entries while a flush may run in a
-    worker thread. ``lake=None`` gives a memory-only cache (tests, dry runs).
+    worker thread. ``lake=None`` gives a memory-only cache (tests, dry runs). ``secrets`` (the
+    endpoint's API key) are scrubbed from every stored result.
     """
 
-    def __init__(self, lake: Lake | None, table: str = CACHE_TABLE, model: str | None = None) -> None:
+    def __init__(self, lake: Lake | None, table: str = CACHE_TABLE, model: str | None = None,
+                 secrets: Iterable[str | None] = ()) -> None:
         self.lake = lake
         self.table = table
+        self._secrets = secret_list(secrets)
         self._entries: dict[str, dict[str, Any]] = {}
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -104,10 +111,16 @@ class ResponseCache:
             return hit
 
     def put(self, entry: CacheEntry) -> None:
+        result_json = json.dumps(entry.result, sort_keys=True)
+        if self._secrets:
+            clean = scrub(result_json, self._secrets)
+            if clean != result_json:
+                result_json = clean
+                entry.result = json.loads(clean)
         row = {"key": entry.key, "kind": entry.kind, "model": entry.model,
                "prompt_hash": entry.prompt_hash, "image_sha256": entry.image_sha256,
                "sample_index": entry.sample_index, "params": entry.params,
-               "result_json": json.dumps(entry.result, sort_keys=True), "created_at": time.time()}
+               "result_json": result_json, "created_at": time.time()}
         with self._lock:
             self._entries[entry.key] = entry.result
             self._pending.append(row)

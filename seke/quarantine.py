@@ -12,6 +12,9 @@ answer could not be parsed), ``abstained`` (SV-UAMC gave up), ``inconsistent`` (
 because the granularities disagree), ``review_unusable`` (a reviewer marked the face unusable),
 ``review_invalid`` (a review answer that failed validation), ``gate:<check>`` (a row named by a
 failed blocking quality gate).
+
+Details can quote server text (a failed sample's error); stages that talk to an endpoint pass
+its ``secrets`` so that no piece of an API key is written (:func:`seke.scrub.scrub`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from seke.schemas import QUARANTINE
+from seke.scrub import scrub
 
 # ---- raw_faces (ingest) -----------------------------------------------------------------------
 # Files that never became a face:
@@ -86,30 +90,33 @@ def safe_text(value: object) -> str:
             return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def rows(items: Iterable[tuple[str, str, str]], stage: str) -> pl.DataFrame:
-    """Quarantine frame (QUARANTINE schema) from ``(item_id, reason, detail)`` triples."""
+def rows(items: Iterable[tuple[str, str, str | None]], stage: str,
+         secrets: Iterable[str | None] = ()) -> pl.DataFrame:
+    """Quarantine frame (QUARANTINE schema) from ``(item_id, reason, detail)`` triples;
+    ``secrets`` are scrubbed from the details."""
     items = list(items)
+    secrets = tuple(secrets)
     table = pa.Table.from_pydict({
         "item_id": [safe_text(i[0]) for i in items],
         "stage": [stage] * len(items),
         "reason": [str(i[1]) for i in items],
-        "detail": [None if i[2] is None else safe_text(i[2]) for i in items],
+        "detail": [None if i[2] is None else scrub(safe_text(i[2]), secrets) for i in items],
     }, schema=QUARANTINE)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
 
 
-def from_samples(samples: pl.DataFrame) -> pl.DataFrame:
+def from_samples(samples: pl.DataFrame, secrets: Iterable[str | None] = ()) -> pl.DataFrame:
     """One row per failed sample of an mc_samples partition, item ``<face_id>#<sample_index>``
     (the face itself is not dropped unless every sample fails; SV-UAMC decides that)."""
     failed = samples.filter(pl.col("parse_status") == "failed")
     return rows(((f"{r['face_id']}#{r.get('sample_index')}", PARSE_FAILURE,
                   f"round {r.get('round')}: {r.get('error') or 'unparseable'}")
-                 for r in failed.iter_rows(named=True)), "mc_samples")
+                 for r in failed.iter_rows(named=True)), "mc_samples", secrets)
 
 
-def from_labels(labels: pl.DataFrame) -> pl.DataFrame:
+def from_labels(labels: pl.DataFrame, secrets: Iterable[str | None] = ()) -> pl.DataFrame:
     """One row per abstained face of a verified_labels partition; abstentions caused by
     disagreeing granularities get the ``inconsistent`` reason."""
     out = []
@@ -119,7 +126,7 @@ def from_labels(labels: pl.DataFrame) -> pl.DataFrame:
         reason = INCONSISTENT if (flags or "inconsisten" in why.lower()) else ABSTAINED
         detail = "; ".join(x for x in (why, ",".join(flags)) if x)
         out.append((r["face_id"], reason, detail or None))
-    return rows(out, "verified_labels")
+    return rows(out, "verified_labels", secrets)
 
 
 def concat(*frames: pl.DataFrame) -> pl.DataFrame:

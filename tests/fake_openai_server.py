@@ -21,6 +21,7 @@ requests after the script runs out get ``default_action``):
 ``good`` | ``fenced`` (good JSON in a code fence with chatter) | ``malformed`` (truncated JSON) |
 ``bad_values`` (valid JSON, invalid expression/VA) | ``refusal`` (text refusal) |
 ``refusal_field`` (``message.refusal`` set, content null) | ``("status", code, headers)`` |
+``("status", code, headers, message)`` (error body with that message, e.g. one echoing the key) |
 ``("sleep", seconds)`` (answers good after sleeping: the client should time out) |
 ``("text", content)`` (exact content for every choice).
 """
@@ -69,6 +70,7 @@ class Behaviour:
     supports_logprobs: bool = True
     latency_s: float = 0.0
     required_api_key: str | None = None
+    echo_key_in_401: bool = False          # 401 body quotes the presented key, OpenAI style (sk-abcdef****wxyz)
     batch_polls_until_done: int = 1        # retrieve calls before a batch completes
     default_action: Any = "good"
     record: bool = True                    # keep every request (tests); off for benchmarks
@@ -238,7 +240,11 @@ class FakeOpenAIServer:
     # ---- handlers ------------------------------------------------------------------------
     def _auth_error(self, request: Request) -> Response | None:
         key = self.behaviour.required_api_key
-        if key is not None and request.headers.get("authorization") != f"Bearer {key}":
+        presented = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if key is not None and presented != key:
+            if self.behaviour.echo_key_in_401:
+                return _error(401, f"Incorrect API key provided: {presented[:8]}****{presented[-4:]}. "
+                                   "You can find your API key at https://platform.openai.com/account/api-keys.")
             return _error(401, "Incorrect API key provided.")
         return None
 
@@ -281,8 +287,9 @@ class FakeOpenAIServer:
             await asyncio.sleep(b.latency_s)
         if isinstance(action, tuple) and action[0] == "status":
             code = action[1]
-            headers = action[2] if len(action) > 2 else {}
-            return code, {"error": {"message": f"scripted {code}", "type": "server_error"}}, headers
+            headers = (action[2] if len(action) > 2 else None) or {}
+            message = action[3] if len(action) > 3 else f"scripted {code}"
+            return code, {"error": {"message": message, "type": "server_error"}}, headers
         if isinstance(action, tuple) and action[0] == "sleep":
             await asyncio.sleep(action[1])
             action = "good"

@@ -20,8 +20,11 @@ Why it looks like this:
 * **Cache**: every finished answer is stored under its content address (model, prompt hash,
   image sha256, sampling params, sample index) and flushed to the lake before a batch returns;
   hits cost nothing and are marked ``cache_hit``.
-* **Security**: the API key is only handed to the SDK; it is scrubbed from every error text and
-  never logged. Images travel as base64 data URLs, never as paths.
+* **Security**: the API key is only handed to the SDK and never logged. Every text that comes
+  back from the server (answers, refusals, error bodies, exceptions) goes through
+  :func:`seke.scrub.scrub` *before* anything truncates it, so neither the key nor any 6+
+  character piece of it (servers echo keys cut short) reaches samples, the cache or the lake.
+  Images travel as base64 data URLs, never as paths.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from seke.prompts import (answer_json_schema, build_verification_prompt, respons
                           verification_json_schema)
 from seke.response_schema import (ParseError, detect_refusal, parse_annotation, parse_verdict,
                                   repair_messages)
+from seke.scrub import scrub, scrub_exception, scrub_optional, secret_list
 
 log = logging.getLogger("seke.vllm")
 T = TypeVar("T")
@@ -71,6 +75,7 @@ class VLLMAnnotator:
         self.capabilities: Capabilities | None = (
             None if config.capabilities == "auto" else Capabilities.parse(config.capabilities))
         self._budget = Budget(config.max_calls, config.max_usd)
+        self.secrets: tuple[str, ...] = secret_list([config.api_key])
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: openai.AsyncOpenAI | None = None
@@ -130,7 +135,15 @@ class VLLMAnnotator:
         if threading.current_thread() is self._thread:
             raise RuntimeError("VLLMAnnotator sync methods cannot be called from its own loop; "
                                "await asample_batch/averify_batch instead")
-        return asyncio.run_coroutine_threadsafe(make(), loop).result()  # type: ignore[arg-type]
+        try:
+            return asyncio.run_coroutine_threadsafe(make(), loop).result()  # type: ignore[arg-type]
+        except Exception as exc:
+            # callers record exception texts (sv_uamc stores them as sample errors, Dagster in
+            # its event log): never let one that quotes the key leave the annotator
+            clean = scrub_exception(exc, self.secrets)
+            if clean is exc:
+                raise
+            raise clean from None
 
     def _ensure_client(self) -> openai.AsyncOpenAI:
         if self._client is None:
@@ -142,10 +155,8 @@ class VLLMAnnotator:
         return self._client
 
     def _scrub(self, text: str) -> str:
-        key = self.config.api_key
-        if key and key != "EMPTY" and key in text:
-            text = text.replace(key, "***")
-        return text
+        """``text`` without the key or any 6+ character piece of it (see :mod:`seke.scrub`)."""
+        return scrub(text, self.secrets)
 
     # ---- capability detection ------------------------------------------------------------
     async def _probe(self, **kwargs: Any) -> tuple[bool, Any]:
@@ -294,8 +305,9 @@ class VLLMAnnotator:
                     self.stats.cost_usd += cost
                     self.stats.latency_ms_total += latency
                     # scrubbed too: a misbehaving server could echo request headers into content
-                    texts = [(self._scrub(c.message.content) if c.message.content else c.message.content,
-                              getattr(c.message, "refusal", None))
+                    # (refusals too: they are cut to 200 characters later, so scrub them whole now)
+                    texts = [(scrub_optional(c.message.content, self.secrets),
+                              scrub_optional(getattr(c.message, "refusal", None), self.secrets))
                              for c in sorted(resp.choices, key=lambda c: c.index)]
                     return CallResult(texts, pt, ct, latency)
                 return CallResult(error="bad_request: capability negotiation failed")
@@ -314,7 +326,9 @@ class VLLMAnnotator:
                 return CallResult(error=f"http_{exc.status_code}: authentication failed")
             except openai.APIStatusError as exc:
                 self.stats.failed_calls += 1
-                return CallResult(error=self._scrub(f"http_{exc.status_code}: {str(exc.message)[:200]}"))
+                # scrub the whole server text first, then cut: cutting first can leave a piece
+                # of the key that no longer matches the whole key
+                return CallResult(error=f"http_{exc.status_code}: {self._scrub(str(exc.message))[:200]}")
             finally:
                 self._budget.settle(cost)
 

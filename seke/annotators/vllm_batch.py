@@ -11,6 +11,10 @@ The manifest (which custom_id stands for which cache keys) is written to the lak
 ``vllm_batches`` (one partition per batch), so a sensor or a later step in another process can
 poll and collect. Unparseable batch answers are not cached and not repaired here: the online
 path asks again with its one repair attempt.
+
+Secrets: batch answers are scrubbed of the API key (:mod:`seke.scrub`) before they are parsed or
+cached, and an SDK error whose text quotes the key is re-raised scrubbed, so neither the cache
+nor Dagster's event log can receive it.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import openai
 import polars as pl
@@ -32,6 +37,7 @@ from seke.cache import CacheEntry, cache_key, image_sha256
 from seke.lake import Lake
 from seke.prompts import answer_json_schema
 from seke.response_schema import ParseError, detect_refusal, parse_annotation
+from seke.scrub import scrub_exception, scrub_optional
 
 log = logging.getLogger("seke.vllm")
 
@@ -73,6 +79,17 @@ class VLLMBatchRunner:
 
     def close(self) -> None:
         self._client.close()
+
+    @contextmanager
+    def _scrubbed_errors(self) -> Iterator[None]:
+        """Re-raise SDK errors whose text quotes the key (a 4xx/5xx body echoing it) scrubbed."""
+        try:
+            yield
+        except Exception as exc:
+            clean = scrub_exception(exc, self.ann.secrets)
+            if clean is exc:
+                raise
+            raise clean from None
 
     # ---- submit --------------------------------------------------------------------------
     def submit(self, requests: Sequence[SampleRequest], metadata: dict[str, str] | None = None) -> BatchSubmission:
@@ -117,11 +134,12 @@ class VLLMBatchRunner:
         if not lines:
             return BatchSubmission(None, None, 0, 0, cached, skipped)
         payload = ("\n".join(lines) + "\n").encode()
-        f = self._client.files.create(file=("seke-batch.jsonl", payload, "application/jsonl"),
-                                      purpose="batch")
-        batch = self._client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
-                                            completion_window="24h",
-                                            metadata={"seke": "mc_samples", **(metadata or {})})
+        with self._scrubbed_errors():
+            f = self._client.files.create(file=("seke-batch.jsonl", payload, "application/jsonl"),
+                                          purpose="batch")
+            batch = self._client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                completion_window="24h",
+                                                metadata={"seke": "mc_samples", **(metadata or {})})
         manifest = pl.DataFrame(rows).with_columns(pl.lit(ann.model).alias("model"),
                                                    pl.lit(time.time()).alias("submitted_at"))
         self._manifests[batch.id] = manifest
@@ -133,7 +151,8 @@ class VLLMBatchRunner:
 
     # ---- poll / collect ------------------------------------------------------------------
     def status(self, batch_id: str) -> str:
-        return str(self._client.batches.retrieve(batch_id).status)
+        with self._scrubbed_errors():
+            return str(self._client.batches.retrieve(batch_id).status)
 
     def _manifest(self, batch_id: str) -> pl.DataFrame:
         if batch_id not in self._manifests:
@@ -144,6 +163,10 @@ class VLLMBatchRunner:
 
     def collect(self, batch_id: str) -> BatchCollection:
         """If the batch is finished, parse its output into the cache (idempotent)."""
+        with self._scrubbed_errors():
+            return self._collect(batch_id)
+
+    def _collect(self, batch_id: str) -> BatchCollection:
         ann = self.ann
         batch = self._client.batches.retrieve(batch_id)
         out = BatchCollection(status=str(batch.status))
@@ -185,7 +208,9 @@ class VLLMBatchRunner:
                 out.unparsed += 1
                 continue
             msg = choices[j].get("message") or {}
-            text, refusal = msg.get("content"), msg.get("refusal")
+            # scrubbed whole, before the refusal is cut to 200 characters or anything is cached
+            text = scrub_optional(msg.get("content"), ann.secrets)
+            refusal = scrub_optional(msg.get("refusal"), ann.secrets)
             s = Sample(face_id=row["face_id"], index=idx, round=int(row["round"]), labels=Labels(),
                        raw_text=text or "", backend=ann.backend, model=ann.model,
                        temperature=ann.config.temperature, prompt_tokens=pt // k,

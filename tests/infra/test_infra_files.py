@@ -46,6 +46,14 @@ def test_instance_yaml_validates_against_dagster_schema(name: str, tmp_path, mon
     assert config["concurrency"]["pools"]["default_limit"] >= 1
     assert config["run_retries"]["enabled"] is True
     assert "compute_logs" in config
+    # A SIGKILLed run keeps its pool slots: the daemon must fail stuck runs and free the slots
+    # of ended ones (keys checked against Dagster's schema above, so none is silently ignored).
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert 0 < monitoring["start_timeout_seconds"] <= 600
+    assert 0 < monitoring["cancel_timeout_seconds"] <= 600
+    assert 0 < monitoring["free_slots_after_run_end_seconds"] <= 300
+    assert monitoring["max_resume_run_attempts"] == 0  # the default launcher cannot resume
 
 
 def test_postgres_yaml_uses_postgres_storage_from_env() -> None:
@@ -120,6 +128,14 @@ def test_helm_values_match_code_and_dagster_version() -> None:
     assert runs["maxConcurrentRuns"] == pg["runs"]["max_concurrent_runs"]
     assert runs["tagConcurrencyLimits"] == pg["runs"]["tag_concurrency_limits"]
     assert values["concurrency"]["pools"]["defaultLimit"] == pg["pools"]["default_limit"]
+    # ... and the same run monitoring (the chart renders these camelCase keys into run_monitoring).
+    helm_mon, pg_mon = values["dagsterDaemon"]["runMonitoring"], _load("dagster.postgres.yaml")["run_monitoring"]
+    for camel, snake in (("enabled", "enabled"), ("startTimeoutSeconds", "start_timeout_seconds"),
+                         ("cancelTimeoutSeconds", "cancel_timeout_seconds"),
+                         ("maxResumeRunAttempts", "max_resume_run_attempts"),
+                         ("pollIntervalSeconds", "poll_interval_seconds"),
+                         ("freeSlotsAfterRunEndSeconds", "free_slots_after_run_end_seconds")):
+        assert helm_mon[camel] == pg_mon[snake], camel
 
 
 def test_gpu_step_tags_are_valid_dagster_k8s_config() -> None:

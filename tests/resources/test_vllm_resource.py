@@ -33,6 +33,17 @@ def test_configured_from_env(monkeypatch):
     assert VLLM_POOL == "vllm"
 
 
+def test_zero_from_env_is_zero_not_the_default(monkeypatch):
+    # `SEKE_VLLM_MAX_RETRIES=0` used to fall back to 2 retries (and temperature 0 to 0.7)
+    monkeypatch.setenv("SEKE_VLLM_MAX_RETRIES", "0")
+    monkeypatch.setenv("SEKE_VLLM_TEMPERATURE", "0")
+    monkeypatch.setenv("SEKE_VLLM_PRICE_OUTPUT_PER_1M", "0")
+    cfg = VLLMResource().config()
+    assert (cfg.max_retries, cfg.temperature, cfg.price_output_per_1m) == (0, 0.0, 0.0)
+    monkeypatch.delenv("SEKE_VLLM_MAX_RETRIES")
+    assert VLLMResource().config().max_retries == 2
+
+
 def test_materialization_with_pool_uses_cache_and_never_logs_key(monkeypatch, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     with FakeOpenAIServer(Behaviour(required_api_key=KEY)) as srv:

@@ -71,3 +71,44 @@ def test_batch_respects_call_budget_and_no_n(knowledge, tmp_path):
             got = runner.wait(sub.batch_id, poll_s=0.01, timeout_s=5)
             assert got.collected == 4
             runner.close()
+
+
+def test_batch_answers_and_errors_quoting_the_key_are_scrubbed(knowledge, tmp_path):
+    """Batch output echoing the key (a refusal cut at 200 characters after the key was quoted
+    at position 190+) is scrubbed before caching; an upload refused with a 401 that quotes the
+    presented key (OpenAI style, ``sk-abcdef****wxyz``) raises a scrubbed error."""
+    from seke.scrub import ScrubbedError
+
+    def leaks(text: str, key: str) -> list[str]:
+        return [key[i:i + 6] for i in range(len(key) - 5) if key[i:i + 6] in text]
+
+    lake = Lake(str(tmp_path / "lake"))
+    items = faces(2)
+    refusal = "I'm sorry, but I can't help with that. " + "p" * 160 + KEY
+    with FakeOpenAIServer(Behaviour(required_api_key=KEY, echo_key_in_401=True)) as srv:
+        srv.script_for(items[0].image_png, [("text", refusal)])
+        srv.script_for(items[1].image_png, [("text", f"Authorization: Bearer {KEY}")])
+        with annotator(srv, knowledge, lake, capabilities="none") as ann:
+            runner = VLLMBatchRunner(ann, lake)
+            sub = runner.submit(requests(items, n=1))
+            got = runner.wait(sub.batch_id, poll_s=0.01, timeout_s=5)
+            runner.close()
+        assert got.collected == 1 and got.unparsed == 1     # the refusal is the model's answer
+        cached = [str(v) for v in ann.cache._entries.values()]
+        assert cached and "***" in cached[0] and not leaks(cached[0], KEY)
+
+        wrong = "sk-WRONG-presented-key-1234567"
+        bad = VLLMAnnotator(VLLMConfig(srv.base_url, "fake-vlm", api_key=wrong, capabilities="none"),
+                            knowledge, ResponseCache(lake, model="fake-vlm"))
+        with bad:
+            runner = VLLMBatchRunner(bad, lake)
+            try:
+                runner.submit(requests(faces(3)[2:], n=1))    # not cached yet: must upload
+                raise AssertionError("the upload should have been refused")
+            except ScrubbedError as exc:
+                assert "401" in str(exc) and not leaks(str(exc), wrong)
+                assert exc.__cause__ is None and exc.__suppress_context__
+            finally:
+                runner.close()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files and not any(leaks(p.read_bytes().decode("latin-1"), KEY) for p in files)
