@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from seke.lake import Lake
 from tests.fake_openai_server import Behaviour, FakeOpenAIServer
 from tests.ops.graph_runner import make_landing_batch
 
@@ -120,13 +121,13 @@ def test_echoed_key_never_stored_anywhere(tmp_path, monkeypatch, capfd, caplog):
     # The error paths were really taken (the test is not vacuous) ...
     assert remaining == 0, "not every echoing answer was requested: add faces or samples"
     assert sent_key, "the client did not send the key"
-    samples = pl.read_parquet(lake / "mc_samples" / "source=ckplus" / "batch=secrets" / "part-0.parquet")
+    samples = Lake(str(lake)).read_partition("mc_samples", {"source": "ckplus", "batch": "secrets"})
     errors = [e for e in samples["error"].to_list() if e]
     assert any(e.startswith("http_500: ") and "***" in e for e in errors), errors
     assert any(e.startswith("http_401: ") for e in errors) and any(e.startswith("http_400: ") for e in errors)
     assert any(e.startswith("refusal: I'm sorry") for e in errors), errors
     assert any("***" in t for t in samples["raw_text"].to_list() if t)  # the refusal quoting the key
-    quarantine = pl.read_parquet(lake / "quarantine" / "**" / "*.parquet", hive_partitioning=True)
+    quarantine = Lake(str(lake)).read_table("quarantine")
     assert quarantine.filter(pl.col("reason") == "parse_failed").height >= len(ECHOES) - 2
     cache_files = list((lake / "vllm_cache").rglob("*.parquet"))
     assert cache_files and any("***" in s for s in _decoded_lake(lake).values())

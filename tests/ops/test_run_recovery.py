@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from seke.lake import Lake
+
 from tests.fake_openai_server import Behaviour, FakeOpenAIServer
 from tests.ops.graph_runner import make_landing_batch
 
@@ -102,5 +104,5 @@ def test_sigkilled_run_holding_the_vllm_slot_does_not_block_the_next_run(tmp_pat
     assert [r.status for r in after] == [DagsterRunStatus.SUCCESS]
     assert after[0].tags["seke/pid"] == str(second.pid)
     assert holders() == set()
-    assert (lake / "mc_samples" / "source=ckplus" / "batch=recover" / "part-0.parquet").exists()
+    assert Lake(str(lake)).exists("mc_samples", {"source": "ckplus", "batch": "recover"})
     instance.dispose()

@@ -35,7 +35,7 @@ def test_flushes_are_atomic_files_and_compaction_dedups(tmp_path):
     c.put(entry(3))
     c.put(entry(0))          # same key again (e.g. two workers): harmless duplicate
     c.flush()
-    assert len(lake.files(CACHE_TABLE)) == 2 and lake.version(CACHE_TABLE) == 1   # two append commits
+    assert len(lake.files(CACHE_TABLE)) == 2 and lake.version(CACHE_TABLE) == 2   # creation + two appends
     assert lake.read_table(CACHE_TABLE).height == 5
     fresh = ResponseCache(lake)
     assert len(fresh) == 4 and fresh.get(entry(3).key) == {"i": 3}
