@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 from urllib.parse import unquote
@@ -35,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 #: Lake table that records which table versions consumers depend on (see :meth:`Lake.pin`).
@@ -43,6 +42,7 @@ PINS_TABLE = "version_pins"
 #: Where blocked (audit-failed) frames are kept for inspection; never read as data.
 AUDIT_DIR = "_audit"
 WRITE_RETRIES = 8
+CHECKPOINT_INTERVAL = 10
 
 
 @dataclass(frozen=True)
@@ -267,49 +267,38 @@ class Lake:
 
     def _commit(self, table: str, arrow: pa.Table, *, mode: str, partition_by: list[str] | None,
                 predicate: str | None) -> Commit:
-        uri = self.table_uri(table)
-        write_id = uuid.uuid4().hex
-        if self._schema(table) is None:
+        try:
+            dt = self.delta_table(table)
+        except TableNotFoundError:
             self._create(table, conform_for_delta(arrow, None).schema, partition_by)
+            dt = self.delta_table(table)
         for attempt in range(WRITE_RETRIES):
-            existing = self._schema(table)
-            data = conform_for_delta(arrow, existing)
+            data = conform_for_delta(arrow, pa.schema(dt.schema().to_arrow()))
             try:
-                write_deltalake(uri, data, mode=mode, partition_by=partition_by, predicate=predicate,
-                                schema_mode="merge", storage_options=self.storage_options(),
-                                commit_properties=CommitProperties(custom_metadata={"seke_write_id": write_id}))
+                # Writing through the loaded table leaves it at the version this commit got.
+                write_deltalake(dt, data, mode=mode, partition_by=partition_by, predicate=predicate,
+                                schema_mode="merge", storage_options=self.storage_options())
                 break
             except (CommitFailedError, DeltaError) as exc:
                 if not _is_conflict(exc) or attempt == WRITE_RETRIES - 1:
                     raise
                 time.sleep(min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random()))
-        return Commit(table, uri, self._version_of(table, write_id), arrow.num_rows)
+                dt.update_incremental()
+        return Commit(table, self.table_uri(table), dt.version(), arrow.num_rows)
 
     def _create(self, table: str, schema: pa.Schema, partition_by: list[str] | None) -> None:
         """Create an empty table first, in its own commit. Why: a writer whose first commit
         *creates* the table has read nothing, so when two writers race to create it the loser
         is rebased as a plain append and both frames end up in one partition; an overwrite of
-        an existing table conflicts properly instead and is retried."""
+        an existing table conflicts properly instead and is retried. Checkpoints every
+        :data:`CHECKPOINT_INTERVAL` commits keep loading a busy table cheap."""
         try:
             DeltaTable.create(self.table_uri(table), schema=schema, mode="ignore", partition_by=partition_by,
+                              configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
                               storage_options=self.storage_options())
         except DeltaError as exc:
             if not _is_conflict(exc):   # someone else created it first: fine
                 raise
-
-    def _schema(self, table: str) -> pa.Schema | None:
-        try:
-            return pa.schema(self.delta_table(table).schema().to_arrow())
-        except TableNotFoundError:
-            return None
-
-    def _version_of(self, table: str, write_id: str) -> int:
-        """The version our commit got (another writer may already have committed after it)."""
-        dt = self.delta_table(table)
-        for entry in dt.history(limit=50):
-            if entry.get("seke_write_id") == write_id:
-                return int(entry["version"])
-        return dt.version()
 
     def delete_partition(self, table: str, partition: Mapping[str, str]) -> None:
         if self.exists(table):
