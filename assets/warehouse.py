@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from pipelines.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from resources.warehouse import WarehouseResource
-from seke.warehouse import build_warehouse, view_counts
+from seke.warehouse import build_warehouse, view_counts, view_versions
 
 
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["feid", "feab", "verified_labels", "mc_samples", "raw_faces"],
@@ -20,6 +20,7 @@ def warehouse(context: AssetExecutionContext, lake: LakeResource, duckdb: Wareho
     return MaterializeResult(metadata={
         "path": MetadataValue.path(duckdb.path),
         "views": MetadataValue.json(counts),
+        "table_versions": MetadataValue.json(view_versions(duckdb.path)),
         "query_example": MetadataValue.md(
             f"```\nduckdb -readonly {duckdb.path} \"SELECT expression, count(*) FROM verified_labels GROUP BY 1\"\n```"),
     })

@@ -5,10 +5,15 @@ Sub-commands (``seke <cmd> -h`` for options):
 * ``fetch-weights`` — download and sha256-check the offline models;
 * ``warehouse`` — (re)build the analysts' DuckDB file (a view per lake table);
 * ``sql "SELECT …"`` — run a query (or a saved one: ``seke sql class_balance_per_source``,
-  see ``seke sql --list``) against the read-only DuckDB file and print a table;
+  see ``seke sql --list``) against the read-only DuckDB file and print a table; only queries
+  run, and they cannot touch files outside the lake;
 * ``export`` — FEID (and FEAB) as LLaVA JSON, ShareGPT/LLaMA-Factory JSON, face crops and a
   Hugging Face ``datasets`` Parquet folder;
-* ``evaluate`` — score an annotator on FEAB, store the run, print the comparison table.
+* ``evaluate`` — score an annotator on FEAB, store the run, print the comparison table;
+* ``vacuum`` — delete lake files that no recent or pinned table version needs.
+
+``export`` and ``evaluate`` take ``--feid-version`` / ``--feab-version`` to pin a table version,
+record the versions they used and pin them, so ``vacuum`` keeps what they refer to.
 
 Paths come from ``SEKE_LAKE_URI`` (default ``./lake``) and ``SEKE_DUCKDB_PATH`` (default
 ``./lake/warehouse.duckdb``), or the ``--lake`` / ``--db`` options.
@@ -187,6 +192,21 @@ def _pin_used(lake_uri: str, used: dict[str, int | None], by: str) -> None:
             lake.pin(table, version, by)
 
 
+def _cmd_vacuum(args: argparse.Namespace) -> int:
+    from seke.lake import PINS_TABLE, Lake
+
+    lake = Lake(args.lake)
+    total = 0
+    for table in args.table or [t for t in lake.tables() if t != PINS_TABLE]:
+        files = lake.vacuum(table, retention_hours=args.retention_hours, dry_run=args.dry_run)
+        total += len(files)
+        pins = lake.pinned_versions(table)
+        print(f"{table}: {len(files)} file(s) {'would be ' if args.dry_run else ''}deleted"
+              + (f"; pinned versions kept: {pins}" if pins else ""))
+    print(f"{total} file(s) {'would be ' if args.dry_run else ''}deleted in total")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from seke import exports
 
@@ -307,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-store", action="store_true", help="do not write the run to the lake")
     paths(p)
 
+    p = sub.add_parser("vacuum", help="delete lake files no table version within the retention "
+                                      "window or pinned by an export/checkpoint/evaluation needs")
+    p.add_argument("--retention-hours", type=int, default=168)
+    p.add_argument("--table", action="append", help="only this table (repeatable; default: all)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    paths(p)
+
     args = parser.parse_args(argv)
     if args.command == "fetch-weights":
         from seke.weights import fetch_all
@@ -314,5 +341,5 @@ def main(argv: list[str] | None = None) -> int:
         fetch_all()
         return 0
     handlers = {"sql": _cmd_sql, "warehouse": _cmd_warehouse, "export": _cmd_export,
-                "evaluate": _cmd_evaluate}
+                "evaluate": _cmd_evaluate, "vacuum": _cmd_vacuum}
     return handlers[args.command](args)

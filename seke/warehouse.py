@@ -153,6 +153,15 @@ def views(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute(f"SELECT table_name FROM {META_TABLE} ORDER BY 1").fetchall()]
 
 
+def view_versions(db_path: str) -> dict[str, int]:
+    """The Delta table version each view of the warehouse shows."""
+    con = duckdb.connect(db_path, read_only=True)
+    try:
+        return dict(con.execute(f"SELECT table_name, version FROM {META_TABLE} ORDER BY 1").fetchall())
+    finally:
+        con.close()
+
+
 def view_counts(db_path: str) -> dict[str, int]:
     """Row count per view, through :func:`connect_readonly` (works for local and S3 lakes)."""
     con = connect_readonly(db_path)

@@ -82,3 +82,13 @@ def test_arrow_dataset_unifies_schemas_across_partitions(tmp_path):
     local_db = str(tmp_path / "w.duckdb")
     build_warehouse(lake, local_db)
     assert connect_readonly(local_db).execute("SELECT source, batch, x, y FROM t ORDER BY x").fetchall() == rows
+
+
+def test_views_record_the_table_versions_they_show(tmp_path):
+    from seke.warehouse import view_versions
+
+    lake = _lake(tmp_path)
+    db = str(tmp_path / "wh.duckdb")
+    build_warehouse(lake, db)
+    assert view_versions(db) == {"raw_faces": lake.version("raw_faces"),
+                                 "verified_labels": lake.version("verified_labels")}
