@@ -19,7 +19,7 @@ from assets.publish import Audited, Blocked, fail_blocked, publish
 from assets.knowledge import read_current_knowledge
 from expectations.checks import check_specs
 from expectations.gates import GateConfig, evaluate
-from pipelines.partitions import batches, one_batch_per_run
+from assets.partitions import batches, one_batch_per_run
 from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
 from seke import quarantine, schemas

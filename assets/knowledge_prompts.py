@@ -9,7 +9,7 @@ from pydantic import Field
 
 from assets.common import lake_partition, table_metadata
 from assets.knowledge import read_current_knowledge
-from pipelines.partitions import batches, one_batch_per_run
+from assets.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from seke import schemas
 from seke.audit import choose_hidden

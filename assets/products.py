@@ -7,7 +7,7 @@ from assets.common import lake_partition, table_metadata
 from assets.publish import Audited, Blocked, fail_blocked, publish
 from expectations.checks import check_specs
 from expectations.gates import evaluate
-from pipelines.partitions import batches, one_batch_per_run
+from assets.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from seke.feab import build_feab
 from seke.feid import build_feid

@@ -10,7 +10,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
 
 from assets.common import lake_partition, table_metadata
 from assets.publish import Audited, Blocked, fail_blocked, publish
-from pipelines.partitions import batches, one_batch_per_run
+from assets.partitions import batches, one_batch_per_run
 from resources.landing import LandingZoneResource
 from resources.lake import LakeResource
 from expectations.checks import check_specs

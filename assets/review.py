@@ -17,7 +17,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from assets.common import lake_partition, table_metadata
-from pipelines.partitions import batches, one_batch_per_run
+from assets.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from seke import quarantine, review
 

@@ -15,7 +15,7 @@ from pydantic import Field
 from assets.annotation import prompt_specs
 from assets.common import lake_partition
 from assets.knowledge import read_current_knowledge
-from pipelines.partitions import batches, one_batch_per_run
+from assets.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from resources.vllm import VLLM_POOL, VLLMResource
 from seke.annotation import SampleRequest

@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from pipelines.partitions import batches, one_batch_per_run
+from assets.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from resources.warehouse import WarehouseResource
 from seke.warehouse import build_warehouse, view_counts, view_versions

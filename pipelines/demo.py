@@ -21,7 +21,7 @@ import polars as pl
 from dagster import DagsterInstance
 
 from pipelines.definitions import defs
-from pipelines.partitions import batches
+from assets.partitions import batches
 from pipelines.recovery import in_process_run_tags, recover_dead_runs
 from resources.landing import partition_key
 from seke.lake import Lake

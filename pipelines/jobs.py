@@ -2,7 +2,7 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from pipelines.partitions import batches
+from assets.partitions import batches
 
 #: Every partitioned asset of the graph for one batch (knowledge is unpartitioned and is
 #: materialized on its own when the tables change).

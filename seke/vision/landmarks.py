@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from seke.vision.detect import FaceDetection
+from seke.vision.face_types import FaceDetection
 from seke.vision.runtime import runner
 
 INPUT_SIZE = 256

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 from dagster import AssetSelection, DagsterInstance, Definitions, define_asset_job
 
-from pipelines.partitions import batches
+from assets.partitions import batches
 from tests.assets.test_graph import KEY, build_batch
 from tests.fake_openai_server import Behaviour, FakeOpenAIServer
 

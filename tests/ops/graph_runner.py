@@ -81,7 +81,7 @@ def run_batch(instance: DagsterInstance, lake_uri: str, landing: Path, key: str,
               run_config: dict | None = None) -> ExecuteInProcessResult:
     """Materialize the ``annotate_batch`` selection (or ``selection``) for one partition key."""
     from pipelines.definitions import defs
-    from pipelines.partitions import batches
+    from assets.partitions import batches
 
     if key not in instance.get_dynamic_partitions(batches.name):
         instance.add_dynamic_partitions(batches.name, [key])
