@@ -13,10 +13,10 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
                      AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset)
 from pydantic import Field
 
-from assets.calibration import read_current_calibration
+from seke.calibration import read_current_calibration
 from assets.common import lake_partition, table_metadata
 from assets.publish import Audited, Blocked, fail_blocked, publish
-from assets.knowledge import read_current_knowledge
+from seke.knowledge import read_current_knowledge
 from expectations.checks import check_specs
 from expectations.gates import GateConfig, evaluate
 from assets.partitions import batches, one_batch_per_run

@@ -5,7 +5,6 @@ the configured sets, writes one row per set to the lake table ``annotator_qualit
 ``run=<id>``) and shows the figures in the UI.
 """
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,16 +12,18 @@ import polars as pl
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from resources.data import DevDataResource
 from resources.lake import LakeResource
 
-SHARED = Path(os.environ.get("SEKE_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+DEV_SETS = ("ckplus", "fer2013", "wild")
 SCALARS = ("n", "failed", "expr_acc", "expr_acc_bare", "expr_macro_f1", "ece", "au_f1_known", "au_f1_blind",
            "au_f1_prior_only", "au_f1_known_all", "au_f1_blind_all", "au_f1_prior_only_all", "valence_sign_acc")
 
 
 class AnnotatorQualityConfig(Config):
-    data_dirs: list[str] = Field(default_factory=lambda: [str(SHARED / s) for s in ("ckplus", "fer2013", "wild")],
-                                 description="set folders in the ../shared/data manifest format")
+    data_dirs: list[str] = Field(default_factory=list,
+                                 description="set folders in the ../shared/data manifest format "
+                                             "(empty: ckplus, fer2013 and wild of the dev_data resource)")
     samples: int = Field(default=1, ge=1, description="TTA samples per face")
     limit: int = Field(default=0, ge=0, description="at most N faces per set (0 = all)")
     seed: int = 0
@@ -38,7 +39,7 @@ def _markdown(frame: pl.DataFrame) -> str:
 
 @asset(group_name="evaluation", kinds={"parquet"})
 def annotator_quality(context: AssetExecutionContext, config: AnnotatorQualityConfig,
-                      lake: LakeResource) -> MaterializeResult:
+                      lake: LakeResource, dev_data: DevDataResource) -> MaterializeResult:
     """Offline annotator quality on labelled sets: expression accuracy/macro-F1/ECE beside the bare
     model, AU F1 with the expression known, blind and knowledge-prior-only, valence sign agreement."""
     from seke.annotators.offline import OfflineAnnotator
@@ -46,11 +47,12 @@ def annotator_quality(context: AssetExecutionContext, config: AnnotatorQualityCo
     from seke.vision.au_evidence import with_au_calibration
     from seke.vision.quality import evaluate_set
 
-    dirs = [Path(d) for d in config.data_dirs if (Path(d) / "manifest.csv").exists()]
-    missing = [d for d in config.data_dirs if not (Path(d) / "manifest.csv").exists()]
+    wanted = config.data_dirs or [str(dev_data.set_dir(s)) for s in DEV_SETS]
+    dirs = [Path(d) for d in wanted if (Path(d) / "manifest.csv").exists()]
+    missing = [d for d in wanted if not (Path(d) / "manifest.csv").exists()]
     for d in missing:
         context.log.warning(f"skipping {d}: no manifest.csv")
-    ck = next((d for d in dirs if d.name == "ckplus"), SHARED / "ckplus")
+    ck = next((d for d in dirs if d.name == "ckplus"), dev_data.set_dir("ckplus"))
     knowledge = (knowledge_with_estimate(pl.read_csv(ck / "manifest.csv"), "ckplus")
                  if (ck / "manifest.csv").exists() else knowledge_v1())
     ann = OfflineAnnotator(with_au_calibration(knowledge), seed=config.seed)

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from resources.lake import LakeResource
 from seke.audit import AUDIT_FLOORS, audit_check, audit_pairs, audit_report, gold_for_hidden
-from seke.calibration import Calibration, fit_calibration
+from seke.calibration import fit_calibration
 from seke.lake import Lake
 from seke.metrics import ece
 from seke.records import known_labels
@@ -29,14 +29,6 @@ class CalibrationConfig(Config):
     min_pairs: int = Field(20, description="fewest audit pairs a granularity needs to get a map")
     expression_accuracy_floor: float = Field(AUDIT_FLOORS["expression_accuracy"],
                                              description="audit check warns below this accuracy")
-
-
-def read_current_calibration(lake: Lake) -> Calibration | None:
-    """The calibration the last materialization made current, or None (raw confidences)."""
-    if not lake.exists("calibration_current"):
-        return None
-    row = lake.read_table("calibration_current").row(0, named=True)
-    return Calibration.from_json(json.loads(row["artefact_json"]))
 
 
 def _audited_rows(lake: Lake) -> tuple[list[dict], dict]:

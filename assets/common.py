@@ -9,6 +9,16 @@ from resources.landing import split_partition_key
 from seke.lake import Commit
 
 
+#: Who answers for every asset of the platform (shown on each asset page).
+OWNERS = ["team:seke-data"]
+
+
+def tags(domain: str, pii: bool = False) -> dict[str, str]:
+    """Asset tags: the domain (the stage a user filters by) and ``pii`` on tables that hold face
+    crops or images of people."""
+    return {"domain": domain, **({"pii": "face-images"} if pii else {})}
+
+
 def lake_partition(context: AssetExecutionContext) -> dict[str, str]:
     """Hive partition values for the run's batch partition."""
     source, batch = split_partition_key(context.partition_key)

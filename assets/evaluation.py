@@ -3,7 +3,7 @@
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.knowledge import read_current_knowledge
+from seke.knowledge import read_current_knowledge
 from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
 from seke.knowledge import knowledge_v1

@@ -1,7 +1,6 @@
 """``knowledge``: the versioned emotion-knowledge tables every prompt and check is built from."""
 
 
-import os
 from datetime import datetime, timezone
 
 import polars as pl
@@ -9,37 +8,26 @@ from dagster import Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from assets.common import table_metadata
+from resources.data import KnowledgeTablesResource
 from resources.lake import LakeResource
-from seke.knowledge import Knowledge, knowledge_from_tables, knowledge_with_estimate, load_knowledge
-from seke.lake import Lake
+from seke.knowledge import TABLE_PREFIX, Knowledge, knowledge_with_estimate, load_knowledge
 
-TABLE_PREFIX = "knowledge_"
 
 
 class KnowledgeConfig(Config):
-    version: str = Field(default_factory=lambda: os.environ.get("SEKE_KNOWLEDGE_VERSION", "v2"),
-                         description="bundled version: v1 (literature) or v2 (v1 + CK+ P(AU|expression))")
+    version: str = Field(default="", description="bundled version: v1 (literature) or v2 (v1 + CK+ "
+                                                 "P(AU|expression)); '' = the knowledge_tables resource's")
     estimate_from_manifest: str | None = Field(
         default=None, description="optional manifest.csv with expression + au<N> columns to re-estimate "
                                   "P(AU|expression) from (creates a new version)")
 
 
-def read_current_knowledge(lake: Lake) -> Knowledge:
-    """The knowledge version the last ``knowledge`` materialization made current."""
-    if not lake.exists("knowledge_current"):
-        raise RuntimeError("no knowledge in the lake yet: materialize the `knowledge` asset first")
-    cur = lake.read_table("knowledge_current").row(0, named=True)
-    v = cur["version"]
-    ea = lake.read_partition(f"{TABLE_PREFIX}expression_au", {"version": v})
-    va = lake.read_partition(f"{TABLE_PREFIX}va_regions", {"version": v})
-    return knowledge_from_tables(v, ea, va, provenance=cur["provenance"])
-
-
 @asset(group_name="knowledge", kinds={"parquet"})
-def knowledge(config: KnowledgeConfig, lake: LakeResource) -> MaterializeResult:
+def knowledge(config: KnowledgeConfig, lake: LakeResource,
+              knowledge_tables: KnowledgeTablesResource) -> MaterializeResult:
     """Versioned knowledge tables: expression→AU probabilities, expression→VA circumplex regions,
     AU catalogue; optionally re-estimated from a source carrying two granularities (CK+)."""
-    k = load_knowledge(config.version)
+    k = load_knowledge(config.version or knowledge_tables.version)
     if config.estimate_from_manifest:
         k = knowledge_with_estimate(pl.read_csv(config.estimate_from_manifest), "manifest")
     store = lake.lake()

@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from assets.common import lake_partition, table_metadata
-from assets.knowledge import read_current_knowledge
+from seke.knowledge import read_current_knowledge
 from assets.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
 from seke import schemas

@@ -9,7 +9,6 @@ reviewed faces flow through prompts, SV-UAMC and FEID/FEAB again as human knowle
 never change, so prompts and cached samples of unreviewed granularities are reused.
 """
 
-import os
 from pathlib import Path
 
 import polars as pl
@@ -18,27 +17,26 @@ from pydantic import Field
 
 from assets.common import lake_partition, table_metadata
 from assets.partitions import batches, one_batch_per_run
+from resources.data import ReviewResource
 from resources.lake import LakeResource
 from seke import quarantine, review
 
 
 class ReviewConfig(Config):
-    review_dir: str = Field(default_factory=lambda: os.environ.get("SEKE_REVIEW_DIR", os.path.abspath("review")),
-                            description="queue/<source>__<batch>/ is written here; exports/*.json is read "
-                                        "(env SEKE_REVIEW_DIR)")
     image_mode: str = Field("data_url", description="data_url | local_files (Label Studio local storage)")
 
 
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="review",
        kinds={"json"})
-def review_queue(context: AssetExecutionContext, config: ReviewConfig, lake: LakeResource) -> MaterializeResult:
+def review_queue(context: AssetExecutionContext, config: ReviewConfig, lake: LakeResource,
+                 review_dir: ReviewResource) -> MaterializeResult:
     """Label Studio import file (tasks.json + labeling_config.xml) of the batch's abstained
     faces, pre-annotated with the annotator's candidate expression, valence/arousal and AUs."""
     part = lake_partition(context)
     store = lake.lake()
     labels = store.read_partition("verified_labels", part)
     faces = store.read_partition("raw_faces", part)
-    folder = Path(config.review_dir) / "queue" / f"{part['source']}__{part['batch']}"
+    folder = Path(review_dir.path) / "queue" / f"{part['source']}__{part['batch']}"
     tasks = review.export_tasks(labels, faces, source=part["source"], batch=part["batch"],
                                 image_mode=config.image_mode, image_dir=folder / "images")
     path = review.write_tasks(tasks, folder / "tasks.json")
@@ -55,12 +53,12 @@ def review_queue(context: AssetExecutionContext, config: ReviewConfig, lake: Lak
 
 
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, group_name="review", kinds={"parquet"})
-def review_labels(context: AssetExecutionContext, config: ReviewConfig, lake: LakeResource) -> MaterializeResult:
+def review_labels(context: AssetExecutionContext, lake: LakeResource, review_dir: ReviewResource) -> MaterializeResult:
     """Human labels for this batch from the Label Studio exports in <review_dir>/exports/
     (newest annotation per face wins); invalid answers go to quarantine with the reason."""
     part = lake_partition(context)
     store = lake.lake()
-    exports = sorted((Path(config.review_dir) / "exports").glob("*.json"))
+    exports = sorted((Path(review_dir.path) / "exports").glob("*.json"))
     imported = review.import_exports(exports)
     frame = imported.partitions.get((part["source"], part["batch"]))
     if frame is None:

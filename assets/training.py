@@ -19,7 +19,6 @@ Register in ``pipelines/definitions.py``::
 
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,16 @@ from dagster import (AssetExecutionContext, AssetKey, Config, Failure, Materiali
                      MetadataValue, ResourceParam, asset)
 from pydantic import Field
 
-from resources.gpu import GPUResource, k8s_gpu_tags
+from assets.common import OWNERS, tags
+from resources.data import DevDataResource
+from resources.deployment import gpu_op_tags
+from resources.gpu import GPUResource
 from seke.train.arrays import data_version, from_feid
-from seke.train.config import TrainConfig, recipe_differences
+from seke.train.config import RECIPES, TrainConfig, recipe_differences, resolve_recipe
+from seke.train.report import ablation_table
 
 MULTITASK = "feid-multitask"
 ABLATION = f"{MULTITASK}-human-expression-only"
-
-
-RECIPES = ("auto", "full", "compact", "tiny")
 
 
 class TrainingRunConfig(Config):
@@ -50,28 +50,23 @@ class TrainingRunConfig(Config):
     max_faces: int = Field(default=0, description="train on at most N faces (0 = all)")
     tiny: bool = Field(default=False, description="shorthand for recipe='tiny' (the unit-test network)")
     tta: bool = True
-    fer_validation_dir: str = Field(default="", description="fer2013 folder; '' = ../shared/data/fer2013")
-    ckplus_dir: str = Field(default="", description="CK+ folder (human FACS AUs); '' = ../shared/data/ckplus")
+    fer_validation_dir: str = Field(default="", description="fer2013 folder; '' = the dev_data resource's fer2013")
+    ckplus_dir: str = Field(default="", description="CK+ folder (human FACS AUs); '' = the dev_data resource's ckplus")
     feid_version: int = Field(default=-1, description="FEID table version to train on (-1: the latest)")
 
 
 def recipe(run: TrainingRunConfig, ablation: bool, device: str = "cuda") -> TrainConfig:
-    """The recipe a run trains: ``auto`` picks the full net on a GPU and the compact one on CPU
-    (the full net trains ≈ 18 images/s on 2 CPU cores: ~25 minutes for one FER2013 epoch)."""
-    name = "tiny" if run.tiny else run.recipe
-    if name not in RECIPES:
-        raise Failure(description=f"unknown recipe {name!r}; one of {', '.join(RECIPES)}")
-    if name == "auto":
-        name = "full" if device.startswith("cuda") else "compact"
-    base = {"full": TrainConfig, "compact": TrainConfig.compact, "tiny": TrainConfig.tiny}[name]()
-    cfg = replace(base, name=MULTITASK,
-                  epochs=run.epochs or base.epochs, batch_size=run.batch_size or base.batch_size,
-                  lr=run.lr or base.lr, time_limit_s=run.time_limit_s, seed=run.seed, tta=run.tta)
-    return cfg.ablation() if ablation else cfg
+    """The run config as a recipe (:func:`seke.train.config.resolve_recipe`)."""
+    try:
+        return resolve_recipe("tiny" if run.tiny else run.recipe, device, run_name=MULTITASK, ablation=ablation,
+                              epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
+                              time_limit_s=run.time_limit_s, seed=run.seed, tta=run.tta)
+    except ValueError as exc:
+        raise Failure(description=str(exc)) from exc
 
 
 def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any, gpu: GPUResource,
-           ablation: bool) -> MaterializeResult:
+           dev_data: DevDataResource, ablation: bool) -> MaterializeResult:
     import numpy as np
 
     from seke.train.evaluate import feab_arrays
@@ -108,10 +103,10 @@ def _train(context: AssetExecutionContext, run: TrainingRunConfig, lake_res: Any
             context.log.warning(f"{len(feab_errors)} FEAB faces unreadable, e.g. {feab_errors[0]}")
     else:
         context.log.info("evaluation on FEAB: skipped (no feab table in the lake)")
-    ckplus = load_ckplus(cfg.image_size, run.ckplus_dir or None)
+    ckplus = load_ckplus(cfg.image_size, run.ckplus_dir or dev_data.set_dir("ckplus"))
     if ckplus is None:
         context.log.info("evaluation on CK+ (human FACS AUs): skipped (../shared/data/ckplus absent)")
-    fer_val = load_fer_validation(cfg.image_size, run.fer_validation_dir or None)
+    fer_val = load_fer_validation(cfg.image_size, run.fer_validation_dir or dev_data.set_dir("fer2013"))
     if fer_val is None:
         context.log.info("evaluation on fer2013 validation: skipped (../shared/data/fer2013 absent)")
     fs, root = lake.filesystem()
@@ -199,24 +194,31 @@ def _history_md(history: list[dict]) -> str:
 
 
 _GPU_ASSET = dict(deps=[AssetKey("feid")], group_name="training", kinds={"pytorch"},
-                  op_tags=k8s_gpu_tags(), pool="gpu")
+                  op_tags=gpu_op_tags(), pool="gpu", tags=tags("training"), owners=OWNERS)
 
 
 @asset(**_GPU_ASSET)
 def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, lake: ResourceParam[Any],
-                  gpu: GPUResource) -> MaterializeResult:
+                  gpu: GPUResource, dev_data: DevDataResource) -> MaterializeResult:
     """Multi-task CNN (expression, valence–arousal, AUs) trained on every FEID partition with
-    confidence-weighted, masked losses; checkpoint in the lake under models/, evaluated on FEAB
-    and fer2013 validation."""
-    return _train(context, config, lake, gpu, ablation=False)
+    confidence-weighted, masked losses; checkpoint in the lake under models/, evaluated on FEAB,
+    fer2013 validation and CK+.
+
+    **Takes long:** up to `time_limit_s` (run config, default 1800 s = 30 minutes) of training
+    plus evaluation. On a CPU the `auto` recipe is the compact net (about 400 images/s on 2
+    cores: one FER2013-sized epoch ≈ 70 s); on a GPU the full net. Size a run with `epochs`,
+    `time_limit_s` and `max_faces`; `recipe: tiny` finishes in seconds (a smoke test)."""
+    return _train(context, config, lake, gpu, dev_data, ablation=False)
 
 
 @asset(**_GPU_ASSET)
 def trained_model_human_only(context: AssetExecutionContext, config: TrainingRunConfig,
-                             lake: ResourceParam[Any], gpu: GPUResource) -> MaterializeResult:
+                             lake: ResourceParam[Any], gpu: GPUResource,
+                             dev_data: DevDataResource) -> MaterializeResult:
     """Ablation: the same network and recipe trained on human expression labels only (no
-    generated VA/AU labels), to measure what SEKE's generated labels add."""
-    return _train(context, config, lake, gpu, ablation=True)
+    generated VA/AU labels), to measure what SEKE's generated labels add. Takes as long as
+    `trained_model` (same recipe and time budget)."""
+    return _train(context, config, lake, gpu, dev_data, ablation=True)
 
 
 @asset(deps=[trained_model, trained_model_human_only], group_name="training")
@@ -240,18 +242,7 @@ def training_ablation_report(context: AssetExecutionContext, lake: ResourceParam
     if differing:
         context.log.warning(f"the two checkpoints differ beyond the ablation in {sorted(differing)}: "
                             "retrain both with the same run config before reading the deltas")
-    keys = [("fer2013_validation", "expression_tta", "accuracy"), ("fer2013_validation", "expression", "accuracy"),
-            ("feab", "expression", "accuracy"), ("feab", "expression", "macro_f1"),
-            ("feab", "va", "ccc_valence"), ("feab", "va", "ccc_arousal"), ("feab", "aus", "mean_f1"),
-            ("ckplus", "expression", "accuracy"), ("ckplus", "aus", "mean_f1")]
-    for ev, head, key in keys:
-        vals = [runs[n]["evaluation"].get(ev, {}).get(head, {}).get(key) for n in (MULTITASK, ABLATION)]
-        if all(v is None for v in vals):
-            continue
-        fmt = [f"{v:.4f}" if isinstance(v, (int, float)) and v == v else "n/a" for v in vals]
-        delta = (f"{vals[0] - vals[1]:+.4f}" if all(isinstance(v, (int, float)) and v == v for v in vals) else "")
-        rows.append(f"| {ev} {head} {key} | {fmt[0]} | {fmt[1]} | {delta} |")
-    table = "| metric | multi-task (FEID) | human expression only | Δ |\n|---|---|---|---|\n" + "\n".join(rows)
+    table = ablation_table(runs[MULTITASK]["evaluation"], runs[ABLATION]["evaluation"])
     context.log.info("\n" + table)
     return MaterializeResult(metadata={
         "comparison": MetadataValue.md(table),

@@ -7,17 +7,17 @@ hits and only spends online calls on later adaptive rounds, verification and the
 batch could not deliver. The logic lives in :mod:`seke.annotators.vllm_batch`.
 """
 
-import os
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from assets.annotation import prompt_specs
 from assets.common import lake_partition
-from assets.knowledge import read_current_knowledge
+from seke.knowledge import read_current_knowledge
 from assets.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
-from resources.vllm import VLLM_POOL, VLLMResource
+from resources.annotator import AnnotatorResource
+from resources.vllm import VLLM_POOL
 from seke.annotation import SampleRequest
 from seke.records import face_items
 from seke.sv_uamc import SamplingConfig
@@ -33,11 +33,11 @@ class BatchPrefillConfig(Config):
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["raw_faces", "knowledge_prompts"], group_name="backfill",
        pool=VLLM_POOL, kinds={"openai", "parquet"})
 def vllm_batch_prefill(context: AssetExecutionContext, config: BatchPrefillConfig, lake: LakeResource,
-                       vllm: VLLMResource) -> MaterializeResult:
+                       annotator: AnnotatorResource) -> MaterializeResult:
     """First-round VLLM samples of every face of the batch, bought through the OpenAI Batch API
     and stored in the response cache (lake table ``vllm_cache``); ``annotate_faces`` reuses them."""
-    if os.environ.get("SEKE_ANNOTATOR", "offline") != "vllm":
-        context.log.info("SEKE_ANNOTATOR is not vllm: nothing to prefill")
+    if annotator.kind != "vllm":
+        context.log.info(f"the annotator is {annotator.kind!r}, not vllm: nothing to prefill")
         return MaterializeResult(metadata={"skipped": MetadataValue.text("annotator is not vllm")})
     part = lake_partition(context)
     store = lake.lake()
@@ -46,6 +46,7 @@ def vllm_batch_prefill(context: AssetExecutionContext, config: BatchPrefillConfi
     items = [f for f in face_items(faces, part["source"]) if f.face_id in prompts]
     requests = [SampleRequest(f, prompts[f.face_id], config.samples_per_face) for f in items
                 if prompts[f.face_id].missing]
+    vllm = annotator.endpoint()
     with vllm.annotator(read_current_knowledge(store), store) as ann:
         runner = vllm.batch_runner(ann, store)
         try:

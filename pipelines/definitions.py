@@ -15,31 +15,19 @@ from assets.review import review_labels, review_queue
 from assets.training import training_assets
 from assets.vllm_batch import vllm_batch_prefill
 from assets.warehouse import warehouse
-from pipelines.jobs import annotate_batch, refit_calibration, refresh_knowledge, vllm_backfill
+from pipelines.jobs import (annotate_batch, refit_calibration, refresh_knowledge, train_models,
+                            vllm_backfill)
 from pipelines.ops_k8s import step_executor
-from pipelines.ops_schedules import OPS_RESOURCES, landing_sensor, nightly_catch_up
-from resources.annotator import AnnotatorResource
-from resources.gpu import GPUResource
-from resources.landing import LandingZoneResource
-from resources.lake import LakeResource
-from resources.vllm import VLLMResource
-from resources.warehouse import WarehouseResource
+from pipelines.ops_schedules import landing_sensor, nightly_catch_up
+from resources.settings import default_resources
 
 defs = Definitions(
     assets=[raw_faces, knowledge, knowledge_prompts, annotate_faces, feid, feab, warehouse,
             evaluation, review_queue, review_labels, vllm_batch_prefill,
             confidence_calibration, annotator_quality, *training_assets],
-    jobs=[annotate_batch, refresh_knowledge, refit_calibration, vllm_backfill],
+    jobs=[annotate_batch, refresh_knowledge, refit_calibration, vllm_backfill, train_models],
     sensors=[landing_sensor],
     schedules=[nightly_catch_up],
     executor=step_executor(),
-    resources={
-        "lake": LakeResource(),
-        "landing": LandingZoneResource(),
-        "annotator": AnnotatorResource(),
-        "duckdb": WarehouseResource(),
-        "vllm": VLLMResource(),
-        "gpu": GPUResource(),
-        **OPS_RESOURCES,
-    },
+    resources=default_resources(),
 )

@@ -3,6 +3,12 @@
 from dagster import AssetSelection, define_asset_job
 
 from assets.partitions import batches
+from resources.deployment import annotation_run_tags, training_run_tags
+from resources.settings import annotator_kind
+
+#: Every run of these jobs, however launched (UI, backfill, sensor, schedule, CLI), carries the
+#: tag the run queue limits per annotator backend.
+_ANNOTATION_TAGS = annotation_run_tags(annotator_kind())
 
 #: Every partitioned asset of the graph for one batch (knowledge is unpartitioned and is
 #: materialized on its own when the tables change).
@@ -10,6 +16,7 @@ annotate_batch = define_asset_job(
     "annotate_batch",
     selection=AssetSelection.all() - AssetSelection.assets("knowledge") - AssetSelection.groups("evaluation", "training", "backfill", "calibration"),
     partitions_def=batches,
+    tags=_ANNOTATION_TAGS,
     description="Ingest one landing batch and run it through prompts, SV-UAMC sampling, "
                 "verification and FEID/FEAB, then refresh the DuckDB warehouse.",
 )
@@ -23,7 +30,15 @@ vllm_backfill = define_asset_job(
     "vllm_backfill",
     selection=AssetSelection.assets("raw_faces", "knowledge_prompts", "vllm_batch_prefill", "review_labels"),
     partitions_def=batches,
+    tags=_ANNOTATION_TAGS,
 )
 
 #: Refit the confidence calibration on every audited face in the lake.
 refit_calibration = define_asset_job("refit_calibration", selection=AssetSelection.assets("confidence_calibration"))
+
+#: Train the FEID model and its ablation, then compare them (one run per GPU pool at a time).
+train_models = define_asset_job("train_models", selection=AssetSelection.groups("training"),
+                                tags=training_run_tags(),
+                                description="Train the multi-task model on FEID and its human-labels-only "
+                                            "ablation, then write the comparison (CPU: compact recipe, "
+                                            "about 40 minutes on 2 cores; GPU: full recipe).")

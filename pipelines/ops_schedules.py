@@ -3,9 +3,8 @@ backfill policy for API-bound assets.
 
 Register in ``pipelines/definitions.py`` (see docs/operations.md)::
 
-    from pipelines.ops_schedules import (OPS_RESOURCES, landing_sensor, nightly_catch_up)
-    Definitions(..., sensors=[landing_sensor], schedules=[nightly_catch_up],
-                resources={..., **OPS_RESOURCES})
+    from pipelines.ops_schedules import landing_sensor, nightly_catch_up
+    Definitions(..., sensors=[landing_sensor], schedules=[nightly_catch_up])
 
 Every batch asset carries ``backfill_policy=one_batch_per_run`` (``API_BACKFILL_POLICY`` here).
 
@@ -22,53 +21,36 @@ Why these pieces:
 * **Backfill policy** -- SV-UAMC steps are bound by the model API, not by CPU. One partition per
   run keeps every run short, retryable on its own and visible per batch in the UI; the run queue
   (``seke/backend=vllm`` tag limit, ``dagster/backfill`` limit) and the ``vllm`` pool bound how
-  many of those runs call the API at once. Raise ``max_partitions_per_run`` only for assets whose
+  many of those runs call the API at once; the job carries the tag (resources.deployment). Raise ``max_partitions_per_run`` only for assets whose
   body loops over ``context.partition_keys``.
 """
 
 from __future__ import annotations
 
-import os
-
 from dagster import (AssetKey, DefaultScheduleStatus, DefaultSensorStatus,
                      RunRequest, ScheduleEvaluationContext, SensorEvaluationContext, SensorResult,
                      SkipReason, schedule, sensor)
-from dagster_aws.s3 import S3Resource
-
 from pipelines.jobs import annotate_batch
 from seke.landing import list_landing_batches
 from assets.partitions import batches, one_batch_per_run
 from resources.landing import LandingZoneResource
-from resources.s3 import default_s3_resource
 
 #: One partition per run for API-bound assets (see module docstring).
 API_BACKFILL_POLICY = one_batch_per_run
 
-#: Tag that the run queue limits (infra/dagster*.yaml `concurrency.runs.tag_concurrency_limits`).
-BACKEND_TAG = "seke/backend"
-
-
-OPS_RESOURCES = {"s3": default_s3_resource()}
-
-
-def run_tags() -> dict[str, str]:
-    return {BACKEND_TAG: os.environ.get("SEKE_ANNOTATOR", "offline")}
-
-
 @sensor(job=annotate_batch, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED,
         description="Adds a `batches` partition and requests an annotate_batch run for every "
                     "complete landing batch (manifest.csv present), on local disk or S3.")
-def landing_sensor(context: SensorEvaluationContext, landing: LandingZoneResource,
-                   s3: S3Resource) -> SensorResult | SkipReason:
+def landing_sensor(context: SensorEvaluationContext, landing: LandingZoneResource) -> SensorResult | SkipReason:
     root = landing.path
-    found = list_landing_batches(root, s3_client=s3.get_client() if root.startswith("s3://") else None)
+    found = list_landing_batches(root, s3_client=landing.s3_client() if root.startswith("s3://") else None)
     existing = set(context.instance.get_dynamic_partitions(batches.name))
     new = [k for k in found if k not in existing]
     if not new:
         return SkipReason(f"no new complete batches under {root} ({len(found)} known)")
     context.log.info(f"{len(new)} new batches under {root}: {new[:10]}")
     return SensorResult(
-        run_requests=[RunRequest(partition_key=k, run_key=k, tags=run_tags()) for k in new],
+        run_requests=[RunRequest(partition_key=k, run_key=k) for k in new],
         dynamic_partitions_requests=[batches.build_add_request(new)],
     )
 
@@ -85,4 +67,4 @@ def nightly_catch_up(context: ScheduleEvaluationContext):
         return SkipReason(f"all {len(keys)} batches have verified_labels")
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     return [RunRequest(partition_key=k, run_key=f"nightly-{day}-{k}",
-                       tags={**run_tags(), "seke/trigger": "nightly"}) for k in missing]
+                       tags={"seke/trigger": "nightly"}) for k in missing]

@@ -8,31 +8,36 @@ partition ``<source>__<batch>``.
 
 import os
 from pathlib import Path
+from typing import Optional
 
 from dagster import ConfigurableResource
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from seke.landing import fetch_batch, partition_key, split_partition_key  # noqa: F401  (re-exported)
-
-
-def default_landing() -> str:
-    return os.environ.get("SEKE_LANDING_URI") or os.environ.get("SEKE_LANDING_DIR") or os.path.abspath("landing")
 
 
 class LandingZoneResource(ConfigurableResource):
     """Local path or s3:// URI of the landing zone (env ``SEKE_LANDING_URI`` or
     ``SEKE_LANDING_DIR``, default ``./landing``), and where symlinks in a batch may point."""
 
-    path: str = Field(default_factory=default_landing)
-    scratch_dir: str = Field(default_factory=lambda: os.path.join(
-        os.environ.get("SEKE_CACHE_DIR", os.path.expanduser("~/.cache/seke")), "landing"),
-        description="where batches of an S3 landing zone are downloaded for decoding")
+    path: str = Field(default_factory=lambda: os.path.abspath("landing"),
+                      description="local folder or s3://bucket/prefix (env SEKE_LANDING_URI / SEKE_LANDING_DIR)")
+    scratch_dir: str = Field(default_factory=lambda: os.path.expanduser(os.path.join("~", ".cache", "seke", "landing")),
+                             description="where batches of an S3 landing zone are downloaded for decoding "
+                                         "(under SEKE_CACHE_DIR)")
+    s3: Optional[S3Resource] = Field(default=None, description="S3 endpoint and region, shared with the "
+                                                                "lake (env SEKE_S3_ENDPOINT)")
     allowed_roots: list[str] = Field(
-        default_factory=lambda: [p for p in os.environ.get("SEKE_LANDING_ALLOWED_ROOTS", "").split(os.pathsep) if p],
+        default_factory=list,
         description="local folders, besides the landing zone, that symlinks inside a batch may "
                     "point into (e.g. a shared image store; env SEKE_LANDING_ALLOWED_ROOTS, "
                     "os.pathsep-separated); a link resolving anywhere else is quarantined "
                     "outside_landing")
+
+    def s3_client(self):
+        """A boto3 client for an ``s3://`` landing zone (the sensor lists it, runs fetch from it)."""
+        return (self.s3 or S3Resource()).get_client()
 
     def symlink_roots(self) -> list[Path]:
         """Folders symlinks of a batch may resolve into: the local landing root (the download
@@ -43,10 +48,8 @@ class LandingZoneResource(ConfigurableResource):
     def batch_dir(self, source: str, batch: str) -> Path:
         """A local folder with the batch's files (downloaded first when the zone is on S3)."""
         if self.path.startswith("s3://"):
-            from resources.s3 import default_s3_resource
-
             return fetch_batch(self.path, source, batch, Path(self.scratch_dir) / source / batch,
-                               default_s3_resource().get_client())
+                               self.s3_client())
         d = Path(self.path) / source / batch
         if not d.is_dir():
             raise FileNotFoundError(f"batch folder {d} does not exist")

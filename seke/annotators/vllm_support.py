@@ -19,26 +19,29 @@ BUDGET_EXHAUSTED = "budget_exhausted"
 # ---- configuration -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VLLMConfig:
-    """Everything that defines one endpoint and one run's sampling and limits."""
+    """Everything that defines one endpoint and one run's sampling and limits (the Dagster
+    resource ``VLLMResource`` is derived from these fields and their ``help``)."""
 
-    base_url: str
-    model: str
+    base_url: str = field(default="https://api.openai.com/v1",
+                          metadata={"help": "chat-completions base URL (env SEKE_VLLM_BASE_URL)"})
+    model: str = field(default="gpt-4o", metadata={"help": "model name (env SEKE_VLLM_MODEL)"})
     api_key: str = field(default="EMPTY", repr=False)
-    timeout_s: float = 60.0
-    max_retries: int = 2
-    max_concurrency: int = 8
-    temperature: float = 0.7
-    top_p: float | None = None
-    seed: int | None = None
-    max_tokens: int = 1200
-    verify_temperature: float = 0.0
-    max_calls: int | None = None
-    max_usd: float | None = None
-    price_input_per_1m: float = 0.0
-    price_output_per_1m: float = 0.0
-    #: "auto" (probe) or a comma list of supported features among n,json_schema,json_object,logprobs
-    capabilities: str = "auto"
-    image_detail: str | None = None
+    timeout_s: float = field(default=60.0, metadata={"help": "per-request timeout in seconds"})
+    max_retries: int = field(default=2, metadata={"help": "SDK retries on 408/409/429/5xx/timeouts, "
+                                                          "honouring retry-after (0 = none)"})
+    max_concurrency: int = field(default=8, metadata={"help": "in-flight requests per step"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the Monte Carlo samples"})
+    top_p: float | None = field(default=None, metadata={"help": "nucleus sampling (None: the endpoint's)"})
+    seed: int | None = field(default=None, metadata={"help": "base seed; sample i uses seed + i"})
+    max_tokens: int = field(default=1200, metadata={"help": "completion token cap"})
+    verify_temperature: float = field(default=0.0, metadata={"help": "temperature of verification calls"})
+    max_calls: int | None = field(default=None, metadata={"help": "per-run cap on model calls"})
+    max_usd: float | None = field(default=None, metadata={"help": "per-run cap on spend in USD"})
+    price_input_per_1m: float = field(default=0.0, metadata={"help": "USD per 1M prompt tokens"})
+    price_output_per_1m: float = field(default=0.0, metadata={"help": "USD per 1M completion tokens"})
+    capabilities: str = field(default="auto", metadata={
+        "help": "auto (probe) or a comma list among n,json_schema,json_object,logprobs"})
+    image_detail: str | None = field(default=None, metadata={"help": "image detail hint (low|high|auto)"})
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.price_input_per_1m

@@ -134,3 +134,24 @@ def recipe_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[A
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b))
             if k not in ABLATION_FIELDS and a.get(k) != b.get(k)}
 
+
+
+#: Recipe names a run can ask for; ``auto`` resolves by device (:func:`resolve_recipe`).
+RECIPES = ("auto", "full", "compact", "tiny")
+
+
+def resolve_recipe(name: str, device: str, *, run_name: str, ablation: bool = False, epochs: int = 0,
+                   batch_size: int = 0, lr: float = 0.0, time_limit_s: float = 1800.0, seed: int = 0,
+                   tta: bool = True) -> TrainConfig:
+    """The recipe a run trains. ``auto`` picks the full net on a GPU and the compact one on CPU,
+    where the full net trains too slowly (``bench/train_throughput.py`` measures both); zero
+    for ``epochs``/``batch_size``/``lr`` keeps the recipe's value; ``ablation`` switches to
+    human expression labels only. Raises ``ValueError`` for an unknown name."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; one of {', '.join(RECIPES)}")
+    if name == "auto":
+        name = "full" if device.startswith("cuda") else "compact"
+    base = {"full": TrainConfig, "compact": TrainConfig.compact, "tiny": TrainConfig.tiny}[name]()
+    cfg = replace(base, name=run_name, epochs=epochs or base.epochs, batch_size=batch_size or base.batch_size,
+                  lr=lr or base.lr, time_limit_s=time_limit_s, seed=seed, tta=tta)
+    return cfg.ablation() if ablation else cfg

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,10 +17,8 @@ Logger = Callable[[str], None]
 
 
 def shared_data_dir() -> Path:
-    """``../shared/data`` beside the repository root, or ``$SEKE_SHARED_DATA``."""
-    env = os.environ.get("SEKE_SHARED_DATA")
-    if env:
-        return Path(env)
+    """``../shared/data`` beside the repository root (the dev-data resource passes another
+    folder explicitly when ``SEKE_SHARED_DATA`` says so)."""
     return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 

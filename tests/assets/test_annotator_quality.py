@@ -20,6 +20,7 @@ def test_annotator_quality_asset_writes_figures(tmp_path):
     except weights.WeightsMissing as exc:
         pytest.skip(f"offline weights not fetched: {exc}")
     from assets.annotator_quality import annotator_quality
+    from resources.data import DevDataResource
     from resources.lake import LakeResource
     from seke.lake import Lake
 
@@ -27,7 +28,7 @@ def test_annotator_quality_asset_writes_figures(tmp_path):
     cfg = {"ops": {"annotator_quality": {"config": {
         "data_dirs": [str(SHARED / "ckplus"), str(tmp_path / "nothing-here")], "limit": 30, "run_id": "t1"}}}}
     result = materialize([annotator_quality], instance=DagsterInstance.ephemeral(),
-                         resources={"lake": LakeResource(uri=lake.uri)}, run_config=cfg)
+                         resources={"lake": LakeResource(uri=lake.uri), "dev_data": DevDataResource()}, run_config=cfg)
     assert result.success
     table = lake.read_table("annotator_quality")
     assert table.height == 1 and table["set"][0] == "ckplus" and table["n"][0] == 30

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 from dagster import DagsterInstance, materialize
 
-from assets.calibration import confidence_calibration, read_current_calibration
+from assets.calibration import confidence_calibration
+from seke.calibration import read_current_calibration
 from resources.lake import LakeResource
 from seke import schemas
 from seke.annotation import PromptSpec

@@ -8,9 +8,10 @@ partition pays nothing (every sample is a cache hit from the lake table ``vllm_c
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 from dagster import DagsterInstance, Definitions
+
+from seke.lake import Lake
 
 from tests.assets.test_graph import KEY, build_batch
 from tests.fake_openai_server import Behaviour, FakeOpenAIServer
@@ -35,7 +36,7 @@ def test_annotate_batch_with_vllm_annotator(tmp_path, shared_data, monkeypatch):
         monkeypatch.setenv("SEKE_VLLM_PRICE_OUTPUT_PER_1M", "10")
         resources = {"lake": LakeResource(uri=str(tmp_path / "lake")),
                      "landing": LandingZoneResource(path=str(tmp_path / "landing")),
-                     "annotator": AnnotatorResource(kind="vllm", seed=0),
+                     "annotator": AnnotatorResource(kind="vllm", seed=0, vllm=_env_vllm()),
                      "duckdb": WarehouseResource(path=str(tmp_path / "lake" / "warehouse.duckdb"))}
         defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs, resources={**pd.defs.resources, **resources})
         instance = DagsterInstance.ephemeral()
@@ -49,10 +50,10 @@ def test_annotate_batch_with_vllm_annotator(tmp_path, shared_data, monkeypatch):
 
         first = run()
         calls_first = len(srv.chat_requests(with_image=True))
-        samples1 = pl.read_parquet(str(tmp_path / "lake" / "mc_samples" / "**" / "*.parquet"))
+        samples1 = Lake(str(tmp_path / "lake")).read_table("mc_samples")
         second = run()
         calls_second = len(srv.chat_requests(with_image=True)) - calls_first
-    samples2 = pl.read_parquet(str(tmp_path / "lake" / "mc_samples" / "**" / "*.parquet"))
+    samples2 = Lake(str(tmp_path / "lake")).read_table("mc_samples")
     assert calls_first > 0 and samples1.height > 0
     assert set(samples1["backend"]) == {"vllm"} and set(samples1["model"]) == {"fake-vlm"}
     assert (samples1["parse_status"] != "failed").all()
@@ -61,8 +62,15 @@ def test_annotate_batch_with_vllm_annotator(tmp_path, shared_data, monkeypatch):
     assert calls_second == 0
     assert samples2["cache_hit"].all() and samples2["cost_usd"].sum() == 0
     assert samples2.height == samples1.height
-    labels = pl.read_parquet(str(tmp_path / "lake" / "verified_labels" / "**" / "*.parquet"))
+    labels = Lake(str(tmp_path / "lake")).read_table("verified_labels")
     assert labels.height > 0
     logs = "\n".join(str(e) for r in (first, second) for e in instance.all_logs(r.run_id))
     assert API_KEY not in logs
     assert all(API_KEY.encode() not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+
+
+def _env_vllm():
+    """The endpoint resource as the code location builds it from SEKE_VLLM_* (set by the test)."""
+    from resources.settings import default_resources
+
+    return default_resources()["annotator"].vllm

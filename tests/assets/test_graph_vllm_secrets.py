@@ -99,7 +99,7 @@ def test_echoed_key_never_stored_anywhere(tmp_path, monkeypatch, capfd, caplog):
             monkeypatch.setenv(name, value)
         srv.script(list(ECHOES))
         resources = {"lake": LakeResource(uri=str(lake)), "landing": LandingZoneResource(path=str(landing)),
-                     "annotator": AnnotatorResource(kind="vllm", seed=0),
+                     "annotator": AnnotatorResource(kind="vllm", seed=0, vllm=_env_vllm()),
                      "duckdb": WarehouseResource(path=str(lake / "warehouse.duckdb"))}
         defs = Definitions(assets=pd.defs.assets, jobs=pd.defs.jobs,
                            resources={**pd.defs.resources, **resources})
@@ -146,3 +146,10 @@ def test_echoed_key_never_stored_anywhere(tmp_path, monkeypatch, capfd, caplog):
     assert events and list(home.rglob("*.db")), "the event log was not on disk to check"
     print(f"checked {len(list(lake.rglob('*')))} lake paths, {len(compute_logs)} compute log files, "
           f"{len(events)} chars of events, {len(errors)} sample errors")
+
+
+def _env_vllm():
+    """The endpoint resource as the code location builds it from SEKE_VLLM_* (set by the test)."""
+    from resources.settings import default_resources
+
+    return default_resources()["annotator"].vllm

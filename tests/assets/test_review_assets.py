@@ -27,14 +27,13 @@ def test_review_round_trip_through_dagster(tmp_path: Path) -> None:
     faces = F.raw_faces(6).with_columns(pl.Series("crop_png", [_png(i) for i in range(6)], dtype=pl.Binary))
     lake.write_partition("raw_faces", PART, faces)
     review_dir = tmp_path / "review"
-    resources = {"lake": LakeResource(uri=str(tmp_path / "lake"))}
-    run_config = {"ops": {n: {"config": {"review_dir": str(review_dir)}}
-                          for n in ("review_queue", "review_labels")}}
+    from resources.data import ReviewResource
+
+    resources = {"lake": LakeResource(uri=str(tmp_path / "lake")), "review_dir": ReviewResource(path=str(review_dir))}
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("batches", [KEY])
         r1 = dg.materialize([review_queue], instance=instance, partition_key=KEY, resources=resources,
-                            run_config={"ops": {"review_queue": run_config["ops"]["review_queue"]}},
                             selection=[review_queue])
         assert r1.success
         queue = review_dir / "queue" / KEY
@@ -56,8 +55,7 @@ def test_review_round_trip_through_dagster(tmp_path: Path) -> None:
         (review_dir / "exports" / "project-1.json").write_text(json.dumps(export + [bad, other]))
         (review_dir / "exports" / "broken.json").write_text("{not json")
 
-        r2 = dg.materialize([review_labels], instance=instance, partition_key=KEY, resources=resources,
-                            run_config={"ops": {"review_labels": run_config["ops"]["review_labels"]}})
+        r2 = dg.materialize([review_labels], instance=instance, partition_key=KEY, resources=resources)
         assert r2.success
         mat = r2.asset_materializations_for_node("review_labels")[0]
         assert mat.metadata["reviewed_faces"].value == 2

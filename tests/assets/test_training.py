@@ -18,6 +18,7 @@ from tests.seke.train.conftest import _one_torch_thread  # noqa: E402,F401  (aut
 
 from assets.training import (ABLATION, MULTITASK, trained_model,  # noqa: E402
                              trained_model_human_only, training_ablation_report)
+from resources.data import DevDataResource  # noqa: E402
 from resources.gpu import GPUResource  # noqa: E402
 
 try:  # the platform's lake resource (lead's module); same interface otherwise
@@ -50,7 +51,8 @@ def _run_config(tmp_path: Path) -> dict:
 def test_training_assets_store_checkpoints_and_compare(lake_dir: Path, tmp_path: Path, capsys):
     instance = DagsterInstance.ephemeral()
     result = materialize([trained_model, trained_model_human_only, training_ablation_report],
-                         resources={"lake": LakeResource(uri=str(lake_dir)), "gpu": GPUResource(device="cpu")},
+                         resources={"lake": LakeResource(uri=str(lake_dir)), "gpu": GPUResource(device="cpu"),
+                                    "dev_data": DevDataResource()},
                          run_config=_run_config(tmp_path), instance=instance)
     assert result.success
     out = capsys.readouterr().out
@@ -94,6 +96,7 @@ def test_training_assets_store_checkpoints_and_compare(lake_dir: Path, tmp_path:
 
 def test_training_without_feid_fails_clearly(tmp_path: Path):
     result = materialize([trained_model], resources={"lake": LakeResource(uri=str(tmp_path / "empty")),
+                                                     "dev_data": DevDataResource(),
                                                      "gpu": GPUResource(device="cpu")},
                          run_config={"ops": {"trained_model": {"config": {"tiny": True}}}},
                          instance=DagsterInstance.ephemeral(), raise_on_error=False)

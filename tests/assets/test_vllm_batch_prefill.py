@@ -17,7 +17,6 @@ def test_prefill_then_annotate_pays_first_round_once(tmp_path, shared_data, monk
     from resources.annotator import AnnotatorResource
     from resources.lake import LakeResource
     from resources.landing import LandingZoneResource
-    from resources.vllm import VLLMResource
     from resources.warehouse import WarehouseResource
 
     build_batch(shared_data, tmp_path / "landing" / "mixed" / "b1")
@@ -36,7 +35,7 @@ def test_prefill_then_annotate_pays_first_round_once(tmp_path, shared_data, monk
             assets=pd.defs.assets, jobs=[*pd.defs.jobs, prefill, annotate],
             resources={**pd.defs.resources, "lake": LakeResource(uri=str(tmp_path / "lake")),
                        "landing": LandingZoneResource(path=str(tmp_path / "landing")),
-                       "annotator": AnnotatorResource(kind="vllm", seed=0), "vllm": VLLMResource(),
+                       "annotator": AnnotatorResource(kind="vllm", seed=0, vllm=_env_vllm()),
                        "duckdb": WarehouseResource(path=str(tmp_path / "lake" / "warehouse.duckdb"))})
         instance = DagsterInstance.ephemeral()
         instance.add_dynamic_partitions("batches", [KEY])
@@ -52,10 +51,19 @@ def test_prefill_then_annotate_pays_first_round_once(tmp_path, shared_data, monk
         assert len(srv.batches) == 1
         r2 = defs.resolve_job_def("annotate").execute_in_process(instance=instance, partition_key=KEY)
         assert r2.success
-    samples = pl.read_parquet(str(tmp_path / "lake" / "mc_samples" / "**" / "*.parquet"))
+    from seke.lake import Lake
+
+    samples = Lake(str(tmp_path / "lake")).read_table("mc_samples")
     round0 = samples.filter(pl.col("round") == 0)
     assert round0.height == meta["samples_collected"].value
     assert round0["cache_hit"].all() and round0["cost_usd"].sum() == 0
     assert (samples["parse_status"] != "failed").all()
     logs = "\n".join(str(e) for r in (r1, r2) for e in instance.all_logs(r.run_id))
     assert API_KEY not in logs
+
+
+def _env_vllm():
+    """The endpoint resource as the code location builds it from SEKE_VLLM_* (set by the test)."""
+    from resources.settings import default_resources
+
+    return default_resources()["annotator"].vllm

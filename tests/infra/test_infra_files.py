@@ -142,9 +142,10 @@ def test_gpu_step_tags_are_valid_dagster_k8s_config() -> None:
     dagster_k8s = pytest.importorskip("dagster_k8s", reason="dagster-k8s is the optional `k8s` extra")
     from dagster_k8s.job import get_user_defined_k8s_config
 
-    from pipelines.ops_k8s import GPU_STEP_TAGS, step_executor
+    from pipelines.ops_k8s import step_executor
+    from resources.deployment import gpu_op_tags
 
-    tags = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in GPU_STEP_TAGS.items()}
+    tags = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in gpu_op_tags().items()}
     cfg = get_user_defined_k8s_config(tags)  # validates against dagster-k8s' schema
     assert cfg.container_config["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert cfg.pod_spec_config["node_selector"]

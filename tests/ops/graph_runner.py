@@ -55,12 +55,14 @@ def make_landing_batch(landing: Path, source: str, batch: str, n: int = 6) -> Pa
 
 
 def graph_resources(lake_uri: str, landing: Path) -> dict:
-    from pipelines.definitions import defs
+    """The code location's resources as the environment configures them *now*, on this lake."""
     from resources.landing import LandingZoneResource
     from resources.lake import LakeResource
+    from resources.settings import default_resources
 
-    return {**defs.resources,
-            "lake": LakeResource(uri=lake_uri, s3_endpoint=os.environ.get("SEKE_S3_ENDPOINT")),
+    res = default_resources()
+    return {**res,
+            "lake": LakeResource(uri=lake_uri, s3=res["s3"]),
             "landing": LandingZoneResource(path=str(landing))}
 
 
@@ -98,9 +100,9 @@ def batch_asset_keys() -> list[str]:
 
 def require_full_graph() -> None:
     """Skip (with the reason) when the default annotator of the code location cannot be built."""
-    from resources.annotator import AnnotatorResource
+    from resources.settings import annotator_kind
 
-    kind = AnnotatorResource().kind
+    kind = annotator_kind()
     if kind == "offline":
         try:
             import seke.annotators.offline  # noqa: F401

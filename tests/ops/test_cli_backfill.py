@@ -50,7 +50,7 @@ def test_cli_backfill_runs_through_the_daemon(tmp_path, monkeypatch):
                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _cli([str(BIN / "dagster"), "job", "backfill", "-w", "workspace.yaml", "-j", "annotate_batch",
-              "--partitions", ",".join(KEYS), "--noprompt", "--tags", '{"seke/backend": "offline"}'], env)
+              "--partitions", ",".join(KEYS), "--noprompt"], env)   # no tags: the job attaches them
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         deadline = time.monotonic() + 420
         while True:
@@ -76,6 +76,8 @@ def test_cli_backfill_runs_through_the_daemon(tmp_path, monkeypatch):
     assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(KEYS)
     assert all(r.status == DagsterRunStatus.SUCCESS for r in runs), [(r.run_id, r.status) for r in runs]
     assert all(r.tags.get("dagster/backfill") == backfills[0].backfill_id for r in runs)
+    assert all(r.tags.get("seke/backend") == "offline" for r in runs)   # the run queue's tag, from the job
+    from seke.lake import Lake
     for k in KEYS:
         batch = k.split("__")[1]
-        assert (lake / "verified_labels" / "source=ckplus" / f"batch={batch}" / "part-0.parquet").exists()
+        assert Lake(str(lake)).exists("verified_labels", {"source": "ckplus", "batch": batch})

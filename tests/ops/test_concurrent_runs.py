@@ -29,6 +29,7 @@ def test_two_concurrent_runs_of_one_partition(tmp_path):
     home.mkdir()
     shutil.copy(ROOT / "infra" / "dagster.yaml", home / "dagster.yaml")
     make_landing_batch(landing, *KEY.split("__"), n=4)
+    _prepare_instance(home)   # a deployment's instance exists before its runs (SQLite schema)
     env = {**os.environ, "DAGSTER_HOME": str(home), "SEKE_LAKE_URI": str(lake_dir),
            "SEKE_LANDING_DIR": str(landing), "SEKE_DUCKDB_PATH": str(lake_dir / "warehouse.duckdb"),
            "SEKE_ANNOTATOR": "offline", "PYTHONPATH": str(ROOT)}
@@ -52,3 +53,18 @@ def test_two_concurrent_runs_of_one_partition(tmp_path):
     assert set(feid["face_id"]) <= accepted and not set(feid["face_id"]) & set(feab["face_id"])
     for table in ("knowledge_current",):                                         # unpartitioned too
         assert lake.read_table(table).height == 1
+
+
+def _prepare_instance(home: Path) -> None:
+    from dagster import DagsterInstance
+
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with DagsterInstance.get() as instance:
+            instance.get_runs(limit=1)
+    finally:
+        if old is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = old

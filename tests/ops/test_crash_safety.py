@@ -32,7 +32,7 @@ from tests.ops.graph_runner import make_landing_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "ckplus__crash"
-PART = "source=ckplus/batch=crash"
+_PART = {"source": "ckplus", "batch": "crash"}
 FACES = 5
 LATENCY_S = 0.5
 CONCURRENCY = 1
@@ -51,11 +51,12 @@ def _need_vllm_stack():
 
 
 def _cache_samples(lake: Path) -> set[str]:
-    # Hidden ".tmp-*" files are writes in progress (seke.lake's temp + rename); readers skip them.
-    files = [f for f in (lake / "vllm_cache").rglob("*.parquet") if not f.name.startswith(".")]
-    if not files:
+    # Only committed Delta versions count: a write the kill interrupted is not in the log.
+    from seke.lake import Lake
+
+    frame = Lake(str(lake)).read_table("vllm_cache")
+    if frame.is_empty():
         return set()
-    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
     return set(frame.filter(pl.col("kind") == "sample")["key"].to_list())
 
 
@@ -103,7 +104,9 @@ def _run_to_end(env, lake, landing, timeout=300) -> None:
 
 
 def _samples(lake: Path) -> pl.DataFrame:
-    return pl.read_parquet(lake / "mc_samples" / PART / "part-0.parquet")
+    from seke.lake import Lake
+
+    return Lake(str(lake)).read_partition("mc_samples", _PART)
 
 
 def test_sigkill_mid_mc_samples_then_restart(tmp_path):
@@ -133,7 +136,9 @@ def test_sigkill_mid_mc_samples_then_restart(tmp_path):
         assert proc.returncode == -signal.SIGKILL
         cached = _cache_samples(lake)
         calls_before_kill = len(srv.chat_requests(with_image=True)) - n1
-        assert not (lake / "mc_samples" / PART).exists(), \
+        from seke.lake import Lake
+
+        assert not Lake(str(lake)).exists("mc_samples", _PART), \
             "the kill landed after mc_samples was written; raise LATENCY_S"
         assert 0 < len(cached) < reference.height
 
@@ -157,10 +162,13 @@ def test_sigkill_mid_mc_samples_then_restart(tmp_path):
         assert final.select(ident).is_duplicated().sum() == 0
         cols = ident + ["expression", "valence", "arousal"]
         assert final.select(cols).sort(ident).equals(reference.select(cols).sort(ident))
-        labels = pl.read_parquet(lake / "verified_labels" / PART / "part-0.parquet")
-        raw = pl.read_parquet(lake / "raw_faces" / PART / "part-0.parquet")
+        from seke.lake import Lake
+
+        store = Lake(str(lake))
+        labels = store.read_partition("verified_labels", _PART)
+        raw = store.read_partition("raw_faces", _PART)
         assert labels["face_id"].n_unique() == labels.height == raw.height
-        assert len(list((lake / "mc_samples" / PART).glob("*.parquet"))) == 1
+        assert len([f for f, p in store.files("mc_samples") if p == _PART]) == 1
 
         # A third run is answered entirely from the cache.
         n3 = len(srv.chat_requests(with_image=True))

@@ -31,7 +31,7 @@ def test_full_partition_on_s3_is_readable_and_idempotent(s3_lake_uri, seaweedfs,
     require_full_graph()
     landing = tmp_path / "landing"
     make_landing_batch(landing, "ckplus", "s3e2e", n=4)
-    lake = Lake(s3_lake_uri)
+    lake = Lake(s3_lake_uri, s3_endpoint=seaweedfs.endpoint)
     prefix = s3_lake_uri.split("/", 3)[3] + "/"
     with DagsterInstance.ephemeral() as instance:
         assert run_knowledge(instance, s3_lake_uri, landing).success

@@ -29,7 +29,7 @@ def _labels(n: int, batch: str, offset: int = 0) -> pa.Table:
 
 
 def test_write_read_roundtrip_on_s3(s3_lake_uri: str, seaweedfs) -> None:
-    lake = Lake(s3_lake_uri)
+    lake = Lake(s3_lake_uri, s3_endpoint=seaweedfs.endpoint)
     assert lake.is_s3
     commit = lake.write_partition("verified_labels", {"source": "ckplus", "batch": "b1"}, _labels(40, "b1"))
     lake.write_partition("verified_labels", {"source": "fer2013", "batch": "b2"}, _labels(25, "b2"))
@@ -49,7 +49,7 @@ def test_write_read_roundtrip_on_s3(s3_lake_uri: str, seaweedfs) -> None:
 
 
 def test_rewrite_is_idempotent_and_replaces(s3_lake_uri: str, seaweedfs) -> None:
-    lake = Lake(s3_lake_uri)
+    lake = Lake(s3_lake_uri, s3_endpoint=seaweedfs.endpoint)
     key = {"source": "ckplus", "batch": "b1"}
     for _ in range(3):
         lake.write_partition("verified_labels", key, _labels(30, "b1"))
@@ -64,10 +64,10 @@ def test_rewrite_is_idempotent_and_replaces(s3_lake_uri: str, seaweedfs) -> None
     assert not lake.exists("verified_labels", key)
 
 
-def test_concurrent_writers_on_s3_all_commit(s3_lake_uri: str) -> None:
+def test_concurrent_writers_on_s3_all_commit(s3_lake_uri: str, seaweedfs) -> None:
     """Two writers of one partition on S3: delta-rs' conditional put makes one lose each race,
     it retries, and every version holds exactly one writer's frame."""
-    lake = Lake(s3_lake_uri)
+    lake = Lake(s3_lake_uri, s3_endpoint=seaweedfs.endpoint)
     key = {"source": "ckplus", "batch": "same"}
     errors: list[BaseException] = []
 
@@ -93,8 +93,8 @@ def test_concurrent_writers_on_s3_all_commit(s3_lake_uri: str) -> None:
     assert len(seen) == 12                                  # every write committed, none lost
 
 
-def test_duckdb_reads_s3_lake_through_arrow_dataset(s3_lake_uri: str) -> None:
-    lake = Lake(s3_lake_uri)
+def test_duckdb_reads_s3_lake_through_arrow_dataset(s3_lake_uri: str, seaweedfs) -> None:
+    lake = Lake(s3_lake_uri, s3_endpoint=seaweedfs.endpoint)
     lake.write_partition("verified_labels", {"source": "ckplus", "batch": "b1"}, _labels(40, "b1"))
     lake.write_partition("verified_labels", {"source": "fer2013", "batch": "b2"}, _labels(24, "b2"))
     labels = lake.dataset("verified_labels")  # noqa: F841 - scanned by DuckDB by name

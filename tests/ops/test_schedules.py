@@ -31,18 +31,21 @@ def test_landing_sensor_on_s3_adds_partitions_once(seaweedfs, s3_lake_uri, tmp_p
     client.put_object(Bucket=seaweedfs.bucket, Key=f"{prefix}/wild/uploading/a.jpg", Body=b"x")
 
     with DagsterInstance.ephemeral() as instance:
-        resources = {"landing": LandingZoneResource(path=landing_uri), "s3": _s3(seaweedfs)}
-        result = landing_sensor(build_sensor_context(instance=instance, resources=resources))
+        resources = {"landing": LandingZoneResource(path=landing_uri, s3=_s3(seaweedfs))}
+        with build_sensor_context(instance=instance, resources=resources) as ctx:
+            result = landing_sensor(ctx)
         keys = [r.partition_key for r in result.run_requests]
         assert keys == ["ckplus__b1", "fer2013__b2"]
         assert [r.run_key for r in result.run_requests] == keys
         assert result.dynamic_partitions_requests[0].partition_keys == keys
         instance.add_dynamic_partitions("batches", keys)   # what the daemon does with the result
         # Second tick: nothing new -> skip; the incomplete batch appears once its manifest lands.
-        again = landing_sensor(build_sensor_context(instance=instance, resources=resources))
+        with build_sensor_context(instance=instance, resources=resources) as ctx:
+            again = landing_sensor(ctx)
         assert isinstance(again, SkipReason)
         client.put_object(Bucket=seaweedfs.bucket, Key=f"{prefix}/wild/uploading/manifest.csv", Body=b"image\n")
-        third = landing_sensor(build_sensor_context(instance=instance, resources=resources))
+        with build_sensor_context(instance=instance, resources=resources) as ctx:
+            third = landing_sensor(ctx)
         assert [r.partition_key for r in third.run_requests] == ["wild__uploading"]
 
     # Ingestion reads local files: the batch is fetched from S3 byte-for-byte.
@@ -60,9 +63,9 @@ def test_landing_sensor_local(tmp_path, monkeypatch):
     (landing / "ckplus" / "partial").mkdir(parents=True)
     assert list_landing_batches(str(landing)) == ["ckplus__b1"]
     with DagsterInstance.ephemeral() as instance:
-        ctx = build_sensor_context(instance=instance, resources={
-            "landing": LandingZoneResource(path=str(landing)), "s3": S3Resource()})
-        result = landing_sensor(ctx)
+        with build_sensor_context(instance=instance, resources={
+                "landing": LandingZoneResource(path=str(landing))}) as ctx:
+            result = landing_sensor(ctx)
         assert [r.partition_key for r in result.run_requests] == ["ckplus__b1"]
 
 

@@ -135,7 +135,7 @@ def test_asset_graph_partition_checks_and_plots_in_chromium(dagster_ui):
         expect(page.get_by_text(KEY).first).to_be_visible()
         for label in ("Row count", "path", "preview", "accepted", "abstained"):
             expect(page.get_by_text(label, exact=True).first).to_be_visible()
-        expect(page.get_by_text("part-0.parquet", exact=False).first).to_be_visible()
+        expect(page.get_by_text("table_version", exact=True).first).to_be_visible()
         page.screenshot(path=str(tmp / "partition.png"), full_page=True)
 
         # 3. Metadata plots: numeric metadata charted per materialization.

@@ -33,7 +33,6 @@ def test_sensor_adds_partitions_for_new_complete_batches(tmp_path):
 
     from pipelines.ops_schedules import landing_sensor
     from resources.landing import LandingZoneResource
-    from resources.s3 import default_s3_resource
 
     (tmp_path / "ckplus" / "2026-11-01").mkdir(parents=True)
     (tmp_path / "ckplus" / "2026-11-01" / "manifest.csv").write_text("image\n")
@@ -42,9 +41,9 @@ def test_sensor_adds_partitions_for_new_complete_batches(tmp_path):
     (tmp_path / "wild" / "w1" / "manifest.csv").write_text("image\n")
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("batches", ["wild__w1"])
-    ctx = build_sensor_context(instance=instance, resources={
-        "landing": LandingZoneResource(path=str(tmp_path)), "s3": default_s3_resource()})
-    result = landing_sensor(ctx)
+    with build_sensor_context(instance=instance, resources={
+            "landing": LandingZoneResource(path=str(tmp_path))}) as ctx:
+        result = landing_sensor(ctx)
     assert [r.partition_key for r in result.run_requests] == ["ckplus__2026-11-01"]
     assert [r.run_key for r in result.run_requests] == ["ckplus__2026-11-01"]
     assert result.dynamic_partitions_requests[0].partition_keys == ["ckplus__2026-11-01"]

@@ -6,17 +6,17 @@ import logging
 
 import pytest
 
-from resources.gpu import GPUResource, k8s_gpu_tags
+from resources.deployment import GPU_TAG, gpu_op_tags
+from resources.gpu import GPUResource
 
 
-def test_k8s_tags_request_a_gpu_on_a_gpu_node():
-    tags = k8s_gpu_tags(gpus=2, node_selector={"pool": "gpu"})
+def test_gpu_op_tags_request_a_gpu_on_a_gpu_node():
+    tags = gpu_op_tags(gpus=2)
     cfg = tags["dagster-k8s/config"]
     assert cfg["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert cfg["container_config"]["resources"]["requests"]["nvidia.com/gpu"] == "2"
-    assert cfg["pod_spec_config"]["node_selector"] == {"pool": "gpu"}
-    assert GPUResource(gpus=1).k8s_tags()["dagster-k8s/config"]["pod_spec_config"]["node_selector"] == {
-        "nvidia.com/gpu.present": "true"}
+    assert cfg["pod_spec_config"]["node_selector"] == {"nvidia.com/gpu.present": "true"}
+    assert tags[GPU_TAG] == "train"
 
 
 def test_cpu_fallback_is_logged_and_reported(caplog):

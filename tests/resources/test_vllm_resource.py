@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from resources.settings import default_resources
 from resources.vllm import VLLM_POOL, VLLMResource
 from seke.annotators.vllm import summarise_samples
 from seke.knowledge import knowledge_v1
@@ -13,6 +14,14 @@ from tests.fake_openai_server import Behaviour, FakeOpenAIServer
 from tests.seke.annotators.conftest import faces, requests
 
 KEY = "sk-resource-SECRET-42424242"
+
+
+def _from_env() -> VLLMResource:
+    """The endpoint resource as the code location configures it from the environment."""
+    from dagster import build_resources
+
+    with build_resources({"annotator": default_resources()["annotator"]}) as res:
+        return res.annotator.endpoint()
 
 
 def test_configured_from_env(monkeypatch):
@@ -24,7 +33,7 @@ def test_configured_from_env(monkeypatch):
     monkeypatch.setenv("SEKE_VLLM_MAX_USD", "1.5")
     monkeypatch.setenv("SEKE_VLLM_PRICE_INPUT_PER_1M", "2.5")
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    r = VLLMResource()
+    r = _from_env()
     cfg = r.config()
     assert (cfg.base_url, cfg.model, cfg.max_concurrency, cfg.timeout_s) == ("http://127.0.0.1:9/v1", "qwen2.5-vl", 3, 12.5)
     assert (cfg.max_calls, cfg.max_usd, cfg.price_input_per_1m) == (100, 1.5, 2.5)
@@ -38,10 +47,10 @@ def test_zero_from_env_is_zero_not_the_default(monkeypatch):
     monkeypatch.setenv("SEKE_VLLM_MAX_RETRIES", "0")
     monkeypatch.setenv("SEKE_VLLM_TEMPERATURE", "0")
     monkeypatch.setenv("SEKE_VLLM_PRICE_OUTPUT_PER_1M", "0")
-    cfg = VLLMResource().config()
+    cfg = _from_env().config()
     assert (cfg.max_retries, cfg.temperature, cfg.price_output_per_1m) == (0, 0.0, 0.0)
     monkeypatch.delenv("SEKE_VLLM_MAX_RETRIES")
-    assert VLLMResource().config().max_retries == 2
+    assert _from_env().config().max_retries == 2
 
 
 def test_materialization_with_pool_uses_cache_and_never_logs_key(monkeypatch, tmp_path):
@@ -62,8 +71,8 @@ def test_materialization_with_pool_uses_cache_and_never_logs_key(monkeypatch, tm
                                                       **{f"run_{k}": v for k, v in ann.stats.as_metadata().items()}})
 
         instance = dg.DagsterInstance.ephemeral()
-        res1 = dg.materialize([toy_samples], resources={"vllm": VLLMResource()}, instance=instance)
-        res2 = dg.materialize([toy_samples], resources={"vllm": VLLMResource()}, instance=instance)
+        res1 = dg.materialize([toy_samples], resources={"vllm": _from_env()}, instance=instance)
+        res2 = dg.materialize([toy_samples], resources={"vllm": _from_env()}, instance=instance)
     assert res1.success and res2.success
     m1 = res1.asset_materializations_for_node("toy_samples")[0].metadata
     m2 = res2.asset_materializations_for_node("toy_samples")[0].metadata

@@ -106,7 +106,7 @@ def make_samples(labels: pl.DataFrame, backend: str = "offline", model: str = "f
     return pl.from_arrow(conform(pa.Table.from_pylist(rows), MC_SAMPLES))
 
 
-def make_lake(root: str) -> "object":
+def make_lake(root: str, s3_endpoint: str | None = None) -> "object":
     """A small materialized lake with every table the analyst queries touch.
 
     Two partitions (ckplus/b1 with subjects and AUs, fer2013/b2 without); in fer2013 the first
@@ -117,7 +117,7 @@ def make_lake(root: str) -> "object":
     from seke.feid import build_feid
     from seke.lake import Lake
 
-    lake = Lake(root)
+    lake = Lake(root, s3_endpoint=s3_endpoint)
     for source, batch, subjects, loose in (("ckplus", "b1", 8, 0), ("fer2013", "b2", 0, 30)):
         raw, labels = make_faces(n_subjects=subjects, per_subject=3, n_loose=loose, source=source, batch=batch)
         if source == "fer2013":

@@ -96,8 +96,8 @@ def test_blendshapes_and_expression_see_a_smile():
 
 
 def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEKE_CACHE_DIR", str(tmp_path))
     from seke.vision import runtime
 
+    monkeypatch.setattr(weights, "_CACHE_DIR", tmp_path)
     with pytest.raises(weights.WeightsMissing, match="fetch-weights"):
         runtime._model_bytes("face_detector")

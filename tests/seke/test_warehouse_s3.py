@@ -17,8 +17,8 @@ from seke.warehouse import build_warehouse, connect_readonly  # noqa: E402
 from tests.seke.products_fixtures import make_lake  # noqa: E402
 
 
-def test_same_answers_on_s3_and_local(s3_lake_uri, tmp_path, capsys):
-    s3 = make_lake(s3_lake_uri)
+def test_same_answers_on_s3_and_local(s3_lake_uri, seaweedfs, tmp_path, capsys):
+    s3 = make_lake(s3_lake_uri, s3_endpoint=seaweedfs.endpoint)
     local = make_lake(str(tmp_path / "lake"))
     db_s3, db_local = str(tmp_path / "s3.duckdb"), str(tmp_path / "local.duckdb")
     assert build_warehouse(s3, db_s3) == build_warehouse(local, db_local)
