@@ -17,6 +17,7 @@ from expectations.checks import check_specs
 from expectations.gates import evaluate
 from seke import quarantine, schemas
 from seke.faces import Rejected, default_detector, ingest_batch
+from seke.near_dup import count_groups, near_duplicate_groups
 from seke.review import merge_review_labels, unusable_ids
 
 
@@ -30,6 +31,7 @@ def crops_table(crops) -> pa.Table:
         "known_arousal": c.known.arousal,
         "known_aus": list(c.known.aus) if c.known.aus is not None else None,
         "invalid_labels": list(c.known.invalid),
+        "phash": c.phash,
     } for c in crops]
     return pa.Table.from_pylist(rows, schema=schemas.RAW_FACES)
 
@@ -53,7 +55,9 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
     """Face crops of one ingest batch: photos are detected and cropped (BlazeFace), pre-cropped
     faces pass through; face_id = sha256 of the normalised crop; duplicates, unreadable,
     truncated, oversized, blank and face-less files, symlinks leaving the landing zone and
-    invalid or conflicting manifest labels go to the quarantine table with a reason. A face
+    invalid or conflicting manifest labels and crops imagehash cannot read go to the quarantine
+    table with a reason; every crop carries its perceptual hash (``phash``), and the number of
+    near-duplicate groups is in the metadata. A face
     whose human label for a granularity was invalid lists it in ``invalid_labels`` (withheld:
     never generated)."""
     part = lake_partition(context)
@@ -95,6 +99,8 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
         "reviewed_faces_merged": MetadataValue.int(reviewed),
         "manifest": MetadataValue.json(manifest.summary()),
         "faces_with_withheld_labels": MetadataValue.int(sum(bool(c.known.invalid) for c in crops)),
+        "near_duplicate_groups": MetadataValue.int(count_groups(near_duplicate_groups(
+            table.column("face_id").to_pylist(), table.column("phash").to_pylist()))),
     }, check_results=results
        + [AssetCheckResult(check_name=MANIFEST_CHECK, asset_key="raw_faces", passed=manifest.healthy,
                            severity=AssetCheckSeverity.WARN, metadata={

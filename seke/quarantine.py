@@ -43,6 +43,7 @@ DUPLICATE = "duplicate"              # the same normalised crop was already seen
 OUTSIDE_LANDING = "outside_landing"  # a symlink resolving outside the landing zone / allowed roots
 SYMLINK_LOOP = "symlink_loop"        # a folder link to a folder already walked (cycles end here)
 MISSING_FILE = "missing_file"        # a manifest row whose file never arrived
+UNHASHABLE = "unhashable"            # imagehash could not read the crop (no perceptual hash)
 # Manifest problems (the images still land; only labels are affected):
 BAD_MANIFEST = "bad_manifest"        # empty, no ``image`` column, unparseable: every image unlabelled
 MANIFEST_ENCODING = "manifest_encoding"  # a warning: not UTF-8, decoded by the declared fallback
@@ -56,7 +57,7 @@ LABEL_REASONS: tuple[str, ...] = (BAD_MANIFEST, MANIFEST_ENCODING, BAD_LABEL, CO
 INGEST_REASONS: tuple[str, ...] = (
     UNREADABLE, TRUNCATED, OVERSIZED, EXTREME_ASPECT, TOO_SMALL, BLANK_IMAGE, NO_FACE, NO_DETECTOR,
     PROCESSING_ERROR, DUPLICATE, OUTSIDE_LANDING, SYMLINK_LOOP, MISSING_FILE, BAD_MANIFEST,
-    MANIFEST_ENCODING, BAD_LABEL, CONFLICTING_LABELS, "review_unusable",
+    MANIFEST_ENCODING, BAD_LABEL, CONFLICTING_LABELS, "review_unusable", UNHASHABLE,
 )
 
 # ---- later stages ------------------------------------------------------------------------------

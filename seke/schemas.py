@@ -42,6 +42,8 @@ RAW_FACES = pa.schema([
     ("invalid_labels", pa.list_(pa.string())),  # granularities whose human label was invalid or
                                          # conflicting (quarantined bad_label/conflicting_labels):
                                          # withheld, i.e. neither known nor generated
+    ("phash", pa.string()),              # 64-bit perceptual hash of the crop, 16 hex digits
+                                         # (seke.near_dup: near-duplicate guard of the split)
 ])
 
 QUARANTINE = pa.schema([
