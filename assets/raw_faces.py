@@ -17,11 +17,12 @@ from expectations.checks import check_specs
 from expectations.gates import evaluate
 from seke import quarantine, schemas
 from seke.faces import Rejected, default_detector, ingest_batch
+from seke.licences import batch_licences
 from seke.near_dup import count_groups, near_duplicate_groups
 from seke.review import merge_review_labels, unusable_ids
 
 
-def crops_table(crops) -> pa.Table:
+def crops_table(crops, licences: list[str] | None = None) -> pa.Table:
     rows = [{
         "face_id": c.face_id, "file_name": c.file_name, "face_index": c.face_index,
         "subject_id": c.known.subject_id, "split": c.known.split, "crop_png": c.crop_png,
@@ -32,7 +33,8 @@ def crops_table(crops) -> pa.Table:
         "known_aus": list(c.known.aus) if c.known.aus is not None else None,
         "invalid_labels": list(c.known.invalid),
         "phash": c.phash,
-    } for c in crops]
+        "licence": licences[i] if licences is not None else c.known.licence,
+    } for i, c in enumerate(crops)]
     return pa.Table.from_pylist(rows, schema=schemas.RAW_FACES)
 
 
@@ -64,7 +66,11 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
     folder = landing.batch_dir(part["source"], part["batch"])
     ingested = ingest_batch(folder, detector=default_detector(), roots=landing.symlink_roots())
     crops, rejected, manifest = ingested.crops, ingested.rejected, ingested.manifest
-    table = crops_table(crops)
+    licences, unknown_licences, licence_warnings = batch_licences([c.known.licence for c in crops], part["source"])
+    rejected += unknown_licences
+    for warning in licence_warnings:
+        context.log.warning(warning)
+    table = crops_table(crops, licences)
     store = lake.lake()
     reviewed = 0
     if store.exists("review_labels", part):
@@ -99,6 +105,8 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
         "reviewed_faces_merged": MetadataValue.int(reviewed),
         "manifest": MetadataValue.json(manifest.summary()),
         "faces_with_withheld_labels": MetadataValue.int(sum(bool(c.known.invalid) for c in crops)),
+        "licences": MetadataValue.json({k: licences.count(k) for k in sorted(set(licences))}),
+        "unknown_licences": MetadataValue.json(licence_warnings),
         "near_duplicate_groups": MetadataValue.int(count_groups(near_duplicate_groups(
             table.column("face_id").to_pylist(), table.column("phash").to_pylist()))),
     }, check_results=results

@@ -236,7 +236,7 @@ def faces_from_image(img: Image.Image, file_name: str, known: KnownRow,
                             # Manifest labels describe the image: only meaningful for a single face.
                             # Withheld granularities stay withheld on every face of the photo.
                             known if len(dets) == 1 else KnownRow(subject_id=known.subject_id, split=known.split,
-                                                                  invalid=known.invalid)))
+                                                                  invalid=known.invalid, licence=known.licence)))
     return out
 
 

@@ -44,6 +44,8 @@ RAW_FACES = pa.schema([
                                          # withheld, i.e. neither known nor generated
     ("phash", pa.string()),              # 64-bit perceptual hash of the crop, 16 hex digits
                                          # (seke.near_dup: near-duplicate guard of the split)
+    ("licence", pa.string()),            # key in the licence register (seke.licences): the
+                                         # manifest's licence cell, else the source name
 ])
 
 QUARANTINE = pa.schema([
