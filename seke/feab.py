@@ -268,18 +268,23 @@ def item_id(face_id: str, task: str) -> str:
     return f"{FEAB_VERSION}-{digest}"
 
 
-def gold_for(row: dict, gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> dict[str, tuple]:
+def gold_for(row: dict, gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS,
+             exclude_label_issues: bool = True) -> dict[str, tuple]:
     """Gold per task for one prepared row: ``{task: (value, origin)}``; tasks without gold absent.
 
     Human first: the manifest's known label (it is the truth even when audit mode hid it from the
     annotator), then a label whose origin is ``human`` (e.g. from review). Otherwise a label whose
-    origin is in ``gold_origins`` (default: self-verified only).
+    origin is in ``gold_origins`` (default: self-verified only). A human expression the
+    label-noise audit suspects (``label_issue``) gives no expression gold while
+    ``exclude_label_issues`` (default): the benchmark must not score models against it.
     """
     allowed = set(gold_origins)
     out: dict[str, tuple] = {}
     expr_h = normalise_expression(row.get("known_expression"))
     expr_l = normalise_expression(row.get("expression"))
-    if expr_h is not None:
+    if exclude_label_issues and row.get("label_issue"):
+        pass
+    elif expr_h is not None:
         out["expression"] = (expr_h, "human")
     elif expr_l is not None and row.get("expression_origin") == "human":
         out["expression"] = (expr_l, "human")
@@ -307,7 +312,8 @@ def gold_for(row: dict, gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> d
 
 def build_feab(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float = 0.2,
                seed: int = 0, subjects: str = "hash",
-               gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> pl.DataFrame:
+               gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS,
+               exclude_label_issues: bool = True) -> pl.DataFrame:
     """Benchmark items (FEAB schema, plus ``source``/``batch`` when ``labels`` has them).
 
     ``labels`` are verified labels; when they carry no ``bench_split`` column the split is
@@ -325,7 +331,7 @@ def build_feab(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float
     for row in bench.iter_rows(named=True):
         if row.get("crop_png") is None:
             continue  # no image, no item: a face without its crop cannot be asked about
-        for task, (value, origin) in gold_for(row, gold_origins).items():
+        for task, (value, origin) in gold_for(row, gold_origins, exclude_label_issues).items():
             item = {
                 "item_id": item_id(row["face_id"], task),
                 "face_id": row["face_id"], "subject_id": row.get("subject_id"), "task": task,

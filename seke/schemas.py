@@ -125,6 +125,9 @@ VERIFIED_LABELS = pa.schema([
     ("audit_hidden", pa.list_(pa.string())),  # granularities whose human label was hidden
     ("withheld", pa.list_(pa.string())),  # granularities left empty on purpose: the human label
                                           # was invalid (raw_faces.invalid_labels), none generated
+    ("label_issue", pa.bool_()),          # suspected human expression label error (seke.label_noise,
+                                          # audit-mode faces only; null = not checked); never overwritten
+    ("label_issue_evidence", pa.string()),  # JSON: given/suggested class and probabilities
 ])
 
 FEID = pa.schema([
