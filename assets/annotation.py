@@ -24,6 +24,7 @@ from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
 from seke import quarantine, schemas
 from seke.annotation import PromptSpec
+from seke.label_noise import audit_human_labels
 from seke.audit import AUDIT_FLOORS, audit_check, audit_report, gold_for_hidden
 from seke.records import face_items, known_labels
 from seke.sv_uamc import SamplingConfig, run_sampling
@@ -108,6 +109,8 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
                               else schemas.MC_SAMPLES.empty_table(), schemas.MC_SAMPLES)
     labels = schemas.conform(pa.Table.from_pylist(result.labels) if result.labels
                              else schemas.VERIFIED_LABELS.empty_table(), schemas.VERIFIED_LABELS)
+    # Suspected human-label errors (audit-mode faces: out-of-sample probabilities), marked only.
+    labels = schemas.conform(audit_human_labels(pl.from_arrow(labels), faces).to_arrow(), schemas.VERIFIED_LABELS)
     s_df, l_df = pl.from_arrow(samples), pl.from_arrow(labels)
     secrets = getattr(engine, "secrets", ())  # the VLLM key: no piece of it in quarantine details
     failed = quarantine.from_samples(s_df, secrets)
@@ -149,6 +152,8 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         "sampling_stats": MetadataValue.json(json.loads(json.dumps(stats, default=str))),
         "calibration_version": MetadataValue.text(calibration.version if calibration else "none (raw confidences)"),
         "audit": MetadataValue.json(json.loads(json.dumps(audit, default=str))),
+        "label_issues": MetadataValue.int(int(l_df["label_issue"].fill_null(False).sum()) if l_df.height else 0),
+        "label_issue_checked": MetadataValue.int(int(l_df["label_issue"].is_not_null().sum()) if l_df.height else 0),
     }, check_results=[r for r in results if r.asset_key.to_user_string() == "verified_labels"]
        + [AssetCheckResult(check_name="audit_quality", asset_key="verified_labels", passed=audit_passed,
                            severity=AssetCheckSeverity.WARN,

@@ -1,15 +1,18 @@
 """``feid`` and ``feab``: instruction records and benchmark items from accepted labels."""
 
+import warnings
+
 import polars as pl
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue,
+                     PreviewWarning, asset)
 
 from assets.common import lake_partition, table_metadata
 from assets.publish import Audited, Blocked, fail_blocked, publish
 from expectations.checks import check_specs
-from expectations.gates import evaluate
 from assets.partitions import batches, one_batch_per_run
+from expectations.gates import SPLIT_LEAKAGE, SPLIT_LEAKAGE_DESCRIPTION, evaluate, split_leakage_gate
 from resources.lake import LakeResource
-from seke.feab import build_feab
+from seke.feab import assign_split, build_feab
 from seke.feid import build_feid
 
 
@@ -21,19 +24,39 @@ def _inputs(store, part) -> tuple[pl.DataFrame, pl.DataFrame]:
     return store.read_partition("verified_labels", part), store.read_partition("raw_faces", part)
 
 
+def _leakage_spec(asset_key: str) -> AssetCheckSpec:
+    with warnings.catch_warnings():  # per-partition check specs are a "preview" API in 1.13
+        warnings.simplefilter("ignore", PreviewWarning)
+        return AssetCheckSpec(SPLIT_LEAKAGE, asset=asset_key, blocking=True, partitions_def=batches,
+                              description=f"[blocking] {SPLIT_LEAKAGE_DESCRIPTION}")
+
+
+def _split(labels: pl.DataFrame, faces: pl.DataFrame):
+    """The partition's FEID/FEAB split (subjects and near-duplicates on one side) and its
+    leakage gate; both products build from this same split."""
+    split = assign_split(labels, faces)
+    return split, split_leakage_gate(split, faces)
+
+
+def _split_metadata(gate) -> dict:
+    return {"near_duplicate_groups": MetadataValue.int(int(gate.metadata["near_duplicate_groups"])),
+            "cross_split_near_duplicates": MetadataValue.int(int(gate.metadata["cross_split_near_duplicate_groups"]))}
+
+
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="products",
-       kinds={"parquet"}, check_specs=check_specs("feid", "feid", batches))
+       kinds={"parquet"}, check_specs=check_specs("feid", "feid", batches) + [_leakage_spec("feid")])
 def feid(context: AssetExecutionContext, lake: LakeResource):
     """FEID: instruction–response records per accepted face (per granularity and combined, with
     a rationale citing AU evidence), origin and confidence kept; faces on the FEAB side of the
-    subject-disjoint split are excluded."""
+    subject- and near-duplicate-disjoint split are excluded (blocking check ``split_leakage``)."""
     part = lake_partition(context)
     store = lake.lake()
     labels, faces = _inputs(store, part)
-    frame = build_feid(labels, faces).drop(["source", "batch"], strict=False)
+    split, leakage = _split(labels, faces)
+    frame = build_feid(split, faces).drop(["source", "batch"], strict=False)
+    gates = evaluate("feid", frame, input_rows=_accepted(labels)) + [leakage]
     try:
-        commits, results = publish(context, store, part,
-                                   [Audited("feid", frame, evaluate("feid", frame, input_rows=_accepted(labels)))])
+        commits, results = publish(context, store, part, [Audited("feid", frame, gates)])
     except Blocked as blocked:
         yield from fail_blocked(blocked)
     yield MaterializeResult(metadata={
@@ -41,21 +64,24 @@ def feid(context: AssetExecutionContext, lake: LakeResource):
         "faces": MetadataValue.int(frame["face_id"].n_unique() if frame.height else 0),
         "records_per_task": MetadataValue.json(
             {t: int(n) for t, n in frame.group_by("task").len().iter_rows()} if frame.height else {}),
+        **_split_metadata(leakage),
     }, check_results=results)
 
 
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="products",
-       kinds={"parquet"}, check_specs=check_specs("feab", "feab", batches))
+       kinds={"parquet"}, check_specs=check_specs("feab", "feab", batches) + [_leakage_spec("feab")])
 def feab(context: AssetExecutionContext, lake: LakeResource):
     """FEAB: held-out benchmark items (expression with options, VA, AUs) with gold answers and
-    their origin; subject-disjoint from FEID wherever subject ids exist."""
+    their origin; subject-disjoint from FEID wherever subject ids exist, and near-duplicate
+    crops (perceptual hash) never on both sides (blocking check ``split_leakage``)."""
     part = lake_partition(context)
     store = lake.lake()
     labels, faces = _inputs(store, part)
-    frame = build_feab(labels, faces).drop(["source", "batch"], strict=False)
+    split, leakage = _split(labels, faces)
+    frame = build_feab(split, faces).drop(["source", "batch"], strict=False)
+    gates = evaluate("feab", frame, input_rows=_accepted(labels)) + [leakage]
     try:
-        commits, results = publish(context, store, part,
-                                   [Audited("feab", frame, evaluate("feab", frame, input_rows=_accepted(labels)))])
+        commits, results = publish(context, store, part, [Audited("feab", frame, gates)])
     except Blocked as blocked:
         yield from fail_blocked(blocked)
     yield MaterializeResult(metadata={
@@ -63,4 +89,5 @@ def feab(context: AssetExecutionContext, lake: LakeResource):
         "items_per_task": MetadataValue.json(
             {t: int(n) for t, n in frame.group_by("task").len().iter_rows()} if frame.height else {}),
         "flagged_gold": MetadataValue.int(int(frame["gold_flagged"].sum() or 0) if frame.height else 0),
+        **_split_metadata(leakage),
     }, check_results=results)

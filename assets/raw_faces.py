@@ -17,10 +17,12 @@ from expectations.checks import check_specs
 from expectations.gates import evaluate
 from seke import quarantine, schemas
 from seke.faces import Rejected, default_detector, ingest_batch
+from seke.licences import batch_licences
+from seke.near_dup import count_groups, near_duplicate_groups
 from seke.review import merge_review_labels, unusable_ids
 
 
-def crops_table(crops) -> pa.Table:
+def crops_table(crops, licences: list[str] | None = None) -> pa.Table:
     rows = [{
         "face_id": c.face_id, "file_name": c.file_name, "face_index": c.face_index,
         "subject_id": c.known.subject_id, "split": c.known.split, "crop_png": c.crop_png,
@@ -30,7 +32,9 @@ def crops_table(crops) -> pa.Table:
         "known_arousal": c.known.arousal,
         "known_aus": list(c.known.aus) if c.known.aus is not None else None,
         "invalid_labels": list(c.known.invalid),
-    } for c in crops]
+        "phash": c.phash,
+        "licence": licences[i] if licences is not None else c.known.licence,
+    } for i, c in enumerate(crops)]
     return pa.Table.from_pylist(rows, schema=schemas.RAW_FACES)
 
 
@@ -53,14 +57,20 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
     """Face crops of one ingest batch: photos are detected and cropped (BlazeFace), pre-cropped
     faces pass through; face_id = sha256 of the normalised crop; duplicates, unreadable,
     truncated, oversized, blank and face-less files, symlinks leaving the landing zone and
-    invalid or conflicting manifest labels go to the quarantine table with a reason. A face
+    invalid or conflicting manifest labels and crops imagehash cannot read go to the quarantine
+    table with a reason; every crop carries its perceptual hash (``phash``), and the number of
+    near-duplicate groups is in the metadata. A face
     whose human label for a granularity was invalid lists it in ``invalid_labels`` (withheld:
     never generated)."""
     part = lake_partition(context)
     folder = landing.batch_dir(part["source"], part["batch"])
     ingested = ingest_batch(folder, detector=default_detector(), roots=landing.symlink_roots())
     crops, rejected, manifest = ingested.crops, ingested.rejected, ingested.manifest
-    table = crops_table(crops)
+    licences, unknown_licences, licence_warnings = batch_licences([c.known.licence for c in crops], part["source"])
+    rejected += unknown_licences
+    for warning in licence_warnings:
+        context.log.warning(warning)
+    table = crops_table(crops, licences)
     store = lake.lake()
     reviewed = 0
     if store.exists("review_labels", part):
@@ -95,6 +105,10 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
         "reviewed_faces_merged": MetadataValue.int(reviewed),
         "manifest": MetadataValue.json(manifest.summary()),
         "faces_with_withheld_labels": MetadataValue.int(sum(bool(c.known.invalid) for c in crops)),
+        "licences": MetadataValue.json({k: licences.count(k) for k in sorted(set(licences))}),
+        "unknown_licences": MetadataValue.json(licence_warnings),
+        "near_duplicate_groups": MetadataValue.int(count_groups(near_duplicate_groups(
+            table.column("face_id").to_pylist(), table.column("phash").to_pylist()))),
     }, check_results=results
        + [AssetCheckResult(check_name=MANIFEST_CHECK, asset_key="raw_faces", passed=manifest.healthy,
                            severity=AssetCheckSeverity.WARN, metadata={

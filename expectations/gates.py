@@ -205,3 +205,47 @@ def quarantine_rows(gates: list[GateResult], stage: str) -> pl.DataFrame:
                                for f in g.metadata.get("failed_expectations", [])) or g.description
             items += [(i, f"gate:{g.check}", detail) for i in g.metadata.get("unexpected_ids", [])]
     return rows(items, stage)
+
+
+# ---- FEID/FEAB split leakage (near-duplicates, subjects) ----------------------------------------
+
+#: Blocking check on ``feid`` and ``feab``: no near-duplicate group and no subject of the
+#: partition has faces on both sides of the split (benchmark leakage).
+SPLIT_LEAKAGE = "split_leakage"
+SPLIT_LEAKAGE_DESCRIPTION = ("no near-duplicate group (perceptual hash within the threshold) and "
+                             "no subject has faces on both sides of the FEID/FEAB split")
+
+
+def split_leakage_gate(split: pl.DataFrame, raw_faces: pl.DataFrame,
+                       threshold: int | None = None) -> GateResult:
+    """Cross-split near-duplicates and subjects of one partition's split (must read 0).
+
+    The groups are recomputed here from ``raw_faces.phash`` (not taken from the split's own
+    ``near_dup_group`` column), so a split rule that stopped honouring them is caught.
+    ``split`` has ``face_id``, ``bench_split`` and ``subject_id``.
+    """
+    from seke.feab import SPLIT_COLUMN
+    from seke.near_dup import PHASH_THRESHOLD, count_groups, cross_split, near_duplicate_groups
+
+    t = PHASH_THRESHOLD if threshold is None else threshold
+    sides = dict(split.select("face_id", SPLIT_COLUMN).iter_rows()) if split.height else {}
+    groups: dict[str, str] = {}
+    if "phash" in raw_faces.columns and sides:
+        codes = dict(raw_faces.select("face_id", "phash").unique("face_id", keep="first").iter_rows())
+        ids = list(sides)
+        groups = near_duplicate_groups(ids, [codes.get(f) for f in ids], t)
+    leaked = cross_split(sides, groups)
+    subjects: list[str] = []
+    if "subject_id" in split.columns and split.height:
+        per = (split.filter(pl.col("subject_id").is_not_null())
+               .group_by("subject_id").agg(pl.col(SPLIT_COLUMN).n_unique().alias("n")))
+        subjects = sorted(per.filter(pl.col("n") > 1)["subject_id"].to_list())
+    ids = [f for g in leaked for f in g["faces"]]  # type: ignore[union-attr]
+    return GateResult(SPLIT_LEAKAGE, True, not leaked and not subjects, SPLIT_LEAKAGE_DESCRIPTION, {
+        "threshold_bits": t, "near_duplicate_groups": count_groups(groups),
+        "faces_in_near_duplicate_groups": len(groups),
+        "cross_split_near_duplicate_groups": len(leaked), "cross_split_subjects": len(subjects),
+        "unexpected_ids": ids[:MAX_IDS], "unexpected_id_count": len(ids),
+        "sample": leaked[:SAMPLE_SIZE] + [{"subject_id": s} for s in subjects[:SAMPLE_SIZE]],
+        "phash_available": "phash" in raw_faces.columns,
+    })

@@ -8,7 +8,10 @@ Sub-commands (``seke <cmd> -h`` for options):
   see ``seke sql --list``) against the read-only DuckDB file and print a table; only queries
   run, and they cannot touch files outside the lake;
 * ``export`` — FEID (and FEAB) as LLaVA JSON, ShareGPT/LLaMA-Factory JSON, face crops and a
-  Hugging Face ``datasets`` Parquet folder;
+  Hugging Face ``datasets`` Parquet folder, each with a dataset card (README.md) and LICENSE.md;
+  images of sources whose licence forbids redistribution are withheld unless
+  ``--allow-restricted``; an existing export is replaced only with ``--overwrite``;
+  ``--push REPO_ID [--dry-run]`` uploads the HF folder to the Hub;
 * ``evaluate`` — score an annotator on FEAB, store the run, print the comparison table;
 * ``vacuum`` — delete lake files that no recent or pinned table version needs.
 
@@ -209,9 +212,40 @@ def _cmd_vacuum(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from seke import exports
+#: What ``seke export`` writes inside ``--out`` (``--overwrite`` removes exactly these first).
+EXPORT_PARTS = ("llava", "sharegpt", "hf", "lake_versions.json")
 
+
+def _export_faces(lake_uri: str, face_ids: set[str]):
+    """raw_faces columns the licence policy needs, for the exported faces only (no crops)."""
+    import polars as pl
+
+    from seke.lake import Lake
+
+    lake = Lake(lake_uri)
+    cols = ["face_id", "licence", "source", "batch", "file_name"]
+    if not lake.exists("raw_faces"):
+        return pl.DataFrame({"face_id": sorted(face_ids)}, schema={"face_id": pl.String})
+    ds = lake.dataset("raw_faces")
+    frame = pl.from_arrow(ds.to_table(columns=[c for c in cols if c in ds.schema.names]))
+    return frame.filter(pl.col("face_id").is_in(sorted(face_ids)))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import shutil
+
+    import polars as pl
+
+    from seke import exports
+    from seke.dataset_card import gather_facts, licence_file, render_card
+    from seke.lake import Lake
+    from seke.licences import face_licences, load_register, policy_for, withheld_images
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        print(f"seke export: {out} already exists and is not empty; pass --overwrite to replace the "
+              f"export in it ({', '.join(EXPORT_PARTS)})", file=sys.stderr)
+        return 1
     feid, feid_version = _read(args.lake, "feid", args.source, args.batch, args.feid_version)
     used = {"feid": feid_version}
     if feid.height == 0:
@@ -219,26 +253,85 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 1
     if args.origins:
         feid = feid.filter(feid["origin"].is_in(args.origins.split(",")))
-    out = Path(args.out)
-    done: dict[str, Any] = {}
-    if args.format in ("llava", "all"):
-        done["llava"] = exports.export_llava(feid, out / "llava")
-    if args.format in ("sharegpt", "all"):
-        done.update({f"sharegpt.{k}": v for k, v in exports.export_sharegpt(feid, out / "sharegpt").items()})
+    feab = pl.DataFrame()
     if args.format in ("hf", "all"):
-        done["hf.feid"] = exports.export_hf_parquet(feid, out / "hf", "feid", "train")
         feab, used["feab"] = _read(args.lake, "feab", args.source, args.batch, args.feab_version)
-        if feab.height:
-            done["hf.feab"] = exports.export_hf_parquet(feab, out / "hf", "feab", "test")
+    face_ids = set(feid["face_id"].to_list()) | (set(feab["face_id"].to_list()) if feab.height else set())
+    faces = _export_faces(args.lake, face_ids)
+    if "source" not in faces.columns:
+        faces = faces.join(pl.concat([x.select("face_id", "source") for x in (feid, feab) if x.height]).unique("face_id"),
+                           on="face_id", how="left")
+    register = load_register()
+    keys = face_licences(faces)
+    for f, src in pl.concat([x.select("face_id", "source") for x in (feid, feab) if x.height]).iter_rows():
+        keys.setdefault(f, src)   # a face missing from raw_faces: registered under its source
+    policy = policy_for(face_ids, keys, register, allow_restricted=args.allow_restricted)
+    for w in policy.warnings:
+        print(f"seke export: warning: {w}", file=sys.stderr)
+    withheld = withheld_images(policy, faces)
+    if args.overwrite:
+        for part in EXPORT_PARTS:
+            target = out / part
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lake_versions.json").write_text(json.dumps(
-        {t: {"table_uri": f"{args.lake}/{t}", "version": v} for t, v in used.items()}, indent=1))
+    done: dict[str, Any] = {}
+    layouts: list[str] = []
+    if args.format in ("llava", "all"):
+        done["llava"] = exports.export_llava(feid, out / "llava", withheld=withheld)
+        layouts.append("llava")
+    if args.format in ("sharegpt", "all"):
+        done.update({f"sharegpt.{k}": v for k, v in exports.export_sharegpt(feid, out / "sharegpt", withheld=withheld).items()})
+        layouts.append("sharegpt")
+    if args.format in ("hf", "all"):
+        done["hf.feid"] = exports.export_hf_parquet(feid, out / "hf", "feid", "train", withheld=withheld)
+        if feab.height:
+            done["hf.feab"] = exports.export_hf_parquet(feab, out / "hf", "feab", "test", withheld=withheld)
+        layouts.append("hf")
+    versions = {t: {"table_uri": f"{args.lake}/{t}", "version": v} for t, v in used.items()}
+    (out / "lake_versions.json").write_text(json.dumps(versions, indent=1))
+    facts = gather_facts(Lake(args.lake), feid, feab if layouts.count("hf") else None, policy, register, versions)
+    for layout in layouts:
+        folder = out / layout
+        configs = exports.hf_configs(folder) if layout == "hf" else None
+        (folder / "README.md").write_text(render_card(facts, configs, layout), encoding="utf-8")
+        (folder / "LICENSE.md").write_text(licence_file(facts), encoding="utf-8")
+        done[f"{layout}.card"] = folder / "README.md"
     _pin_used(args.lake, used, f"export:{out.resolve()}")
     print(f"{feid.height} FEID records of {feid['face_id'].n_unique()} faces exported "
           f"(FEID version {feid_version}" + (f", FEAB version {used['feab']}" if used.get("feab") is not None else "")
           + "):")
     for k, v in done.items():
         print(f"  {k}: {v if not isinstance(v, list) else ', '.join(map(str, v))}")
+    if facts.restricted_sources:
+        print(f"restricted sources: {', '.join(facts.restricted_sources)}; "
+              + (f"{len(withheld)} faces' images withheld (ids and relative paths written instead)"
+                 if withheld else "images embedded because of --allow-restricted: do not publish this copy"))
+    if args.push:
+        return _push(args, out, policy, facts)
+    return 0
+
+
+def _push(args: argparse.Namespace, out: Path, policy: Any, facts: Any) -> int:
+    from seke.hub import push, push_plan
+
+    if "hf" not in [p.name for p in out.iterdir()]:
+        print("seke export: --push uploads the Hugging Face layout: use --format hf or all", file=sys.stderr)
+        return 2
+    if policy.allow_restricted and facts.restricted_sources:
+        print(f"seke export: refusing to push: the export embeds images of restricted sources "
+              f"({', '.join(facts.restricted_sources)}); export without --allow-restricted", file=sys.stderr)
+        return 2
+    plan = push_plan(out / "hf", args.push, private=not args.public,
+                     commit_message=f"SEKE export (FEID/FEAB lake versions {json.dumps(facts.lake_versions)})")
+    print(plan.describe())
+    if args.dry_run:
+        print("dry run: nothing uploaded")
+        return 0
+    info = push(plan)
+    print(f"pushed to https://huggingface.co/datasets/{args.push}: {info}")
     return 0
 
 
@@ -313,6 +406,12 @@ def main(argv: list[str] | None = None, extra_commands: dict[str, tuple[Any, Any
     p.add_argument("--origins", help="keep records whose origin is in this comma list, e.g. human,verified")
     p.add_argument("--feid-version", type=int, help="export this FEID table version (default: the latest)")
     p.add_argument("--feab-version", type=int, help="export this FEAB table version (default: the latest)")
+    p.add_argument("--allow-restricted", action="store_true",
+                   help="embed images whose licence forbids redistribution (a private copy; never pushed)")
+    p.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
+    p.add_argument("--push", metavar="REPO_ID", help="upload the HF layout (+ card) to this Hub dataset repo")
+    p.add_argument("--dry-run", action="store_true", help="with --push: list what would be uploaded, upload nothing")
+    p.add_argument("--public", action="store_true", help="with --push: create the repo public (default private)")
     paths(p)
 
     p = sub.add_parser("evaluate", help="score an annotator on FEAB and store the run")

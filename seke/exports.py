@@ -18,6 +18,12 @@ Researchers should not need our code to use the data, so each export is a self-c
 
 Every record keeps its labels, origin and confidence in a ``seke`` object, so a loader can filter
 (e.g. human + verified only) without going back to the lake.
+
+Images whose licence forbids redistribution (:mod:`seke.licences`) are *withheld*: each export
+function takes ``withheld`` (face_id → reference), writes no image file or bytes for those
+faces, puts the reference (``<source>/<batch>/<file_name>``, relative to the landing zone) where
+the image path would be, and marks the record ``seke.image_withheld``. A licence holder points
+``image_folder``/``media_dir`` at their own copy.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import polars as pl
 import pyarrow as pa
@@ -53,15 +59,21 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_images(frame: pl.DataFrame, out_dir: str | Path, image_col: str = "image_png") -> dict[str, str]:
+def write_images(frame: pl.DataFrame, out_dir: str | Path, image_col: str = "image_png",
+                 withheld: Mapping[str, str] | None = None) -> dict[str, str]:
     """Write each face's crop once to ``images/<face_id>.png``; returns face_id → relative path.
 
-    Rows without image bytes are skipped (and so get no record in the JSON exports).
+    Rows without image bytes are skipped (and so get no record in the JSON exports). Faces in
+    ``withheld`` get no file: their path is the reference given there.
     """
     out = Path(out_dir)
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
+    withheld = withheld or {}
     for face_id, data in frame.select("face_id", image_col).unique("face_id", keep="first").iter_rows():
+        if face_id in withheld:
+            paths[face_id] = withheld[face_id]
+            continue
         if data is None:
             continue
         rel = f"{IMAGE_DIR}/{face_id}.png"
@@ -74,11 +86,15 @@ def write_images(frame: pl.DataFrame, out_dir: str | Path, image_col: str = "ima
     return paths
 
 
-def _meta(row: dict) -> dict:
-    return {k: _clean(row[k]) for k in LABEL_FIELDS if k in row}
+def _meta(row: dict, withheld: Mapping[str, str] | None = None) -> dict:
+    meta = {k: _clean(row[k]) for k in LABEL_FIELDS if k in row}
+    if withheld and row["face_id"] in withheld:
+        meta["image_withheld"] = True   # licence forbids redistribution: path is a reference
+    return meta
 
 
-def llava_records(feid: pl.DataFrame, image_paths: dict[str, str]) -> list[dict]:
+def llava_records(feid: pl.DataFrame, image_paths: dict[str, str],
+                  withheld: Mapping[str, str] | None = None) -> list[dict]:
     """LLaVA conversation records for FEID rows whose image was written."""
     out = []
     for row in feid.drop("image_png", strict=False).iter_rows(named=True):
@@ -89,21 +105,23 @@ def llava_records(feid: pl.DataFrame, image_paths: dict[str, str]) -> list[dict]
             "id": row["record_id"], "image": path,
             "conversations": [{"from": "human", "value": f"<image>\n{row['instruction']}"},
                               {"from": "gpt", "value": row["response"]}],
-            "seke": _meta(row),
+            "seke": _meta(row, withheld),
         })
     return out
 
 
-def export_llava(feid: pl.DataFrame, out_dir: str | Path, file_name: str = "llava.json") -> Path:
+def export_llava(feid: pl.DataFrame, out_dir: str | Path, file_name: str = "llava.json",
+                 withheld: Mapping[str, str] | None = None) -> Path:
     """Write face crops and ``llava.json``; returns the JSON path."""
     out = Path(out_dir)
-    records = llava_records(feid, write_images(feid, out))
+    records = llava_records(feid, write_images(feid, out, withheld=withheld), withheld)
     target = out / file_name
     _atomic_write_text(target, json.dumps(records, ensure_ascii=False, indent=1))
     return target
 
 
-def export_sharegpt(feid: pl.DataFrame, out_dir: str | Path, dataset_name: str = "feid") -> dict[str, Path]:
+def export_sharegpt(feid: pl.DataFrame, out_dir: str | Path, dataset_name: str = "feid",
+                    withheld: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Write crops, ShareGPT JSON in both LLaMA-Factory layouts, and ``dataset_info.json``.
 
     Registers ``<dataset_name>`` (``conversations``/``from``/``value``) and
@@ -111,7 +129,7 @@ def export_sharegpt(feid: pl.DataFrame, out_dir: str | Path, dataset_name: str =
     ``dataset_info.json`` in the folder keeps its other entries.
     """
     out = Path(out_dir)
-    paths = write_images(feid, out)
+    paths = write_images(feid, out, withheld=withheld)
     sharegpt, messages = [], []
     for row in feid.drop("image_png", strict=False).iter_rows(named=True):
         path = paths.get(row["face_id"])
@@ -120,10 +138,10 @@ def export_sharegpt(feid: pl.DataFrame, out_dir: str | Path, dataset_name: str =
         prompt = f"<image>{row['instruction']}"
         sharegpt.append({"conversations": [{"from": "human", "value": prompt},
                                            {"from": "gpt", "value": row["response"]}],
-                         "images": [path], "id": row["record_id"], "seke": _meta(row)})
+                         "images": [path], "id": row["record_id"], "seke": _meta(row, withheld)})
         messages.append({"messages": [{"role": "user", "content": prompt},
                                       {"role": "assistant", "content": row["response"]}],
-                         "images": [path], "id": row["record_id"], "seke": _meta(row)})
+                         "images": [path], "id": row["record_id"], "seke": _meta(row, withheld)})
     files = {"sharegpt": out / "sharegpt.json", "messages": out / "messages.json",
              "dataset_info": out / "dataset_info.json"}
     _atomic_write_text(files["sharegpt"], json.dumps(sharegpt, ensure_ascii=False, indent=1))
@@ -166,14 +184,19 @@ def _small_types(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def hf_table(frame: pl.DataFrame, image_col: str = "image_png") -> pa.Table:
-    """Arrow table in the ``datasets`` layout: ``image`` struct first, labels after."""
+def hf_table(frame: pl.DataFrame, image_col: str = "image_png",
+             withheld: Mapping[str, str] | None = None) -> pa.Table:
+    """Arrow table in the ``datasets`` layout: ``image`` struct first, labels after; a withheld
+    face has ``{bytes: null, path: <reference>}`` and ``image_withheld`` true."""
     arrow = frame.to_arrow()
     arrow = arrow.cast(pa.schema([pa.field(f.name, _small_types(f.type)) for f in arrow.schema]))
     face_ids = arrow.column("face_id").to_pylist()
     data = arrow.column(image_col).to_pylist()
-    image = pa.array([None if d is None else {"bytes": d, "path": f"{f}.png"} for f, d in zip(face_ids, data)],
+    withheld = withheld or {}
+    image = pa.array([{"bytes": None, "path": withheld[f]} if f in withheld
+                      else None if d is None else {"bytes": d, "path": f"{f}.png"} for f, d in zip(face_ids, data)],
                      type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    arrow = arrow.append_column("image_withheld", pa.array([f in withheld for f in face_ids], pa.bool_()))
     rest = arrow.drop_columns([image_col])
     table = pa.Table.from_arrays([image, *rest.columns], names=["image", *rest.column_names])
     features = {"image": {"_type": "Image"}}
@@ -182,8 +205,20 @@ def hf_table(frame: pl.DataFrame, image_col: str = "image_png") -> pa.Table:
     return table.replace_schema_metadata(meta)
 
 
+def hf_configs(out: Path) -> list[dict[str, Any]]:
+    """The Hub ``configs`` entries for every ``<config>/<split>-*.parquet`` in ``out``."""
+    configs: dict[str, set[str]] = {}
+    for p in sorted(Path(out).glob("*/*.parquet")):
+        configs.setdefault(p.parent.name, set()).add(p.name.split("-")[0])
+    first = "feid" if "feid" in configs else min(configs, default="")
+    return [{"config_name": name, **({"default": True} if name == first else {}),
+             "data_files": [{"split": s, "path": f"{name}/{s}-*"} for s in sorted(splits)]}
+            for name, splits in sorted(configs.items())]
+
+
 def _write_readme(out: Path) -> None:
-    """README whose ``configs`` block lists every ``<config>/<split>-*.parquet`` in ``out``."""
+    """README whose ``configs`` block lists every ``<config>/<split>-*.parquet`` in ``out``
+    (``seke export`` then replaces it with the full card of :mod:`seke.dataset_card`)."""
     configs: dict[str, set[str]] = {}
     for p in sorted(out.glob("*/*.parquet")):
         configs.setdefault(p.parent.name, set()).add(p.name.split("-")[0])
@@ -202,7 +237,7 @@ def _write_readme(out: Path) -> None:
 
 def export_hf_parquet(frame: pl.DataFrame, out_dir: str | Path, config_name: str = "feid",
                       split: str = "train", image_col: str = "image_png",
-                      rows_per_shard: int = 5000) -> list[Path]:
+                      rows_per_shard: int = 5000, withheld: Mapping[str, str] | None = None) -> list[Path]:
     """Write ``<config>/<split>-xxxxx-of-xxxxx.parquet`` shards and a README with ``configs``.
 
     FEID and FEAB have different columns, so they are different configs of one folder
@@ -214,7 +249,7 @@ def export_hf_parquet(frame: pl.DataFrame, out_dir: str | Path, config_name: str
     data_dir.mkdir(parents=True, exist_ok=True)
     for old in data_dir.glob(f"{split}-*.parquet"):
         old.unlink()
-    table = hf_table(frame, image_col)
+    table = hf_table(frame, image_col, withheld)
     n = max(1, math.ceil(table.num_rows / rows_per_shard))
     written = []
     for k in range(n):

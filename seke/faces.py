@@ -11,7 +11,8 @@ before any pixel is decoded — decompression bombs and sparse multi-GB files in
 ``too_small`` (below the minimum side), ``blank_image`` (fully transparent or one constant
 value: nothing to label, yet a model would still "see" an expression), ``no_face`` (a photo
 where the detector finds none), ``duplicate`` (the same normalised crop was already seen in
-this batch); plus the listing reasons of :mod:`seke.batch_files` and the manifest reasons of
+this batch), ``unhashable`` (imagehash cannot read the crop, so the near-duplicate guard of
+:mod:`seke.near_dup` could not see it); plus the listing reasons of :mod:`seke.batch_files` and the manifest reasons of
 :mod:`seke.manifest`.
 
 Pre-cropped faces (both sides <= ``PRECROP_MAX_SIDE``, as in FER2013/CK+) pass through;
@@ -34,8 +35,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from seke.batch_files import BatchFile, text_name, walk_batch
 from seke.manifest import KnownRow, Manifest, load_manifest, read_manifest  # noqa: F401  (re-exported)
+from seke.near_dup import UnhashableImage, phash_hex
 from seke.quarantine import (BLANK_IMAGE, DUPLICATE, EXTREME_ASPECT, MISSING_FILE, OVERSIZED,
-                             PROCESSING_ERROR, Rejected)
+                             PROCESSING_ERROR, UNHASHABLE, Rejected)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -71,6 +73,7 @@ class FaceCrop:
     det_score: float
     bbox: list[float]
     known: KnownRow = field(default_factory=KnownRow)
+    phash: str | None = None   # perceptual hash of the crop (seke.near_dup), set by ingest_batch
 
 
 Detector = Callable[[np.ndarray], Sequence]  # rgb uint8 -> detections with .bbox and .score
@@ -233,7 +236,7 @@ def faces_from_image(img: Image.Image, file_name: str, known: KnownRow,
                             # Manifest labels describe the image: only meaningful for a single face.
                             # Withheld granularities stay withheld on every face of the photo.
                             known if len(dets) == 1 else KnownRow(subject_id=known.subject_id, split=known.split,
-                                                                  invalid=known.invalid)))
+                                                                  invalid=known.invalid, licence=known.licence)))
     return out
 
 
@@ -259,13 +262,16 @@ class IngestResult:
 
 
 def ingest_batch(batch_dir: Path, detector: Detector | None = None,
-                 files: Iterable[Path] | None = None, roots: Sequence[Path] = ()) -> IngestResult:
+                 files: Iterable[Path] | None = None, roots: Sequence[Path] = (),
+                 hasher: Callable[[bytes], str] = phash_hex) -> IngestResult:
     """Turn every file of a batch folder into face crops or quarantine rows; never raises per
     file or for the manifest.
 
     ``roots``: folders that symlinks in the batch may resolve into (the landing zone and any
     allowed shared stores; the batch folder itself is always allowed). ``files``: ingest only
-    these paths (no listing, no ``missing_file`` rows).
+    these paths (no listing, no ``missing_file`` rows). ``hasher``: the perceptual hash of a
+    crop's PNG bytes (:func:`seke.near_dup.phash_hex`); a crop it cannot read is quarantined
+    (``unhashable``), never landed without a hash (it would escape the near-duplicate guard).
     """
     batch_dir = Path(batch_dir)
     manifest = load_manifest(batch_dir)
@@ -295,6 +301,12 @@ def ingest_batch(batch_dir: Path, detector: Detector | None = None,
             if c.face_id in seen:
                 rejected.append(Rejected(f"{rel}#{c.face_index}", DUPLICATE,
                                          f"same normalised crop as {seen[c.face_id]} (face_id {c.face_id[:12]})"))
+                continue
+            try:
+                c.phash = hasher(c.crop_png)
+            except UnhashableImage as e:
+                rejected.append(Rejected(f"{rel}#{c.face_index}", UNHASHABLE,
+                                         f"imagehash cannot read the crop: {e}"))
                 continue
             seen[c.face_id] = f"{rel}#{c.face_index}"
             crops.append(c)

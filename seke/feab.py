@@ -22,10 +22,13 @@ from typing import Iterable
 
 import polars as pl
 
+from seke.near_dup import PHASH_THRESHOLD, near_duplicate_groups
 from seke.schemas import FEAB, frame_from_rows
 from seke.taxonomy import AU_CATALOGUE, AU_NAMES, EXPRESSIONS, normalise_expression
 
 SPLIT_COLUMN = "bench_split"
+#: Optional column of near-duplicate group ids (seke.near_dup); a group is kept on one side.
+GROUP_COLUMN = "near_dup_group"
 NO_EXPRESSION = "__none__"
 #: Non-human label origins accepted as (flagged) benchmark gold by default: self-verified only.
 DEFAULT_GOLD_ORIGINS: tuple[str, ...] = ("verified",)
@@ -64,6 +67,11 @@ def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0,
     * Rows without: within each expression stratum, the ``round(fraction * n)`` faces with the
       smallest hash of ``(seed, face_id)`` go to FEAB — exact stratification within the frame.
 
+    Near-duplicates (column ``near_dup_group``, see :func:`with_near_dup_groups`) are kept on
+    one side like subjects: faces joined by a subject or a group form one unit; a unit with
+    subjects follows its lead subject (the one with the smallest hash — for a unit of one
+    subject that is the rule above), a unit without is placed whole by the stratified rule.
+
     The expression used for stratifying is the row's ``expression`` (missing → its own stratum).
     """
     if not 0.0 <= fraction <= 1.0:
@@ -78,28 +86,31 @@ def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0,
     strata = [_stratum(e) for e in expressions]
     if subjects not in ("hash", "greedy"):
         raise ValueError(f"subjects must be 'hash' or 'greedy', got {subjects!r}")
+    groups = (labels[GROUP_COLUMN].cast(pl.String).to_list() if GROUP_COLUMN in labels.columns
+              else [None] * labels.height)
+    units = _split_units(face_ids, subject_ids, groups)
     assignment: dict[int, str] = {}
-    by_subject: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(subject_ids):
-        if s is not None and str(s).strip():
-            by_subject[str(s).strip()].append(i)
+    with_subjects = [(sorted(subs, key=lambda s: (stable_hash(seed, "subject", s), s))[0], rows)
+                     for subs, rows in units if subs]
 
     if subjects == "hash":
         # A pure function of (seed, subject) keeps a subject on one side across every batch and
         # re-run (the assets split one batch at a time); stratification holds in expectation.
-        for subject, rows in by_subject.items():
-            side = "feab" if unit_hash(seed, "subject", subject) < fraction else "feid"
+        # A unit joining several subjects (a near-duplicate across them) follows its lead
+        # subject, the one with the smallest hash.
+        for lead, rows in with_subjects:
+            side = "feab" if unit_hash(seed, "subject", lead) < fraction else "feid"
             for i in rows:
                 assignment[i] = side
     else:
         totals: dict[str, int] = defaultdict(int)
-        for rows in by_subject.values():
+        for _, rows in with_subjects:
             for i in rows:
                 totals[strata[i]] += 1
         chosen: dict[str, int] = defaultdict(int)
-        for subject in sorted(by_subject, key=lambda s: (stable_hash(seed, "subject", s), s)):
+        for lead, rows in sorted(with_subjects, key=lambda u: (stable_hash(seed, "subject", u[0]), u[0])):
             counts: dict[str, int] = defaultdict(int)
-            for i in by_subject[subject]:
+            for i in rows:
                 counts[strata[i]] += 1
             gain = sum(abs(chosen[e] - fraction * totals[e]) - abs(chosen[e] + c - fraction * totals[e])
                        for e, c in counts.items())
@@ -107,22 +118,85 @@ def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0,
             if side == "feab":
                 for e, c in counts.items():
                     chosen[e] += c
-            for i in by_subject[subject]:
+            for i in rows:
                 assignment[i] = side
 
-    # --- faces without a subject: per-expression stratified hash selection ---------------
-    by_stratum: dict[str, list[int]] = defaultdict(list)
-    for i in range(labels.height):
-        if i not in assignment:
-            by_stratum[strata[i]].append(i)
-    for stratum, rows in by_stratum.items():
-        ordered = sorted(rows, key=lambda i: (stable_hash(seed, "face", face_ids[i]), face_ids[i]))
-        k = int(round(fraction * len(ordered)))
-        for rank, i in enumerate(ordered):
-            assignment[i] = "feab" if rank < k else "feid"
+    # --- units without a subject (single faces, near-duplicate groups): stratified hash ------
+    # A unit is keyed and stratified by its smallest face_id; units in hash order join FEAB
+    # while the stratum's FEAB count is below round(fraction * faces). For single faces this is
+    # exactly "the k faces with the smallest hash"; a group may overshoot by its size - 1.
+    by_stratum: dict[str, list[tuple[str, list[int]]]] = defaultdict(list)
+    faces_in: dict[str, int] = defaultdict(int)
+    for subs, rows in units:
+        if subs:
+            continue
+        key_row = min(rows, key=lambda i: face_ids[i])
+        by_stratum[strata[key_row]].append((face_ids[key_row], rows))
+        faces_in[strata[key_row]] += len(rows)
+    for stratum, stratum_units in by_stratum.items():
+        ordered = sorted(stratum_units, key=lambda u: (stable_hash(seed, "face", u[0]), u[0]))
+        k = int(round(fraction * faces_in[stratum]))
+        taken = 0
+        for _, rows in ordered:
+            side = "feab" if taken < k else "feid"
+            if side == "feab":
+                taken += len(rows)
+            for i in rows:
+                assignment[i] = side
 
     return labels.with_columns(
         pl.Series(SPLIT_COLUMN, [assignment[i] for i in range(labels.height)], dtype=pl.String))
+
+
+def _split_units(face_ids: list[str], subject_ids: list, groups: list) -> list[tuple[set[str], list[int]]]:
+    """Rows joined by a shared subject or near-duplicate group (union–find): (subjects, rows)."""
+    parent = list(range(len(face_ids)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first: dict[tuple[str, str], int] = {}
+    for i, (s, g) in enumerate(zip(subject_ids, groups)):
+        for kind, key in (("s", s), ("g", g)):
+            if key is not None and str(key).strip():
+                j = first.setdefault((kind, str(key).strip()), i)
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    units: dict[int, tuple[set[str], list[int]]] = {}
+    for i in range(len(face_ids)):
+        subs, rows = units.setdefault(find(i), (set(), []))
+        rows.append(i)
+        s = subject_ids[i]
+        if s is not None and str(s).strip():
+            subs.add(str(s).strip())
+    return list(units.values())
+
+
+def with_near_dup_groups(labels: pl.DataFrame, raw_faces: pl.DataFrame,
+                         threshold: int = PHASH_THRESHOLD) -> pl.DataFrame:
+    """``labels`` plus ``near_dup_group`` from the crops' perceptual hashes in ``raw_faces``
+    (null for faces without a near-duplicate, or when ``raw_faces`` has no ``phash``)."""
+    groups: dict[str, str] = {}
+    if "phash" in raw_faces.columns and labels.height:
+        codes = dict(raw_faces.select("face_id", "phash").unique("face_id", keep="first").iter_rows())
+        ids = labels["face_id"].cast(pl.String).to_list()
+        groups = near_duplicate_groups(ids, [codes.get(f) for f in ids], threshold)
+    return labels.with_columns(pl.Series(GROUP_COLUMN, [groups.get(f) for f in labels["face_id"].to_list()],
+                                         dtype=pl.String))
+
+
+def assign_split(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float = 0.2,
+                 seed: int = 0, subjects: str = "hash",
+                 threshold: int = PHASH_THRESHOLD) -> pl.DataFrame:
+    """The FEID/FEAB split of ``labels`` with near-duplicates (from ``raw_faces.phash``) kept
+    together: ``labels`` + ``near_dup_group`` + ``bench_split``. FEID and FEAB both call it
+    with the same defaults, so each asset computes the same split."""
+    return split_benchmark(with_near_dup_groups(labels, raw_faces, threshold), fraction=fraction,
+                           seed=seed, subjects=subjects)
 
 
 # ---- items -------------------------------------------------------------------------------
@@ -194,18 +268,23 @@ def item_id(face_id: str, task: str) -> str:
     return f"{FEAB_VERSION}-{digest}"
 
 
-def gold_for(row: dict, gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> dict[str, tuple]:
+def gold_for(row: dict, gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS,
+             exclude_label_issues: bool = True) -> dict[str, tuple]:
     """Gold per task for one prepared row: ``{task: (value, origin)}``; tasks without gold absent.
 
     Human first: the manifest's known label (it is the truth even when audit mode hid it from the
     annotator), then a label whose origin is ``human`` (e.g. from review). Otherwise a label whose
-    origin is in ``gold_origins`` (default: self-verified only).
+    origin is in ``gold_origins`` (default: self-verified only). A human expression the
+    label-noise audit suspects (``label_issue``) gives no expression gold while
+    ``exclude_label_issues`` (default): the benchmark must not score models against it.
     """
     allowed = set(gold_origins)
     out: dict[str, tuple] = {}
     expr_h = normalise_expression(row.get("known_expression"))
     expr_l = normalise_expression(row.get("expression"))
-    if expr_h is not None:
+    if exclude_label_issues and row.get("label_issue"):
+        pass
+    elif expr_h is not None:
         out["expression"] = (expr_h, "human")
     elif expr_l is not None and row.get("expression_origin") == "human":
         out["expression"] = (expr_l, "human")
@@ -233,15 +312,17 @@ def gold_for(row: dict, gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> d
 
 def build_feab(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float = 0.2,
                seed: int = 0, subjects: str = "hash",
-               gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS) -> pl.DataFrame:
+               gold_origins: Iterable[str] = DEFAULT_GOLD_ORIGINS,
+               exclude_label_issues: bool = True) -> pl.DataFrame:
     """Benchmark items (FEAB schema, plus ``source``/``batch`` when ``labels`` has them).
 
     ``labels`` are verified labels; when they carry no ``bench_split`` column the split is
-    computed here with ``fraction``/``seed`` (the same defaults as :func:`seke.feid.build_feid`,
+    computed here (:func:`assign_split`: subjects and near-duplicates kept on one side) with
+    ``fraction``/``seed`` (the same defaults as :func:`seke.feid.build_feid`,
     so both sides agree). One item per face and task that has gold.
     """
     if SPLIT_COLUMN not in labels.columns:
-        labels = split_benchmark(labels, fraction=fraction, seed=seed, subjects=subjects)
+        labels = assign_split(labels, raw_faces, fraction=fraction, seed=seed, subjects=subjects)
     bench = prepare_faces(labels.filter(pl.col(SPLIT_COLUMN) == "feab"), raw_faces)
     extra = [c for c in ("source", "batch") if c in bench.columns]
     rows: list[dict] = []
@@ -250,7 +331,7 @@ def build_feab(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float
     for row in bench.iter_rows(named=True):
         if row.get("crop_png") is None:
             continue  # no image, no item: a face without its crop cannot be asked about
-        for task, (value, origin) in gold_for(row, gold_origins).items():
+        for task, (value, origin) in gold_for(row, gold_origins, exclude_label_issues).items():
             item = {
                 "item_id": item_id(row["face_id"], task),
                 "face_id": row["face_id"], "subject_id": row.get("subject_id"), "task": task,

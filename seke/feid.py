@@ -21,7 +21,7 @@ import hashlib
 
 import polars as pl
 
-from seke.feab import SPLIT_COLUMN, prepare_faces, split_benchmark, stable_hash
+from seke.feab import SPLIT_COLUMN, assign_split, prepare_faces, stable_hash
 from seke.knowledge import EMFACS_PROTOTYPES, VA_REGIONS_V1
 from seke.schemas import FEID, frame_from_rows
 from seke.taxonomy import AU_NAMES, normalise_expression
@@ -223,11 +223,11 @@ def build_feid(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float
     """FEID records (FEID schema, plus ``source``/``batch`` when ``labels`` has them).
 
     Only accepted faces on the FEID side of the split; when ``labels`` has no ``bench_split``
-    column the split is computed with ``fraction``/``seed`` (same defaults as
-    :func:`seke.feab.build_feab`). Faces whose crop is missing from ``raw_faces`` are skipped.
+    column the split is computed with ``fraction``/``seed`` (:func:`seke.feab.assign_split`, same
+    defaults as :func:`seke.feab.build_feab`: subjects and near-duplicates on one side). Faces whose crop is missing from ``raw_faces`` are skipped.
     """
     if SPLIT_COLUMN not in labels.columns:
-        labels = split_benchmark(labels, fraction=fraction, seed=seed, subjects=subjects)
+        labels = assign_split(labels, raw_faces, fraction=fraction, seed=seed, subjects=subjects)
     faces = prepare_faces(labels.filter(pl.col(SPLIT_COLUMN) == "feid"), raw_faces)
     extra = [c for c in ("source", "batch") if c in faces.columns]
     rows: list[dict] = []

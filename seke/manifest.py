@@ -70,6 +70,7 @@ class KnownRow:
     subject_id: str | None = None
     split: str | None = None
     invalid: tuple[str, ...] = ()
+    licence: str | None = None   # the ``licence`` cell (a key of seke.licences' register)
 
 
 @dataclass
@@ -162,11 +163,13 @@ class _Parsed:
     subject_id: str | None = None
     split: str | None = None
     invalid: set[str] = field(default_factory=set)
+    licence: str | None = None
 
 
 def _parse_row(row: dict, line: int, name: str, au_cols: list[int],
                issues: list[Rejected]) -> _Parsed:
-    p = _Parsed(line, subject_id=_cell(row, "subject_id") or None, split=_cell(row, "split") or None)
+    p = _Parsed(line, subject_id=_cell(row, "subject_id") or None, split=_cell(row, "split") or None,
+                licence=_cell(row, "licence") or _cell(row, "license") or None)
 
     def bad(granularity: str, column: str, value: str, why: str) -> None:
         p.invalid.add(granularity)
@@ -212,11 +215,17 @@ def _merge(name: str, parsed: list[_Parsed], issues: list[Rejected]) -> KnownRow
     invalid = set().union(*(p.invalid for p in parsed))
     values: dict[str, object] = {}
     for attr, granularity in (("expression", "expression"), ("va", "va"), ("aus", "aus"),
-                              ("subject_id", None), ("split", None)):
+                              ("subject_id", None), ("split", None), ("licence", None)):
         seen = [(p.line, getattr(p, attr)) for p in parsed if getattr(p, attr) is not None]
         distinct = {v for _, v in seen}
         if granularity in invalid:
             values[attr] = None
+        elif len(distinct) > 1 and attr == "licence":
+            # Never pick one of two licences: a key no register holds keeps the images restricted.
+            shown = "; ".join(f"line {line}: {v!r}" for line, v in seen)
+            issues.append(Rejected(name, CONFLICTING_LABELS, f"duplicate rows disagree on licence ({shown}); "
+                                                             "the image is treated as restricted"))
+            values[attr] = "conflicting:" + "|".join(sorted(str(v) for v in distinct))
         elif len(distinct) > 1:
             shown = "; ".join(f"line {line}: {v!r}" for line, v in seen)
             if granularity is not None:
@@ -232,6 +241,7 @@ def _merge(name: str, parsed: list[_Parsed], issues: list[Rejected]) -> KnownRow
                     valence=va[0] if va else None, arousal=va[1] if va else None,  # type: ignore[index]
                     aus=values["aus"],  # type: ignore[arg-type]
                     subject_id=values["subject_id"], split=values["split"],  # type: ignore[arg-type]
+                    licence=values["licence"],  # type: ignore[arg-type]
                     invalid=tuple(g for g in GRANULARITIES if g in invalid))
 
 

@@ -43,20 +43,23 @@ DUPLICATE = "duplicate"              # the same normalised crop was already seen
 OUTSIDE_LANDING = "outside_landing"  # a symlink resolving outside the landing zone / allowed roots
 SYMLINK_LOOP = "symlink_loop"        # a folder link to a folder already walked (cycles end here)
 MISSING_FILE = "missing_file"        # a manifest row whose file never arrived
+UNHASHABLE = "unhashable"            # imagehash could not read the crop (no perceptual hash)
 # Manifest problems (the images still land; only labels are affected):
 BAD_MANIFEST = "bad_manifest"        # empty, no ``image`` column, unparseable: every image unlabelled
 MANIFEST_ENCODING = "manifest_encoding"  # a warning: not UTF-8, decoded by the declared fallback
 BAD_LABEL = "bad_label"              # one human label invalid: that granularity is withheld
 CONFLICTING_LABELS = "conflicting_labels"  # duplicate manifest rows disagree: granularity withheld
+UNKNOWN_LICENCE = "unknown_licence"  # a warning: a licence key the register does not know (restricted)
 
 #: Reasons about labels or the manifest, not about a dropped file (the face may still land).
-LABEL_REASONS: tuple[str, ...] = (BAD_MANIFEST, MANIFEST_ENCODING, BAD_LABEL, CONFLICTING_LABELS)
+LABEL_REASONS: tuple[str, ...] = (BAD_MANIFEST, MANIFEST_ENCODING, BAD_LABEL, CONFLICTING_LABELS,
+                                  UNKNOWN_LICENCE)
 
 #: Every reason raw_faces writes (the README's "Ingesting your own faces" documents them).
 INGEST_REASONS: tuple[str, ...] = (
     UNREADABLE, TRUNCATED, OVERSIZED, EXTREME_ASPECT, TOO_SMALL, BLANK_IMAGE, NO_FACE, NO_DETECTOR,
     PROCESSING_ERROR, DUPLICATE, OUTSIDE_LANDING, SYMLINK_LOOP, MISSING_FILE, BAD_MANIFEST,
-    MANIFEST_ENCODING, BAD_LABEL, CONFLICTING_LABELS, "review_unusable",
+    MANIFEST_ENCODING, BAD_LABEL, CONFLICTING_LABELS, "review_unusable", UNHASHABLE, UNKNOWN_LICENCE,
 )
 
 # ---- later stages ------------------------------------------------------------------------------

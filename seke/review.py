@@ -149,14 +149,18 @@ def _image_ref(face_id: str, png: bytes, image_mode: str, image_dir: Path | None
 def export_tasks(labels: pl.DataFrame, faces: pl.DataFrame, *, source: str, batch: str,
                  model_version: str = "seke", image_mode: str = "data_url",
                  image_dir: Path | None = None, url_prefix: str = "",
-                 statuses: Iterable[str] = ("abstained",)) -> list[dict[str, Any]]:
+                 statuses: Iterable[str] = ("abstained",),
+                 label_issues: bool = True) -> list[dict[str, Any]]:
     """Label Studio import tasks for the faces of ``labels`` whose status is in ``statuses``.
 
     ``labels`` is a verified_labels partition, ``faces`` the matching raw_faces partition (for
     ``crop_png``). Faces without a crop are skipped (they cannot be reviewed). The candidate
     labels, even of abstained faces, become predictions the reviewer only has to correct.
     """
-    want = labels.filter(pl.col("status").is_in(list(statuses)))
+    sel = pl.col("status").is_in(list(statuses))
+    if label_issues and "label_issue" in labels.columns:   # suspected human-label errors, with evidence
+        sel = sel | pl.col("label_issue").fill_null(False)
+    want = labels.filter(sel)
     crops = {r["face_id"]: r["crop_png"] for r in
              faces.select("face_id", "crop_png").iter_rows(named=True) if r["crop_png"]}
     tasks = []
@@ -170,6 +174,7 @@ def export_tasks(labels: pl.DataFrame, faces: pl.DataFrame, *, source: str, batc
             "subject_id": row.get("subject_id") or "",
             "abstain_reason": row.get("abstain_reason") or "",
             "consistency_flags": ",".join(row.get("consistency_flags") or []),
+            "label_issue_evidence": row.get("label_issue_evidence") or "",
         }
         tasks.append({"data": data, "predictions": _predictions(row, model_version)})
     return tasks

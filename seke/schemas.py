@@ -42,6 +42,10 @@ RAW_FACES = pa.schema([
     ("invalid_labels", pa.list_(pa.string())),  # granularities whose human label was invalid or
                                          # conflicting (quarantined bad_label/conflicting_labels):
                                          # withheld, i.e. neither known nor generated
+    ("phash", pa.string()),              # 64-bit perceptual hash of the crop, 16 hex digits
+                                         # (seke.near_dup: near-duplicate guard of the split)
+    ("licence", pa.string()),            # key in the licence register (seke.licences): the
+                                         # manifest's licence cell, else the source name
 ])
 
 QUARANTINE = pa.schema([
@@ -121,6 +125,9 @@ VERIFIED_LABELS = pa.schema([
     ("audit_hidden", pa.list_(pa.string())),  # granularities whose human label was hidden
     ("withheld", pa.list_(pa.string())),  # granularities left empty on purpose: the human label
                                           # was invalid (raw_faces.invalid_labels), none generated
+    ("label_issue", pa.bool_()),          # suspected human expression label error (seke.label_noise,
+                                          # audit-mode faces only; null = not checked); never overwritten
+    ("label_issue_evidence", pa.string()),  # JSON: given/suggested class and probabilities
 ])
 
 FEID = pa.schema([

@@ -247,3 +247,21 @@ def test_audit_mode_reports_quality_and_feeds_calibration(tmp_path, shared_data)
         instance=instance, run_config={"ops": {"confidence_calibration": {"config": {"min_pairs": 10}}}})
     assert cal.success
     assert (tmp_path / "lake" / "calibration_current").exists()
+
+
+def test_crops_carry_a_phash_and_products_pass_the_split_leakage_check(materialized):
+    from dagster import AssetKey
+
+    raw = _table(materialized, "raw_faces")
+    assert raw["phash"].null_count() == 0 and raw["phash"].str.len_chars().unique().to_list() == [16]
+    inst = materialized["instance"]
+    md = inst.get_latest_materialization_event(AssetKey("raw_faces")).asset_materialization.metadata
+    assert md["near_duplicate_groups"].value >= 1   # the two frames of each CK+ sequence
+    for key in ("feid", "feab"):
+        md = inst.get_latest_materialization_event(AssetKey(key)).asset_materialization.metadata
+        assert md["near_duplicate_groups"].value >= 1 and md["cross_split_near_duplicates"].value == 0
+        checks = [e.event_specific_data for e in materialized["second"].all_events
+                  if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                  and e.event_specific_data.check_name == "split_leakage"
+                  and e.event_specific_data.asset_key == AssetKey(key)]
+        assert len(checks) == 1 and checks[0].passed

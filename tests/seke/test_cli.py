@@ -17,7 +17,9 @@ def lake(tmp_path_factory):
 
 def test_export_all_formats(lake, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["export", "--lake", lake.uri, "--out", str(out), "--origins", "human,verified"]) == 0
+    # ckplus/fer2013 images may not be redistributed: a private copy with them needs --allow-restricted
+    assert main(["export", "--lake", lake.uri, "--out", str(out), "--origins", "human,verified",
+                 "--allow-restricted"]) == 0
     feid = lake.read_table("feid").filter(pl.col("origin").is_in(["human", "verified"]))
     llava = load_json(out / "llava" / "llava.json")
     assert len(llava) == feid.height and missing_images(llava, out / "llava") == []
