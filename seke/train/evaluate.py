@@ -100,12 +100,19 @@ def evaluate_arrays(model: MultiTaskNet, arrays: FaceArrays, device: str, cfg: T
             "aus": au_metrics(pred["au_probs"], arrays.aus, arrays.aus_w > 0)}
 
 
-def feab_arrays(table: Any, image_size: int = 48) -> tuple[FaceArrays, list[dict[str, str]]]:
-    """FEAB items (one per face × task, gold labels) folded into one row per face."""
+def feab_arrays(table: Any, image_size: int = 48, human_only: bool = True) -> tuple[FaceArrays, list[dict[str, str]]]:
+    """FEAB items (one per face × task, gold labels) folded into one row per face.
+
+    ``human_only`` (default) keeps human gold only, as FEAB scoring does everywhere
+    (:mod:`seke.evaluate`): generated-and-verified gold measures agreement, not accuracy.
+    """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if hasattr(table, "to_arrow") and not hasattr(table, "column_names"):
         table = table.to_arrow()
+    if human_only:
+        table = table.filter(pc.invert(pc.fill_null(table.column("gold_flagged"), False)))
     n = table.num_rows
     as_feid = pa.table({
         "face_id": table.column("face_id"), "task": table.column("task"),
