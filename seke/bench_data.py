@@ -41,10 +41,16 @@ def select_split(rows: Iterable[T], split_of: Callable[[T], str | None], split: 
     return keep
 
 
-def data_field(counts: Mapping[str, int], split: str | None = None) -> str:
-    """``data=`` value of a RESULT line: set names and face counts, e.g. ``fer2013:100,ckplus:98``,
-    with the split when one was chosen (``…@validation``)."""
+def split_used(splits: Iterable[str | None], split: str | None) -> str | None:
+    """The split a set was cut to by :func:`select_split`: None when it was used whole."""
+    return split if split is not None and any(splits) else None
+
+
+def data_field(counts: Mapping[str, int], splits: Mapping[str, str | None] | None = None) -> str:
+    """``data=`` value of a RESULT line: set names, the split each was cut to (if any) and face
+    counts, e.g. ``fer2013[validation]:100,ckplus:98``."""
     if not counts:
         raise NoData("no faces measured")
-    body = ",".join(f"{name}:{n}" for name, n in counts.items())
-    return f"{body}@{split}" if split else body
+    splits = splits or {}
+    return ",".join(f"{name}[{splits[name]}]:{n}" if splits.get(name) else f"{name}:{n}"
+                    for name, n in counts.items())

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from seke import metrics
-from seke.bench_data import DEFAULT_SPLIT, select_split
+from seke.bench_data import DEFAULT_SPLIT, select_split, split_used
 from seke.annotation import FaceItem, Labels, PromptSpec, SampleRequest
 from seke.annotators.offline import OfflineAnnotator, decode_crop
 from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS, au_column, normalise_expression
@@ -36,6 +36,8 @@ def load_set(d: Path, limit: int | None, split: str | None = DEFAULT_SPLIT) -> p
         splits = man["split"].cast(pl.String).to_list()
         idx = select_split(range(man.height), lambda i: splits[i], split, d.name)
         man = man[idx]
+        if split_used(splits, split):
+            man = man.with_columns(pl.lit(split).alias("_split_used"))
     if "expression" in man.columns:
         man = man.with_columns(pl.col("expression").map_elements(normalise_expression, return_dtype=pl.String))
     if limit and man.height > limit:
@@ -68,7 +70,8 @@ def mean_aus(samples) -> dict[int, float] | None:
 def evaluate_set(name: str, d: Path, ann: OfflineAnnotator, knowledge, k: int, limit: int | None,
                  verbose: bool = True, split: str | None = DEFAULT_SPLIT) -> dict:
     man = load_set(d, limit, split)
-    res: dict = {"set": name, "n": man.height}
+    res: dict = {"set": name, "n": man.height,
+                 "split": man["_split_used"][0] if "_split_used" in man.columns and man.height else None}
     blobs = [(d / p).read_bytes() for p in man["image"]]
     ids = [f"{name}:{p}" for p in man["image"]]
     t0 = time.perf_counter()
