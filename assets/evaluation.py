@@ -8,7 +8,7 @@ from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
 from seke.knowledge import knowledge_v1
 from seke.evaluate import (comparison_table, evaluate, load_annotator, markdown_table,
-                           png_markdown, read_evaluations, store)
+                           png_markdown, read_evaluations, read_label_generators, store)
 
 
 class EvaluationConfig(Config):
@@ -26,7 +26,8 @@ class EvaluationConfig(Config):
 @asset(deps=["feab"], group_name="evaluation", kinds={"parquet"})
 def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: LakeResource,
                annotator: AnnotatorResource) -> MaterializeResult:
-    """Scores of one model on FEAB (accuracy/macro-F1, VA RMSE/CCC/sign, per-AU F1, ECE, Brier),
+    """Scores of one model on FEAB against human gold (accuracy/macro-F1, VA RMSE/CCC/sign,
+    per-AU F1, ECE, Brier); agreement with generated gold and with its own labels apart,
     stored per model and run in `evaluations` / `evaluation_predictions`, with a confusion
     matrix, a VA scatter and the comparison table across every model evaluated so far."""
     store_ = lake.lake()
@@ -44,7 +45,8 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: L
         engine = annotator.build(knowledge, store_)
     result = evaluate(engine, feab, model=config.model_label or None, run_id=config.run_id or None,
                       knowledge=knowledge, n_samples=config.n_samples, batch_size=config.batch_size,
-                      progress=lambda done, total: context.log.info(f"{done}/{total} faces"))
+                      progress=lambda done, total: context.log.info(f"{done}/{total} faces"),
+                      generators=read_label_generators(store_, feab["face_id"].unique().to_list()))
     commits = store(store_, result, feab_version=feab_version)
     table = comparison_table(read_evaluations(store_))
     meta = {
@@ -52,9 +54,11 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: L
         "run_id": MetadataValue.text(result.run_id),
         "faces": MetadataValue.int(result.items["face_id"].n_unique()),
         "items": MetadataValue.int(result.items.height),
-        "metrics": MetadataValue.json({k: v for k, v in result.summary().items() if v is not None}),
-        "metrics_human_gold": MetadataValue.json(
-            {k: v for k, v in result.summary("human").items() if v is not None}),
+        "metrics": MetadataValue.json({k: v for k, v in result.summary("human").items() if v is not None}),
+        "agreement_generated_gold": MetadataValue.json(
+            {k: v for k, v in result.summary("generated").items() if v is not None}),
+        "self_agreement_own_labels": MetadataValue.json(
+            {k: v for k, v in result.summary("self_agreement").items() if v is not None}),
         "comparison": MetadataValue.md(markdown_table(table)),
         "path": MetadataValue.path(commits["evaluations"].uri),
         "feab_table_uri": MetadataValue.path(store_.table_uri("feab")),

@@ -1,9 +1,12 @@
 """Quality of the offline annotator on labelled face sets (../shared/data manifest format).
 
-    python bench/annotator_quality.py [--data DIR ...] [--samples K] [--limit N]
+    python bench/annotator_quality.py [--data DIR ...] [--split S] [--samples K] [--limit N]
 
-Defaults to the dev splits: ckplus (all), fer2013 (split=validation), wild. For each set it
-measures what the labels allow:
+Defaults to the dev splits: ckplus (all), fer2013 (``--split``, default validation), wild; a
+set with a split column is cut to ``--split`` (``--split all`` keeps every row), and one without
+any row of that split is an error. Asked for data it cannot find (a ``--data`` folder without a
+manifest, or none of the default sets), it exits 2 instead of measuring nothing. For each set
+it measures what the labels allow:
 
 * expression accuracy / macro-F1 (blind annotator, K TTA samples, mean probabilities) beside the
   bare expression model on the whole image (baseline, same run), and ECE (15 bins) of the
@@ -16,7 +19,10 @@ measures what the labels allow:
 
 The knowledge is P(AU | expression) estimated from ../shared/data/ckplus when present (the dev
 set, so AU figures on ckplus are dev figures; ``python -m seke.vision.calibrate_au`` prints the
-subject-wise cross-validated ones). Ends with one RESULT line.
+subject-wise cross-validated ones). Ends with one RESULT line carrying ``source=offline``,
+``data=`` (sets and face counts) and the baselines beside each figure (``expr_acc_bare``: the
+bare expression model; ``au_f1_prior_only``: the knowledge-only prior). Metrics come from
+:mod:`seke.metrics`.
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seke.annotators.offline import OfflineAnnotator  # noqa: E402
+from seke.bench_data import DEFAULT_SPLIT, NoData, data_field  # noqa: E402
 from seke.knowledge import knowledge_v1, knowledge_with_estimate  # noqa: E402
 from seke.vision.au_evidence import with_au_calibration  # noqa: E402
 from seke.vision.calibrate_au import EVAL_MIN_PREVALENCE  # noqa: E402
-from seke.vision.quality import evaluate_set  # noqa: E402
+from seke.vision.quality import evaluate_set, load_set  # noqa: E402
 
 SHARED = Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data"))
 
@@ -47,11 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=1, help="TTA samples per face (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="at most N faces per set (random, seed 0)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default=DEFAULT_SPLIT,
+                    help="rows of this split in sets that have a split column ('all': every row)")
     args = ap.parse_args(argv)
+    split = None if args.split == "all" else args.split
     sets = args.data or [SHARED / s for s in ("ckplus", "fer2013", "wild")]
-    sets = [s for s in sets if (s / "manifest.csv").exists()]
+    missing = [s for s in sets if not (s / "manifest.csv").exists()]
+    if args.data and missing:
+        print(f"no data: {', '.join(map(str, missing))} has no manifest.csv", file=sys.stderr)
+        return 2
+    for s in missing:
+        print(f"  {s.name}: not found under {s.parent}, not measured")
+    sets = [s for s in sets if s not in missing]
     if not sets:
         print(f"no data: none of the sets has a manifest.csv (looked under {SHARED})", file=sys.stderr)
+        return 2
+    try:  # fail fast, before loading any model: every set must have rows of the asked split
+        for d in sets:
+            load_set(d, 1, split)
+    except NoData as exc:
+        print(f"no data: {exc}", file=sys.stderr)
         return 2
     ck = SHARED / "ckplus" / "manifest.csv"
     knowledge = knowledge_with_estimate(pl.read_csv(ck), "ckplus") if ck.exists() else knowledge_v1()
@@ -61,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for d in sets:
         t = time.perf_counter()
-        r = evaluate_set(d.name, d, ann, knowledge, args.samples, args.limit)
+        try:
+            r = evaluate_set(d.name, d, ann, knowledge, args.samples, args.limit, split=split)
+        except NoData as exc:
+            print(f"no data: {exc}", file=sys.stderr)
+            return 2
         print(f"  {d.name}: {r['n']} faces in {time.perf_counter() - t:.1f}s")
         results.append(r)
     print(f"\n{'set':10s} {'n':>6s} {'expr_acc':>9s} {'bare':>7s} {'ratio':>6s} {'macroF1':>8s} {'ECE':>6s} "
@@ -83,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     expr_src = by.get("fer2013") or next((r for r in results if "expr_acc" in r), None)
     au_src = by.get("ckplus") or next((r for r in results if "au_f1_known" in r), None)
     va_src = next((r for r in results if "valence_sign_acc" in r), None)
-    kv = []
+    kv = ["source=offline", "data=" + data_field({r["set"]: r["n"] for r in results},
+                                                 {r["set"]: r.get("split") for r in results})]
     if au_src:
-        kv += [f"au_f1_known={au_src['au_f1_known']:.4f}", f"au_f1_prior_only={au_src['au_f1_prior_only']:.4f}",
+        kv += [f"au_set={au_src['set']}", f"au_f1_known={au_src['au_f1_known']:.4f}", f"au_f1_prior_only={au_src['au_f1_prior_only']:.4f}",
                f"au_f1_blind={au_src['au_f1_blind']:.4f}"]
     if expr_src:
-        kv += [f"expr_acc={expr_src['expr_acc']:.4f}", f"expr_macro_f1={expr_src['expr_macro_f1']:.4f}"]
+        kv += [f"expr_set={expr_src['set']}", f"expr_acc={expr_src['expr_acc']:.4f}",
+               f"expr_acc_bare={expr_src['expr_acc_bare']:.4f}", f"expr_macro_f1={expr_src['expr_macro_f1']:.4f}"]
     if va_src:
         kv.append(f"valence_sign_acc={va_src['valence_sign_acc']:.4f}")
     if expr_src:

@@ -1,18 +1,23 @@
 """Efficiency benchmark of SV-UAMC against single-shot and fixed-N self-consistency (issue 4).
 
-    PYTHONPATH=. python bench/sv_uamc.py [--data DIR] [--faces N] [--tune]
+    PYTHONPATH=. python bench/sv_uamc.py [--data DIR] [--split S] [--per-set N]
+    PYTHONPATH=. python bench/sv_uamc.py --simulated [--faces N] [--tune]
 
 Two annotators, every strategy on the same faces and the same code path
-(:func:`seke.sv_uamc.run_sampling`):
+(:func:`seke.sv_uamc.run_sampling`). By default the bench measures **real faces** with the
+offline annotator; asked for real data it cannot find (no folder, no annotator, no face of the
+asked split), it exits 2 and never falls back. ``--simulated`` measures the simulated annotator
+instead. The RESULT line always says which: ``source=offline|simulated``, ``data=`` (sets and
+face counts, or the simulated set), the headline ratios and the baseline figures they come from.
 
 * **simulated** (:class:`seke.annotators.simulated.SimulatedAnnotator`): synthetic faces with a
   full ground truth and a named noise model; all three granularities are generated (audit of
   everything), so expression accuracy, AU F1 and VA are all measured. Strategies see common
   random numbers (sample *i* of a face is the same draw under every strategy).
-* **offline** (``seke.annotators.offline.OfflineAnnotator``, when present): the dev splits of
-  ``--data`` (default ``../shared/data``: FER2013 ``validation``, CK+, wild), in audit mode with
-  every human label hidden, scored against the hidden labels. Skipped with a reason when the
-  annotator or the data is missing.
+* **offline** (``seke.annotators.offline.OfflineAnnotator``): the dev splits of ``--data``
+  (default ``../shared/data``: FER2013 rows of ``--split``, default ``validation``; CK+ and
+  wild as shipped, they have no split column), in audit mode with every human label hidden,
+  scored against the hidden labels.
 
 Per strategy the table shows model calls per face (samples + verification calls), expression
 accuracy over all faces (the final candidate, abstained ones included), error among accepted
@@ -22,7 +27,8 @@ confidence on accepted faces.
 Calibration: per strategy, temperature and isotonic maps are fitted on the simulated dev seed
 and applied on the evaluation seed (``ece_temp``, ``ece_isot``).
 
-Headline (last line), on the simulated evaluation set, or on the offline dev data when present:
+Headline (last line), on the offline dev data (default) or the simulated evaluation set
+(``--simulated``, regime ``default``):
 ``calls_ratio`` = calls/face of SV-UAMC ÷ fixed-10; ``acc_delta`` = accuracy of SV-UAMC −
 fixed-10 in points; ``accepted_error_ratio`` = expression error among SV-UAMC's accepted labels
 ÷ single-shot's error; ``abstain_rate`` = SV-UAMC's abstained share.
@@ -50,6 +56,7 @@ from seke import metrics  # noqa: E402
 from seke.annotation import FaceItem, Labels, PromptSpec  # noqa: E402
 from seke.annotators.simulated import NoiseModel, SimulatedAnnotator, simulate_faces  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
+from seke.bench_data import DEFAULT_SPLIT, NoData, data_field, select_split, split_used  # noqa: E402
 from seke.calibration import Calibration, fit_calibration  # noqa: E402
 from seke.knowledge import Knowledge, knowledge_v1  # noqa: E402
 from seke.sv_uamc import SamplingConfig, run_sampling  # noqa: E402
@@ -73,16 +80,19 @@ def score(rows: Sequence[Mapping[str, Any]], gold: Mapping[str, Labels], calls: 
     """Label quality of one run against the gold labels (see the module docstring)."""
     n = len(rows)
     ex = [r for r in rows if gold[r["face_id"]].expression is not None]
-    right = [r.get("expression") == gold[r["face_id"]].expression for r in ex]
     acc_rows = [r for r in ex if r["status"] == "accepted"]
-    acc_right = [r.get("expression") == gold[r["face_id"]].expression for r in acc_rows]
+
+    def acc(rs: Sequence[Mapping[str, Any]]) -> float:
+        # a face without a candidate counts as wrong (never dropped): "" matches no gold
+        return metrics.accuracy([gold[r["face_id"]].expression for r in rs],
+                                [r.get("expression") or "" for r in rs]) if rs else math.nan
     au = [r for r in rows if gold[r["face_id"]].aus is not None]
     va = [r for r in rows if gold[r["face_id"]].valence is not None]
     pairs = [p for p in audit_pairs(rows, gold) if p.accepted and p.granularity == "expression"]
     return {
         "faces": n, "calls_per_face": calls / n if n else math.nan,
-        "accuracy": sum(right) / len(ex) if ex else math.nan,
-        "accepted_error": 1 - sum(acc_right) / len(acc_rows) if acc_rows else math.nan,
+        "accuracy": acc(ex),
+        "accepted_error": 1 - acc(acc_rows),
         "abstain": sum(r["status"] == "abstained" for r in rows) / n if n else math.nan,
         "au_f1": metrics.mean_au_f1(
             [sorted(a for a, p in gold[r["face_id"]].aus.items() if p >= 0.5) for r in au],
@@ -170,32 +180,32 @@ def tune(n: int, knowledge: Knowledge, regime: str) -> None:
 
 # ---- offline on dev splits -------------------------------------------------------------------
 
-#: Dev faces per data set: FER2013's validation split; CK+ and wild as shipped (their test
-#: subjects / other half are held back outside ../shared/data, so nothing here is a test set).
-DEV_FILTERS: dict[str, Callable[[Any], bool]] = {
-    "fer2013": lambda known: known.split == "validation",
-    "ckplus": lambda known: True,
-    "wild": lambda known: True,
-}
+#: Sets measured from ``--data``; rows are cut to ``--split`` where a set has split labels.
+DEV_SETS: tuple[str, ...] = ("fer2013", "ckplus", "wild")
 
 
-def offline_dev_faces(data: Path, per_set: int) -> tuple[list[FaceItem], dict[str, Labels], list[str]]:
+def offline_dev_faces(data: Path, per_set: int, split: str | None = DEFAULT_SPLIT
+                      ) -> tuple[list[FaceItem], dict[str, Labels], list[str], dict[str, str | None]]:
     """Audit-mode dev faces: every human label hidden (the annotator sees none), kept as gold.
 
     ``per_set`` files per set, chosen by a hash of the file name (stable, unbiased by order).
+    A set with split labels but no row of ``split`` raises :class:`NoData`. Also returns the
+    split each set was cut to (None: used whole).
     """
     import hashlib
 
     from seke.faces import default_detector, ingest_folder, read_manifest
 
-    faces, gold, notes = [], {}, []
-    for name, keep in DEV_FILTERS.items():
+    faces, gold, notes, used = [], {}, [], {}
+    for name in DEV_SETS:
         folder = data / name
         if not (folder / "manifest.csv").exists():
             notes.append(f"{name}: no manifest under {folder}, skipped")
             continue
         manifest = read_manifest(folder)
-        names = sorted((n for n, k in manifest.items() if keep(k) and k.expression is not None),
+        rows = select_split(manifest.items(), lambda kv: kv[1].split, split, name)
+        used[name] = split_used((k.split for k in manifest.values()), split)
+        names = sorted((n for n, k in rows if k.expression is not None),
                        key=lambda n: hashlib.sha256(n.encode()).hexdigest())[:per_set]
         crops, rejected = ingest_folder(folder, default_detector(), files=[folder / n for n in names])
         notes.append(f"{name}: {len(crops)} faces, {len(rejected)} rejected at ingestion")
@@ -205,37 +215,56 @@ def offline_dev_faces(data: Path, per_set: int) -> tuple[list[FaceItem], dict[st
                                      k.arousal if k.valence is not None else None,
                                      None if k.aus is None else {a: 1.0 for a in k.aus})
             faces.append(FaceItem(c.face_id, c.crop_png, Labels(), source=name, subject_id=k.subject_id))
-    return faces, gold, notes
+    return faces, gold, notes, used
 
 
-def offline_benchmark(data: Path, per_set: int, knowledge: Knowledge, base: SamplingConfig):
-    """Strategies with the offline annotator on dev data, or (None, reason) when it cannot run."""
+def offline_benchmark(data: Path, per_set: int, knowledge: Knowledge, base: SamplingConfig,
+                      split: str | None = DEFAULT_SPLIT) -> tuple[dict[str, dict[str, Any]], str]:
+    """Strategies with the offline annotator on dev data and the RESULT ``data=`` value (sets,
+    splits, faces measured); raises :class:`NoData` when it cannot measure any real face."""
     try:
         from seke.annotators.offline import OfflineAnnotator
     except ImportError as exc:
-        return None, f"offline annotator not available ({exc})"
+        raise NoData(f"offline annotator not available ({exc})") from exc
     if not data.is_dir():
-        return None, f"no data folder at {data}"
-    faces, gold, notes = offline_dev_faces(data, per_set)
-    if not faces:
-        return None, "no dev faces found: " + "; ".join(notes)
+        raise NoData(f"no data folder at {data}")
+    faces, gold, notes, used = offline_dev_faces(data, per_set, split)
     for n in notes:
         print(f"  {n}")
+    if not faces:
+        raise NoData("no dev faces found: " + "; ".join(notes))
+    counts: dict[str, int] = {}
+    for f in faces:
+        counts[f.source] = counts.get(f.source, 0) + 1
     # One instance for every strategy: sample i of a face is the same TTA view (cached), so the
     # strategies see common random numbers and fixed-10's views are computed once.
     annotator = OfflineAnnotator(knowledge, seed=0)
-    return run_strategies(faces, gold, lambda: annotator, knowledge, strategies(base)), None
+    return run_strategies(faces, gold, lambda: annotator, knowledge, strategies(base)), data_field(counts, used)
+
+
+def result_line(table: Mapping[str, Mapping[str, float]], source: str, data: str) -> str:
+    """The RESULT line: where the figures come from, the headline and its baseline figures."""
+    sv, fx, ss = table["sv_uamc"], table["fixed_10"], table["single_shot"]
+    kv = {**headline(table),
+          "sv_calls": sv["calls_per_face"], "fixed10_calls": fx["calls_per_face"],
+          "sv_acc": sv["accuracy"], "fixed10_acc": fx["accuracy"], "single_shot_acc": ss["accuracy"],
+          "sv_accepted_error": sv["accepted_error"], "single_shot_accepted_error": ss["accepted_error"]}
+    return f"RESULT source={source} data={data} " + " ".join(f"{k}={v:.3f}" for k, v in kv.items())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
+    ap.add_argument("--split", default=DEFAULT_SPLIT,
+                    help="rows of this split in sets that have a split column ('all': every row)")
+    ap.add_argument("--simulated", action="store_true",
+                    help="measure the simulated annotator instead of real faces (RESULT source=simulated)")
+    ap.add_argument("--no-offline", action="store_true", help="same as --simulated")
     ap.add_argument("--faces", type=int, default=1000, help="simulated faces (dev and eval sets each)")
     ap.add_argument("--per-set", type=int, default=100, help="offline dev faces per data set")
     ap.add_argument("--tune", action="store_true", help="sweep k/thresholds on the simulated dev seed")
     ap.add_argument("--regime", default="default", choices=sorted(REGIMES), help="noise regime for --tune")
-    ap.add_argument("--no-offline", action="store_true", help="simulated annotator only")
-    ap.add_argument("--regimes", default="default,consistent,noisy", help="regimes to report (headline: default)")
+    ap.add_argument("--regimes", default="default,consistent,noisy", help="simulated regimes to report")
     args = ap.parse_args(argv)
     knowledge = knowledge_v1()
     if args.tune:
@@ -243,7 +272,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     base = SamplingConfig()
     print(f"SV-UAMC config: {base}")
-    heads = {}
+    if not (args.simulated or args.no_offline):
+        split = None if args.split == "all" else args.split
+        try:
+            off, data = offline_benchmark(args.data, args.per_set, knowledge, base, split)
+        except NoData as exc:
+            print(f"no real data: {exc} (use --simulated to measure the simulated annotator)", file=sys.stderr)
+            return 2
+        print_table(f"offline annotator, dev faces of {args.data} (audit mode, all labels hidden)", off)
+        print(result_line(off, "offline", data))
+        return 0
+    tables = {}
     for regime in [r for r in args.regimes.split(",") if r]:
         noise = REGIMES[regime]
         # calibrations (temperature, isotonic) fitted per strategy on the dev seed, applied on the eval seed
@@ -252,27 +291,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cals = {name: {method: fit_calibration(m["pairs"], method) for method in ("temperature", "isotonic")}
                 for name, m in dev.items()}
         faces, truth, make = simulated_set(args.faces, EVAL_SEED, knowledge, noise)
-        sim = run_strategies(faces, truth, make, knowledge, strategies(base), cals)
+        tables[regime] = run_strategies(faces, truth, make, knowledge, strategies(base), cals)
         print_table(f"simulated annotator, regime {regime}, eval seed {EVAL_SEED}, {args.faces} faces, "
-                    f"all granularities generated", sim)
-        heads[regime] = headline(sim)
-        print(f"headline ({regime}): " + " ".join(f"{k}={v:.3f}" for k, v in heads[regime].items()))
-    h = heads.get("default") or next(iter(heads.values()), None)
-    source = "simulated/default" if "default" in heads else "simulated"
-    if not args.no_offline:
-        off, why = offline_benchmark(args.data, args.per_set, knowledge, base)
-        if off is None:
-            print(f"\n## offline annotator on dev data: skipped ({why})")
-        else:
-            print_table(f"offline annotator, dev splits of {args.data} (audit mode, all labels hidden)", off)
-            h_off = headline(off)
-            print("headline (offline): " + " ".join(f"{k}={v:.3f}" for k, v in h_off.items()))
-            h, source = h_off, "offline/dev"
-    if h is None:
-        print("no strategy comparison could run")
-        return 1
-    print(f"headline source: {source}")
-    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in h.items()))
+                    f"all granularities generated", tables[regime])
+        print(f"headline ({regime}): " + " ".join(f"{k}={v:.3f}" for k, v in headline(tables[regime]).items()))
+    if not tables:
+        print("no regime to measure", file=sys.stderr)
+        return 2
+    regime = "default" if "default" in tables else next(iter(tables))
+    print(result_line(tables[regime], "simulated", f"simulated-{regime}:{args.faces}@seed{EVAL_SEED}"))
     return 0
 
 

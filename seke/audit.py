@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from seke import metrics
 from seke.annotation import FaceItem, Labels
-from seke.taxonomy import AU_CATALOGUE
+from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS
 
 
 # ---- which labels audit mode hides ----------------------------------------------------------
@@ -141,7 +141,7 @@ def audit_report(rows: Sequence[Mapping[str, Any]], gold: Mapping[str, Labels], 
         rep["expression_n"] = len(ex)
         rep["expression_accuracy"] = metrics.accuracy(gold_of(ex, "expression"), col(ex, "expression")) if ex else None
         rep["expression_accuracy_all"] = metrics.accuracy(gold_of(ex_all, "expression"), col(ex_all, "expression"))
-        rep["expression_macro_f1"] = (metrics.macro_f1(gold_of(ex, "expression"), col(ex, "expression"))
+        rep["expression_macro_f1"] = (metrics.macro_f1(gold_of(ex, "expression"), col(ex, "expression"), EXPRESSIONS)
                                       if ex else None)
     va = [r for r in accepted if gold[r["face_id"]].valence is not None]
     if va:

@@ -8,9 +8,13 @@ hidden; this module fits one monotone map per granularity on them and applies it
 Methods:
 * ``temperature`` — ``c' = σ(logit(c) / T)``, one parameter per granularity, fitted by
   minimising the negative log-likelihood (Guo et al. 2017, "On Calibration of Modern Neural
-  Networks", adapted to a binary correct/incorrect target);
-* ``isotonic`` — pool-adjacent-violators regression of correctness on confidence
-  (Zadrozny & Elkan 2002), applied by linear interpolation between fitted blocks.
+  Networks", adapted to a binary correct/incorrect target). That is a logistic regression of
+  correctness on ``logit(c)`` without intercept and without penalty, coefficient ``1/T``:
+  scikit-learn's ``LogisticRegression`` fits it (T kept in [e^-4, e^4]);
+* ``isotonic`` — scikit-learn's ``IsotonicRegression`` of correctness on confidence
+  (pool-adjacent-violators, Zadrozny & Elkan 2002). The artefact stores its thresholds
+  (``X_thresholds_``, ``y_thresholds_``) and applies them by linear interpolation, which is
+  exactly what ``IsotonicRegression.predict`` does, so the JSON needs no pickle.
 
 The artefact's ``version`` is a content hash of method and parameters, so labels can record
 which calibration produced their confidences and a refit with equal parameters keeps its name.
@@ -45,45 +49,32 @@ def _logit(c: np.ndarray) -> np.ndarray:
     return np.log(c / (1 - c))
 
 
+#: Temperatures outside [e^-4, e^4] are clipped (a coefficient <= 0, i.e. confidence that
+#: anti-correlates with correctness, maps to the flattest allowed map).
+_LOG_T_RANGE = 4.0
+
+
 def fit_temperature(conf: Sequence[float], correct: Sequence[bool]) -> float:
-    """Temperature minimising the binary NLL (golden-section search on log T in [-4, 4])."""
-    z = _logit(np.asarray(conf, float))
-    y = np.asarray(correct, float)
+    """Temperature minimising the binary NLL: unpenalised logistic regression on ``logit(c)``."""
+    from sklearn.linear_model import LogisticRegression
 
-    def nll(log_t: float) -> float:
-        p = np.clip(1 / (1 + np.exp(-z / math.exp(log_t))), 1e-9, 1 - 1e-9)
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-    lo, hi = -4.0, 4.0
-    g = (math.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = nll(a), nll(b)
-    for _ in range(80):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = nll(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = nll(b)
-    return float(math.exp((lo + hi) / 2))
+    z = _logit(np.asarray(conf, float))[:, None]
+    y = np.asarray(correct, bool)
+    if y.all() or not y.any():  # one class only: the NLL falls as T -> 0 (all right) or grows
+        return float(math.exp(-_LOG_T_RANGE) if y.all() else math.exp(_LOG_T_RANGE))
+    lr = LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-10, max_iter=1000).fit(z, y)
+    a = float(lr.coef_[0, 0])
+    lo, hi = math.exp(-_LOG_T_RANGE), math.exp(_LOG_T_RANGE)
+    return float(hi if a <= 1 / hi else min(hi, max(lo, 1.0 / a)))
 
 
 def fit_isotonic(conf: Sequence[float], correct: Sequence[bool]) -> tuple[list[float], list[float]]:
-    """Pool-adjacent-violators fit; returns block mean confidences (x) and accuracies (y)."""
-    c, t = np.asarray(conf, float), np.asarray(correct, float)
-    order = np.lexsort((-t, c))  # ties in confidence: correct first, so PAV pools them
-    xs, ys = c[order], t[order]
-    blocks: list[list[float]] = []  # [sum_x, sum_y, n]
-    for x, y in zip(xs, ys):
-        blocks.append([x, y, 1.0])
-        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
-            sx, sy, n = blocks.pop()
-            blocks[-1][0] += sx
-            blocks[-1][1] += sy
-            blocks[-1][2] += n
-    return [b[0] / b[2] for b in blocks], [b[1] / b[2] for b in blocks]
+    """scikit-learn isotonic regression; returns its thresholds (x increasing, y non-decreasing)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    iso.fit(np.asarray(conf, float), np.asarray(correct, float))
+    return [float(v) for v in iso.X_thresholds_], [float(v) for v in iso.y_thresholds_]
 
 
 @dataclass(frozen=True)
@@ -172,7 +163,7 @@ def fit_calibration(pairs: Sequence[AuditPair], method: str = "temperature", min
             params[g] = {"temperature": round(fit_temperature(conf, ok), 6)}
         else:
             x, y = fit_isotonic(conf, ok)
-            params[g] = {"x": [round(v, 6) for v in x], "y": [round(v, 6) for v in y]}
+            params[g] = {"x": x, "y": y}  # unrounded: a steep step moves with the 6th decimal
         used[g] = len(ps)
     return Calibration(method, params, used, datetime.now(timezone.utc).isoformat(timespec="seconds"), notes)
 

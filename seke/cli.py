@@ -349,11 +349,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         feab = feab.filter(feab["face_id"].is_in(keep))
     extra = {"checkpoint": args.checkpoint} if args.checkpoint else {}
     annotator = ev.load_annotator(args.annotator, knowledge_v1(), seed=args.seed, **extra)
+    lake = Lake(args.lake)
     result = ev.evaluate(annotator, feab, model=args.model, run_id=args.run_id,
                          n_samples=args.n_samples, batch_size=args.batch_size,
-                         progress=lambda d, t: print(f"\r{d}/{t} faces", end="", file=sys.stderr))
+                         progress=lambda d, t: print(f"\r{d}/{t} faces", end="", file=sys.stderr),
+                         generators=ev.read_label_generators(lake, feab["face_id"].unique().to_list()))
     print(file=sys.stderr)
-    lake = Lake(args.lake)
     if not args.no_store:
         commits = ev.store(lake, result, feab_version=feab_version)
         print(f"stored run {result.run_id} of {result.model}: {commits['evaluations']} "
@@ -364,8 +365,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             target = Path(args.plots) / f"{ev.model_slug(result.model)}-{result.run_id}-{name}.png"
             target.write_bytes(png)
             print(f"plot: {target}")
-    summary = [(k, result.summary()[k], result.summary("human")[k]) for k in result.summary()]
-    print(format_table(["metric", "all gold", "human gold"], summary))
+    print(format_table(["metric", "human gold", "generated gold (agreement)", "own labels (self-agreement)"],
+                       ev.subset_table(result)))
     table = ev.comparison_table(ev.read_evaluations(lake)) if not args.no_store else None
     if table is not None and table.height:
         print("\ncomparison (latest run per model):")

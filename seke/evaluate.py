@@ -11,8 +11,15 @@ Per-item isolation: when a batch call raises, its faces are retried one by one a
 call still raises gets an ``error`` and no prediction — it lowers ``coverage``, never sinks the
 run. Metrics are computed on the items that have a prediction and reported with their coverage.
 
-Two gold subsets are scored: ``all`` items and ``human`` items only (``gold_flagged`` false),
-because flagged gold was generated-and-verified by a model and may favour similar models.
+**Which gold counts** (:func:`gold_subsets`). Only human gold measures accuracy: subset
+``human`` (``gold_flagged`` false) is the default everywhere (``summary()``, the comparison
+table, the CLI, the asset's ``metrics``). Generated-and-verified gold is reported apart and named
+for what it is: subset ``generated`` holds *agreement* with labels another annotator produced
+(metric ``agreement``, never ``accuracy``; no ECE/Brier, which presuppose the truth), and items
+whose gold the evaluated annotator produced itself (``label_generators``: the backend/model of
+its ``mc_samples``) go to ``self_agreement`` — a model agreeing with its own output is
+consistency, not quality (the demo, all of whose gold the offline annotator generated, used to
+report "accuracy 1.0"). A mix of the two kinds is never scored as one figure.
 
 Results are long-format rows (``EVALUATIONS``: one row per run × subset × task × metric) so a
 comparison across models is a pivot, plus one row per item (``EVALUATION_PREDICTIONS``).
@@ -30,7 +37,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -50,7 +57,7 @@ EVALUATIONS = pa.schema([
     ("backend", pa.string()),
     ("evaluated_at", pa.string()),        # ISO-8601 UTC
     ("feab_fingerprint", pa.string()),    # hash of the item ids scored
-    ("subset", pa.string()),              # all | human
+    ("subset", pa.string()),              # human | generated | self_agreement (see gold_subsets)
     ("task", pa.string()),                # expression | va | aus
     ("metric", pa.string()),
     ("value", pa.float64()),
@@ -244,11 +251,66 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def task_metrics(items: pl.DataFrame) -> list[dict[str, Any]]:
-    """Metric rows (task, metric, value, n_items, detail) for one subset of item predictions."""
+#: Subsets of FEAB gold, in report order; only ``human`` gold yields accuracy (module docstring).
+SUBSETS: tuple[str, ...] = ("human", "generated", "self_agreement")
+#: Metrics that presuppose the gold is the truth: not computed against generated gold.
+_TRUTH_ONLY = frozenset({"ece", "brier", "multiclass_brier"})
+
+
+def label_generators(mc_samples: pl.DataFrame) -> dict[str, set[str]]:
+    """face_id -> the ``backend/model`` identities whose samples produced its generated labels."""
+    if mc_samples.height == 0 or not {"face_id", "backend", "model"} <= set(mc_samples.columns):
+        return {}
+    pairs = mc_samples.select("face_id", (pl.col("backend") + "/" + pl.col("model")).alias("who")).unique()
+    out: dict[str, set[str]] = {}
+    for fid, who in pairs.iter_rows():
+        if who is not None:
+            out.setdefault(fid, set()).add(who)
+    return out
+
+
+def read_label_generators(lake: Any, face_ids: Sequence[str] | None = None) -> dict[str, set[str]]:
+    """:func:`label_generators` from the lake's ``mc_samples`` (empty when it has none)."""
+    if not lake.exists("mc_samples"):
+        return {}
+    table = lake.dataset("mc_samples").to_table(columns=["face_id", "backend", "model"])
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if face_ids is not None:
+        frame = frame.filter(pl.col("face_id").is_in(list(face_ids)))
+    return label_generators(frame)
+
+
+def gold_subsets(items: pl.DataFrame, annotator_id: str,
+                 generators: Mapping[str, set[str]] | None = None) -> dict[str, pl.DataFrame]:
+    """Split item predictions by the kind of gold (see :data:`SUBSETS`).
+
+    ``annotator_id`` is the evaluated annotator's ``backend/model``; an item with generated gold
+    is ``self_agreement`` when that identity is among its face's ``generators``, else
+    ``generated`` (also when nobody recorded who generated it).
+    """
+    gens = generators or {}
+    flagged = pl.col("gold_flagged").fill_null(False)
+    own = {fid for fid, who in gens.items() if annotator_id in who}
+    is_self = flagged & pl.col("face_id").is_in(list(own))
+    return {"human": items.filter(~flagged), "generated": items.filter(flagged & ~is_self),
+            "self_agreement": items.filter(is_self)}
+
+
+def task_metrics(items: pl.DataFrame, gold: str = "human") -> list[dict[str, Any]]:
+    """Metric rows (task, metric, value, n_items, detail) for one subset of item predictions.
+
+    ``gold`` other than ``human`` scores agreement: the expression match share is named
+    ``agreement`` instead of ``accuracy`` and the calibration metrics are left out.
+    """
     out: list[dict[str, Any]] = []
+    agreement = gold != "human"
 
     def add(task: str, metric: str, value: float | None, n: int, detail: Any = None) -> None:
+        if agreement and metric in _TRUTH_ONLY:
+            return
+        if agreement and metric == "accuracy":
+            metric = "agreement"
         out.append({"task": task, "metric": metric, "value": _nan_to_none(value) if value is not None else None,
                     "n_items": n, "detail": json.dumps(detail) if detail is not None else None})
 
@@ -288,6 +350,17 @@ def task_metrics(items: pl.DataFrame) -> list[dict[str, Any]]:
         for k, v in per.items():
             add("aus", f"f1_au{k}", v, au.height)
     return out
+
+
+def subset_table(result: "EvaluationResult") -> list[tuple[str, float | None, float | None, float | None]]:
+    """Rows ``(metric, human gold, generated gold, own labels)``: accuracy against human gold
+    only; the other two columns hold agreement (the ``accuracy`` row shows ``agreement``)."""
+    human, gen, own = (result.summary(s) for s in SUBSETS)
+    rows = []
+    for key in human:
+        other = key.replace(".accuracy", ".agreement")
+        rows.append((key if other == key else f"{key} | agreement", human[key], gen.get(other), own.get(other)))
+    return rows
 
 
 def fingerprint(feab: pl.DataFrame) -> str:
@@ -379,13 +452,15 @@ class EvaluationResult:
     items: pl.DataFrame                   # EVALUATION_PREDICTIONS rows
     plots: dict[str, bytes] = field(default_factory=dict)
 
-    def value(self, task: str, metric: str, subset: str = "all") -> float | None:
+    def value(self, task: str, metric: str, subset: str = "human") -> float | None:
         row = self.metrics.filter((pl.col("task") == task) & (pl.col("metric") == metric)
                                   & (pl.col("subset") == subset))
         return row["value"][0] if row.height else None
 
-    def summary(self, subset: str = "all") -> dict[str, float | None]:
-        return {f"{t}.{m}": self.value(t, m, subset) for t, m in COMPARISON_METRICS}
+    def summary(self, subset: str = "human") -> dict[str, float | None]:
+        """Comparison metrics of one subset; against generated gold, accuracy reads agreement."""
+        keys = [(t, "agreement" if subset != "human" and m == "accuracy" else m) for t, m in COMPARISON_METRICS]
+        return {f"{t}.{m}": self.value(t, m, subset) for t, m in keys if subset == "human" or m not in _TRUTH_ONLY}
 
     @property
     def partition(self) -> dict[str, str]:
@@ -405,8 +480,13 @@ def new_run_id(now: datetime | None = None) -> str:
 def evaluate(annotator: Annotator, feab: pl.DataFrame, *, model: str | None = None,
              run_id: str | None = None, knowledge: Knowledge | None = None,
              prompt: PromptSpec | None = None, n_samples: int = 1, batch_size: int = 16,
-             plots: bool = True, progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
-    """Predict every FEAB face with ``annotator`` and score the three tasks (+ confidence)."""
+             plots: bool = True, progress: Callable[[int, int], None] | None = None,
+             generators: Mapping[str, set[str]] | None = None) -> EvaluationResult:
+    """Predict every FEAB face with ``annotator`` and score the three tasks (+ confidence).
+
+    ``generators`` (:func:`label_generators`) says who generated each face's non-human gold, so
+    that an annotator's agreement with its own labels is reported as ``self_agreement``.
+    """
     if feab.height == 0:
         raise ValueError("FEAB is empty: materialize the feab asset first")
     model = model or f"{annotator.backend}/{annotator.model}"
@@ -417,8 +497,9 @@ def evaluate(annotator: Annotator, feab: pl.DataFrame, *, model: str | None = No
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     fp = fingerprint(feab)
     rows = []
-    for subset, frame in (("all", items), ("human", items.filter(~pl.col("gold_flagged").fill_null(False)))):
-        for r in task_metrics(frame):
+    subsets = gold_subsets(items, f"{annotator.backend}/{annotator.model}", generators)
+    for subset, frame in subsets.items():
+        for r in task_metrics(frame, gold=subset):
             rows.append({"run_id": run_id, "model": model, "backend": annotator.backend,
                          "evaluated_at": stamp, "feab_fingerprint": fp, "subset": subset, **r})
     table = pl.from_arrow(conform(pa.Table.from_pylist(rows) if rows else EVALUATIONS.empty_table(),
@@ -426,7 +507,7 @@ def evaluate(annotator: Annotator, feab: pl.DataFrame, *, model: str | None = No
     assert isinstance(table, pl.DataFrame)
     result = EvaluationResult(run_id, model, annotator.backend, table, items)
     if plots:
-        cm = table.filter((pl.col("metric") == "confusion_matrix") & (pl.col("subset") == "all"))
+        cm = table.filter((pl.col("metric") == "confusion_matrix") & (pl.col("subset") == "human"))
         if cm.height:
             d = json.loads(cm["detail"][0])
             result.plots["confusion_matrix"] = confusion_png(d["matrix"], d["labels"], f"{model}: expression")
@@ -460,15 +541,17 @@ def read_evaluations(lake: Any) -> pl.DataFrame:
     return df.drop("model", "run").rename({"model_name": "model"})
 
 
-def comparison_table(evaluations: pl.DataFrame, subset: str = "all", latest_only: bool = True) -> pl.DataFrame:
-    """One row per model (its latest run unless ``latest_only=False``), key metrics as columns."""
+def comparison_table(evaluations: pl.DataFrame, subset: str = "human", latest_only: bool = True) -> pl.DataFrame:
+    """One row per model (its latest run unless ``latest_only=False``), key metrics as columns
+    (human gold by default; runs stored before subsets were split have no ``human`` rows for
+    generated-only benchmarks and simply do not appear)."""
     ev = evaluations.filter((pl.col("subset") == subset) & pl.col("value").is_not_null())
     if ev.height == 0:
         return pl.DataFrame({"model": [], "run_id": []}, schema={"model": pl.String, "run_id": pl.String})
     runs = ev.select("model", "run_id", "evaluated_at").unique()
     if latest_only:
         runs = runs.sort("evaluated_at", "run_id").group_by("model").last()
-    keep = [f"{t}.{m}" for t, m in COMPARISON_METRICS]
+    keep = [f"{t}.{'agreement' if subset != 'human' and m == 'accuracy' else m}" for t, m in COMPARISON_METRICS]
     wide = (ev.join(runs.select("model", "run_id"), on=["model", "run_id"])
               .with_columns((pl.col("task") + "." + pl.col("metric")).alias("key"))
               .filter(pl.col("key").is_in(keep))

@@ -1,9 +1,9 @@
 """Scoring a trained model: predictions, expression / VA / AU metrics, FEAB and fer2013 val.
 
-Metrics follow DESIGN.md §9: expression accuracy and macro-F1, VA RMSE and CCC (Lin 1989) and
-sign agreement, AU F1 per AU and its mean over AUs with at least one positive. They are small
-numpy functions here so the trainer needs nothing else; ``seke.metrics`` (products) computes
-the same quantities for every model on FEAB.
+Metrics follow DESIGN.md §9 and come from :mod:`seke.metrics`, the one implementation FEAB
+evaluation, audit mode and the benches use too (macro-F1 over the classes in gold ∪
+predictions, per-AU F1 over AUs with a positive in gold or prediction), so a checkpoint's
+figures here and in the FEAB comparison table mean the same thing.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seke import metrics
 from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS
 from seke.train.arrays import FaceArrays, from_feid
 from seke.train.augment import tta_views
@@ -52,28 +53,15 @@ def predict(model: MultiTaskNet, images: np.ndarray, device: str, cfg: TrainConf
 
 
 def expression_metrics(probs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
-    """Accuracy and macro-F1 over faces with a label (target ≥ 0); F1 over classes present."""
+    """Accuracy and macro-F1 (:mod:`seke.metrics`) over faces with a label (target ≥ 0)."""
     m = target >= 0
     if not m.any():
         return {"n": 0, "accuracy": float("nan"), "macro_f1": float("nan")}
-    pred, gold = probs[m].argmax(1), target[m]
-    f1s = {}
-    for c in np.unique(gold):
-        tp = np.sum((pred == c) & (gold == c))
-        fp = np.sum((pred == c) & (gold != c))
-        fn = np.sum((pred != c) & (gold == c))
-        f1s[EXPRESSIONS[c]] = float(2 * tp / max(2 * tp + fp + fn, 1))
-    return {"n": int(m.sum()), "accuracy": float(np.mean(pred == gold)),
-            "macro_f1": float(np.mean(list(f1s.values()))), "f1_per_class": f1s}
-
-
-def ccc(x: np.ndarray, y: np.ndarray) -> float:
-    """Lin's concordance correlation coefficient."""
-    if len(x) < 2:
-        return float("nan")
-    mx, my = x.mean(), y.mean()
-    cov = np.mean((x - mx) * (y - my))
-    return float(2 * cov / (x.var() + y.var() + (mx - my) ** 2 + 1e-12))
+    pred = [EXPRESSIONS[i] for i in probs[m].argmax(1)]
+    gold = [EXPRESSIONS[i] for i in target[m]]
+    return {"n": int(m.sum()), "accuracy": metrics.accuracy(gold, pred),
+            "macro_f1": metrics.macro_f1(gold, pred, EXPRESSIONS),
+            "f1_per_class": metrics.per_class_f1(gold, pred, EXPRESSIONS)}
 
 
 def va_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
@@ -82,24 +70,22 @@ def va_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[s
     p, t = pred[mask], target[mask]
     out: dict[str, Any] = {"n": int(mask.sum())}
     for i, name in enumerate(("valence", "arousal")):
-        out[f"rmse_{name}"] = float(np.sqrt(np.mean((p[:, i] - t[:, i]) ** 2)))
-        out[f"ccc_{name}"] = ccc(p[:, i], t[:, i])
-        out[f"sign_agreement_{name}"] = float(np.mean(np.sign(p[:, i]) == np.sign(t[:, i])))
+        out[f"rmse_{name}"] = metrics.rmse(t[:, i], p[:, i])
+        out[f"ccc_{name}"] = metrics.ccc(t[:, i], p[:, i])
+        out[f"sign_agreement_{name}"] = metrics.sign_agreement(t[:, i], p[:, i])
     return out
 
 
 def au_metrics(probs: np.ndarray, target: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    """Per-AU F1 for AUs with ≥ 1 positive among the coded faces, and their mean."""
+    """Per-AU F1 (:func:`seke.metrics.per_au_f1`) and their mean, on the coded faces."""
     if not mask.any():
         return {"n": 0}
     p, t = probs[mask] >= threshold, target[mask] > 0.5
-    per: dict[str, float] = {}
-    for j, au in enumerate(AU_CATALOGUE):
-        if t[:, j].sum() == 0:
-            continue
-        tp = np.sum(p[:, j] & t[:, j])
-        per[f"AU{au}"] = float(2 * tp / max(2 * tp + np.sum(p[:, j] & ~t[:, j]) + np.sum(~p[:, j] & t[:, j]), 1))
-    return {"n": int(mask.sum()), "mean_f1": float(np.mean(list(per.values()))) if per else float("nan"),
+    aus = list(AU_CATALOGUE)
+    true_sets = [[a for a, on in zip(aus, row) if on] for row in t]
+    pred_sets = [[a for a, on in zip(aus, row) if on] for row in p]
+    per = {f"AU{a}": f for a, f in metrics.per_au_f1(true_sets, pred_sets, aus).items()}
+    return {"n": int(mask.sum()), "mean_f1": metrics.mean_au_f1(true_sets, pred_sets, aus),
             "f1_per_au": per}
 
 
@@ -114,12 +100,19 @@ def evaluate_arrays(model: MultiTaskNet, arrays: FaceArrays, device: str, cfg: T
             "aus": au_metrics(pred["au_probs"], arrays.aus, arrays.aus_w > 0)}
 
 
-def feab_arrays(table: Any, image_size: int = 48) -> tuple[FaceArrays, list[dict[str, str]]]:
-    """FEAB items (one per face × task, gold labels) folded into one row per face."""
+def feab_arrays(table: Any, image_size: int = 48, human_only: bool = True) -> tuple[FaceArrays, list[dict[str, str]]]:
+    """FEAB items (one per face × task, gold labels) folded into one row per face.
+
+    ``human_only`` (default) keeps human gold only, as FEAB scoring does everywhere
+    (:mod:`seke.evaluate`): generated-and-verified gold measures agreement, not accuracy.
+    """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if hasattr(table, "to_arrow") and not hasattr(table, "column_names"):
         table = table.to_arrow()
+    if human_only:
+        table = table.filter(pc.invert(pc.fill_null(table.column("gold_flagged"), False)))
     n = table.num_rows
     as_feid = pa.table({
         "face_id": table.column("face_id"), "task": table.column("task"),

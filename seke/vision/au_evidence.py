@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from seke.metrics import f1_at_thresholds
 from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS
 from seke.vision.expression import FER_CLASSES, FER_TO_TAXONOMY
 from seke.vision.landmarks import BLENDSHAPE_NAMES
@@ -161,43 +162,32 @@ def models_from_table(table: pl.DataFrame) -> dict[tuple[str, int], AUModel]:
 
 # ---- fitting (used by calibrate_au) ----------------------------------------------------------
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> np.ndarray:
-    """L2-regularised logistic regression by Newton's method; returns [intercept, w...]."""
-    n, d = x.shape
-    xa = np.hstack([np.ones((n, 1)), x])
-    w = np.zeros(d + 1)
-    reg = np.full(d + 1, l2)
-    reg[0] = 1e-6
-    for _ in range(iters):
-        z = np.clip(xa @ w, -50, 50)
-        p = 1 / (1 + np.exp(-z))
-        g = xa.T @ (p - y) + reg * w
-        h = (xa * (p * (1 - p))[:, None]).T @ xa + np.diag(reg)
-        step = np.linalg.solve(h, g)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return w
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> np.ndarray:
+    """L2-regularised logistic regression (scikit-learn, lbfgs); returns [intercept, w...].
+
+    Objective ``Σ log-loss + l2/2 · ||w||²`` with the intercept unpenalised, i.e.
+    scikit-learn's ``C = 1 / l2``; the tolerance is tight so refits reproduce the shipped table.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if y.min() == y.max():  # one class: no slope to fit; the intercept carries the base rate
+        rate = float(np.clip(y.mean(), _EPS, 1 - _EPS))
+        return np.concatenate([[math.log(rate / (1 - rate))], np.zeros(x.shape[1])])
+    lr = LogisticRegression(C=1.0 / l2, tol=1e-8, max_iter=5000).fit(x, y.astype(int))
+    return np.concatenate([lr.intercept_, lr.coef_[0]])
 
 
 def best_threshold(p: np.ndarray, y: np.ndarray) -> float:
-    """Threshold maximising F1 (ties: closest to 0.5); 0.5 when there are no positives."""
+    """Threshold maximising F1 (:func:`seke.metrics.f1_at_thresholds`; ties: closest to 0.5); 0.5 when
+    there are no positives."""
     if y.sum() == 0:
         return 0.5
     best, best_t = -1.0, 0.5
-    for t in np.unique(np.round(np.concatenate([p, [0.5]]), 4)):
-        pred = p >= t
-        f = f1(pred, y)
+    cuts = np.unique(np.round(np.concatenate([p, [0.5]]), 4))
+    for t, f in zip(cuts, f1_at_thresholds(p, y, cuts)):
         if f > best + 1e-9 or (abs(f - best) <= 1e-9 and abs(t - 0.5) < abs(best_t - 0.5)):
             best, best_t = f, float(t)
     return best_t
-
-
-def f1(pred: np.ndarray, y: np.ndarray) -> float:
-    tp = float(np.sum(pred & (y == 1)))
-    fp = float(np.sum(pred & (y == 0)))
-    fn = float(np.sum(~pred & (y == 1)))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
 
 
 def with_au_calibration(knowledge, table: pl.DataFrame | None = None):

@@ -26,8 +26,10 @@ import polars as pl
 from PIL import Image
 
 from seke.knowledge import estimate_expression_au
+from seke.metrics import binary_f1 as f1
+from seke.metrics import roc_auc as auc
 from seke.taxonomy import AU_CATALOGUE, AU_NAMES, au_column, normalise_expression
-from seke.vision.au_evidence import (AU_BLENDSHAPES, DEFAULT_TABLE, expected_au_prior, f1, fer_to_taxonomy_dict,
+from seke.vision.au_evidence import (AU_BLENDSHAPES, DEFAULT_TABLE, expected_au_prior, fer_to_taxonomy_dict,
                                      best_threshold, fit_logistic, group_value, logit, table_path)
 from seke.vision.runtime import MODEL_VERSION
 
@@ -95,16 +97,6 @@ def predict(model: dict, au: int, mode: str, bs: np.ndarray, pr: dict[str, np.nd
     w = np.array([model["intercept"], *model["coefs"], model["prior_coef"]]
                  + ([model["expr_coef"]] if mode == "known" else []))
     return 1 / (1 + np.exp(-np.clip(np.hstack([np.ones((len(x), 1)), x]) @ w, -50, 50)))
-
-
-def auc(s: np.ndarray, y: np.ndarray) -> float:
-    n1 = int(y.sum())
-    n0 = len(y) - n1
-    if not n1 or not n0:
-        return float("nan")
-    r = np.empty(len(s))
-    r[np.argsort(s, kind="mergesort")] = np.arange(1, len(s) + 1)
-    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def subject_folds(subjects: list[str], k: int) -> np.ndarray:

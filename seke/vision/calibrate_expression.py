@@ -3,7 +3,7 @@
     python -m seke.vision.calibrate_expression --data ../shared/data/fer2013 [--train-limit 8000]
 
 Train and validation are FER2013's own disjoint splits; the printed validation accuracy is a
-held-out figure. Writes ``seke/knowledge_data/expression_fusion_v1.csv``.
+held-out figure. Writes ``seke/knowledge_data/expression_fusion_v2.csv``.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 The bare mini-Xception reaches ~0.58-0.59 accuracy on FER2013's validation split. Facial
 geometry is independent evidence it does not use explicitly (a smile, raised brows, an open jaw),
 so a small multinomial logistic layer on ``[log P_fer(7), blendshapes(52)]`` is fitted on the
-FER2013 *train* split and evaluated on its validation split (no overlap), with L2 shrinkage
-toward the identity on the log-probabilities (so with no blendshape evidence it reduces to the
-bare model's ranking).
+FER2013 *train* split and evaluated on its validation split (no overlap): scikit-learn's
+multinomial ``LogisticRegression`` (lbfgs, L2 with ``C = 1 / (l2 · n)``, i.e. mean log-loss +
+``l2/2 · ||W||²``). The fit starts from the identity on the log-probabilities (``warm_start``),
+but the penalty pulls toward zero, as scikit-learn's does: tables fitted before issue 15 shrank
+toward the identity with a hand-written Adam loop instead.
 
-The weights are a versioned knowledge table (``seke/knowledge_data/expression_fusion_v1.csv``,
+The weights are a versioned knowledge table (``seke/knowledge_data/expression_fusion_v2.csv``,
 one row per FER class, one column per feature), regenerated with
 ``python -m seke.vision.calibrate_expression --data ../shared/data/fer2013``.
 """
@@ -24,7 +26,7 @@ from seke.vision.au_evidence import table_path
 from seke.vision.expression import FER_CLASSES
 from seke.vision.landmarks import BLENDSHAPE_NAMES
 
-DEFAULT_TABLE = "expression_fusion_v1.csv"
+DEFAULT_TABLE = "expression_fusion_v2.csv"
 FEATURES: tuple[str, ...] = tuple(f"logp_{c}" for c in FER_CLASSES) + tuple(f"bs_{n}" for n in BLENDSHAPE_NAMES)
 
 
@@ -72,29 +74,19 @@ def load(path: Path | None = None) -> ExpressionFusion | None:
     return ExpressionFusion.from_table(pl.read_csv(path)) if path.exists() else None
 
 
-def fit(fer_probs: np.ndarray, bs: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 3000,
-        lr: float = 0.05, version: str = "expression_fusion_v1") -> ExpressionFusion:
-    """Multinomial logistic regression by full-batch Adam; L2 pulls W toward [I | 0], b toward 0."""
+def fit(fer_probs: np.ndarray, bs: np.ndarray, y: np.ndarray, l2: float = 1e-2,
+        version: str = "expression_fusion_v2") -> ExpressionFusion:
+    """Multinomial logistic regression (scikit-learn) on :func:`features`; ``y`` are FER class
+    indices and every FER class must occur (the table has one row per class, in FER order)."""
+    from sklearn.linear_model import LogisticRegression
+
     x = features(fer_probs, bs)
     n, d = x.shape
     k = len(FER_CLASSES)
-    target = np.zeros((n, k))
-    target[np.arange(n), y] = 1.0
-    w0 = np.hstack([np.eye(k), np.zeros((k, d - k))])
-    w, b = w0.copy(), np.zeros(k)
-    mw, vw, mb, vb = (np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b))
-    for t in range(1, iters + 1):
-        z = x @ w.T + b
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        g = (p - target) / n
-        gw = g.T @ x + l2 * (w - w0)
-        gb = g.sum(0)
-        for prm, grad, m, v in ((w, gw, mw, vw), (b, gb, mb, vb)):
-            m *= 0.9
-            m += 0.1 * grad
-            v *= 0.999
-            v += 0.001 * grad * grad
-            prm -= lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
-    return ExpressionFusion(w, b, version)
+    if set(np.unique(y)) != set(range(k)):
+        raise ValueError(f"fusion needs examples of all {k} FER classes, got {sorted(set(np.unique(y)))}")
+    lr = LogisticRegression(C=1.0 / (l2 * n), tol=1e-6, max_iter=5000, warm_start=True)
+    lr.coef_ = np.hstack([np.eye(k), np.zeros((k, d - k))])  # start from the bare model
+    lr.intercept_ = np.zeros(k)
+    lr.fit(x, y)
+    return ExpressionFusion(lr.coef_.astype(np.float64), lr.intercept_.astype(np.float64), version)

@@ -3,7 +3,9 @@
 Plain functions shared by ``bench/annotator_quality.py`` and an evaluation asset: each returns
 figures for what the set's labels allow (expression accuracy / macro-F1 / ECE beside the bare
 model, AU F1 known / blind / knowledge-prior-only, valence sign agreement).
-Mean AU F1 is over AUs with prevalence >= EVAL_MIN_PREVALENCE in the set (same AUs for every
+Every figure comes from :mod:`seke.metrics` (macro-F1 over the taxonomy classes in gold ∪
+predictions, ECE with 15 bins), the same code FEAB evaluation and training use. Mean AU F1 is
+over AUs with prevalence >= EVAL_MIN_PREVALENCE in the set (a fixed AU list, the same for every
 method); the mean over all AUs with positives is reported too (``*_all``).
 """
 
@@ -15,40 +17,32 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from seke import metrics
+from seke.bench_data import DEFAULT_SPLIT, select_split, split_used
 from seke.annotation import FaceItem, Labels, PromptSpec, SampleRequest
 from seke.annotators.offline import OfflineAnnotator, decode_crop
 from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS, au_column, normalise_expression
-from seke.vision.au_evidence import f1
 from seke.vision.calibrate_au import EVAL_MIN_PREVALENCE
 from seke.vision.expression import expression_probs
 
 BATCH = 32
 
 
-def load_set(d: Path, limit: int | None) -> pl.DataFrame:
+def load_set(d: Path, limit: int | None, split: str | None = DEFAULT_SPLIT) -> pl.DataFrame:
+    """The set's rows of ``split`` (:func:`seke.bench_data.select_split`: a set without split
+    labels is used whole; a set with split labels but none named ``split`` raises NoData)."""
     man = pl.read_csv(d / "manifest.csv", infer_schema_length=10000)
-    if "split" in man.columns and (man["split"] == "validation").any():
-        man = man.filter(pl.col("split") == "validation")
+    if "split" in man.columns:
+        splits = man["split"].cast(pl.String).to_list()
+        idx = select_split(range(man.height), lambda i: splits[i], split, d.name)
+        man = man[idx]
+        if split_used(splits, split):
+            man = man.with_columns(pl.lit(split).alias("_split_used"))
     if "expression" in man.columns:
         man = man.with_columns(pl.col("expression").map_elements(normalise_expression, return_dtype=pl.String))
     if limit and man.height > limit:
         man = man.sample(limit, seed=0, shuffle=True)
     return man
-
-
-def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    edges = np.linspace(0, 1, bins + 1)
-    tot = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            tot += m.mean() * abs(conf[m].mean() - correct[m].mean())
-    return float(tot)
-
-
-def macro_f1(pred: list[str], gold: list[str]) -> float:
-    p, g = np.array(pred), np.array(gold)
-    return float(np.mean([f1(p == c, (g == c).astype(int)) for c in sorted(set(gold))]))
 
 
 def run_annotator(ann: OfflineAnnotator, items: list[FaceItem], k: int) -> list[list]:
@@ -74,9 +68,10 @@ def mean_aus(samples) -> dict[int, float] | None:
 
 
 def evaluate_set(name: str, d: Path, ann: OfflineAnnotator, knowledge, k: int, limit: int | None,
-                 verbose: bool = True) -> dict:
-    man = load_set(d, limit)
-    res: dict = {"set": name, "n": man.height}
+                 verbose: bool = True, split: str | None = DEFAULT_SPLIT) -> dict:
+    man = load_set(d, limit, split)
+    res: dict = {"set": name, "n": man.height,
+                 "split": man["_split_used"][0] if "_split_used" in man.columns and man.height else None}
     blobs = [(d / p).read_bytes() for p in man["image"]]
     ids = [f"{name}:{p}" for p in man["image"]]
     t0 = time.perf_counter()
@@ -98,9 +93,9 @@ def evaluate_set(name: str, d: Path, ann: OfflineAnnotator, knowledge, k: int, l
         ok = [g is not None for g in gold]
         g2 = [g for g, o in zip(gold, ok) if o]
         p2 = [p for p, o in zip(pred, ok) if o]
-        res["expr_acc"] = float(np.mean([a == b for a, b in zip(p2, g2)]))
-        res["expr_macro_f1"] = macro_f1(p2, g2)
-        res["ece"] = ece(conf[np.array(ok)], np.array([a == b for a, b in zip(p2, g2)], dtype=float))
+        res["expr_acc"] = metrics.accuracy(g2, p2)
+        res["expr_macro_f1"] = metrics.macro_f1(g2, p2, EXPRESSIONS)
+        res["ece"] = metrics.ece(conf[np.array(ok)], [a == b for a, b in zip(p2, g2)])
         # baseline: bare model on the whole image, identity view, no mirror averaging
         base = []
         for b in blobs:
@@ -110,7 +105,7 @@ def evaluate_set(name: str, d: Path, ann: OfflineAnnotator, knowledge, k: int, l
             except ValueError:
                 base.append("neutral")
         b2 = [p for p, o in zip(base, ok) if o]
-        res["expr_acc_bare"] = float(np.mean([a == b for a, b in zip(b2, g2)]))
+        res["expr_acc_bare"] = metrics.accuracy(g2, b2)
     au_cols = [a for a in AU_CATALOGUE if au_column(a) in man.columns and man[au_column(a)].sum() > 0]
     if au_cols and has_expr:
         known = run_annotator(ann, [FaceItem(i, b, known=Labels(expression=g), source=name)
@@ -118,9 +113,9 @@ def evaluate_set(name: str, d: Path, ann: OfflineAnnotator, knowledge, k: int, l
         rows = []
         for a in au_cols:
             y = man[au_column(a)].to_numpy().astype(int)
-            fk = f1(np.array([(mean_aus(ss) or {}).get(a, 0.0) >= 0.5 for ss in known]), y)
-            fb = f1(np.array([(mean_aus(ss) or {}).get(a, 0.0) >= 0.5 for ss in blind]), y)
-            fp = f1(np.array([knowledge.expression_au[g][a] >= 0.5 for g in gold]), y)
+            fk = metrics.binary_f1([(mean_aus(ss) or {}).get(a, 0.0) >= 0.5 for ss in known], y)
+            fb = metrics.binary_f1([(mean_aus(ss) or {}).get(a, 0.0) >= 0.5 for ss in blind], y)
+            fp = metrics.binary_f1([knowledge.expression_au[g][a] >= 0.5 for g in gold], y)
             rows.append({"au": a, "prevalence": float(y.mean()), "f1_known": fk, "f1_blind": fb, "f1_prior_only": fp})
         tab = pl.DataFrame(rows)
         res["au_table"] = tab
@@ -136,5 +131,5 @@ def evaluate_set(name: str, d: Path, ann: OfflineAnnotator, knowledge, k: int, l
         pol = man["valence_polarity"].to_list()
         vals = [np.mean([s.labels.valence for s in ss if s.ok]) if any(s.ok for s in ss) else 0.0 for ss in blind]
         pairs = [(v, p) for v, p in zip(vals, pol) if p in ("positive", "negative")]
-        res["valence_sign_acc"] = float(np.mean([(v > 0) == (p == "positive") for v, p in pairs]))
+        res["valence_sign_acc"] = metrics.accuracy([p == "positive" for _, p in pairs], [v > 0 for v, _ in pairs])
     return res

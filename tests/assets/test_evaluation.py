@@ -34,9 +34,10 @@ def test_evaluation_asset_stores_runs_and_renders_plots(tmp_path):
     assert meta["faces"].value == lake.read_table("feab")["face_id"].n_unique()
     ev = read_evaluations(lake)
     assert set(ev["run_id"]) == {"run-neutral", "run-happiness"}
-    acc = dict(ev.filter((pl.col("metric") == "accuracy") & (pl.col("subset") == "all"))
+    acc = dict(ev.filter((pl.col("metric") == "accuracy") & (pl.col("subset") == "human"))
                  .select("model", "value").iter_rows())
-    feab = lake.read_table("feab").filter(pl.col("task") == "expression")
+    assert ev.filter((pl.col("metric") == "accuracy") & (pl.col("subset") != "human")).height == 0
+    feab = lake.read_table("feab").filter((pl.col("task") == "expression") & ~pl.col("gold_flagged"))
     assert acc["const-neutral"] == (feab["gold_expression"] == "neutral").mean()
 
 
@@ -70,7 +71,7 @@ def test_evaluation_asset_with_the_offline_annotator_on_real_faces(tmp_path, sha
                                     "annotator": AnnotatorResource(kind="offline", seed=0)},
                          run_config={"ops": {"evaluation": {"config": {"run_id": "offline-1"}}}})
     assert result.success
-    ev = read_evaluations(lake).filter(pl.col("subset") == "all")
+    ev = read_evaluations(lake).filter(pl.col("subset") == "human")
     val = dict(ev.select(pl.col("task") + "." + pl.col("metric"), "value").iter_rows())
     assert val["expression.coverage"] > 0.9
     assert 0.0 <= val["expression.accuracy"] <= 1.0 and 0.0 <= val["aus.mean_f1"] <= 1.0

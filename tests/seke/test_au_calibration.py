@@ -78,3 +78,37 @@ def test_calibration_on_a_ckplus_subset(tmp_path):
     if au12["n_pos"] >= 8:
         assert au12["auc_blind"] > 0.8
     assert report["f1_known"].drop_nans().mean() > 0.5
+
+
+def test_fit_logistic_is_the_penalised_optimum():
+    """scikit-learn's fit of Σ log-loss + l2/2·||w||² (intercept free): the gradient vanishes."""
+    from seke.vision.au_evidence import fit_logistic
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 3))
+    y = (rng.random(300) < 1 / (1 + np.exp(-(x @ [1.5, -1.0, 0.0] + 0.3)))).astype(float)
+    w = fit_logistic(x, y, l2=0.1)
+    xa = np.hstack([np.ones((300, 1)), x])
+    p = 1 / (1 + np.exp(-xa @ w))
+    grad = xa.T @ (p - y) + np.r_[0.0, 0.1 * w[1:]]
+    assert np.abs(grad).max() < 1e-4
+    assert w[1] > 1 and w[2] < -0.5
+    # one class only: no slope, the intercept carries the (clipped) base rate
+    w0 = fit_logistic(x, np.zeros(300))
+    assert (w0[1:] == 0).all() and 1 / (1 + np.exp(-w0[0])) < 1e-3
+
+
+def test_fusion_fit_is_sklearn_multinomial_and_learns_blendshape_evidence():
+    from seke.vision.expression_fusion import fit
+
+    rng = np.random.default_rng(0)
+    n = 700
+    y = np.arange(n) % 7
+    fer = rng.dirichlet(np.ones(7), n)
+    bs = rng.uniform(0, 0.2, (n, 52))
+    bs[y == 3, 0] += 0.8  # blendshape 0 marks class 3 (happy) where the fer model is uninformed
+    model = fit(fer, bs, y, l2=1e-3)
+    p = model.probs(fer, bs)
+    assert np.allclose(p.sum(1), 1) and (p.argmax(1)[y == 3] == 3).mean() > 0.9
+    with pytest.raises(ValueError, match="all 7 FER classes"):
+        fit(fer[y < 6], bs[y < 6], y[y < 6])

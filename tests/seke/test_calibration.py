@@ -36,7 +36,33 @@ def test_temperature_above_one_for_overconfidence():
 
 def test_isotonic_is_monotone():
     x, y = fit_isotonic([0.9, 0.9, 0.6, 0.7, 0.95, 0.5], [0, 1, 1, 0, 1, 0])
-    assert all(a < b for a, b in zip(x, x[1:])) and all(a < b for a, b in zip(y, y[1:]))
+    # scikit-learn's thresholds: both ends of each pooled block, so y has flat steps
+    assert all(a < b for a, b in zip(x, x[1:])) and all(a <= b for a, b in zip(y, y[1:]))
+    assert y[0] < y[-1]
+
+
+def test_calibration_maps_equal_scikit_learn_fits():
+    """Pinned on fixed pairs: the stored maps reproduce IsotonicRegression.predict and the
+    unpenalised logistic regression on logit(c) (coefficient 1/T)."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    ps = overconfident_pairs(400, 5)
+    c = np.array([p.confidence for p in ps])
+    ok = np.array([p.correct for p in ps])
+    grid = np.linspace(0.0, 1.0, 41)
+    iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(c, ok.astype(float))
+    cal = fit_calibration(ps, "isotonic")
+    assert [cal.apply(v, "expression") for v in grid] == pytest.approx(iso.predict(grid), abs=1e-5)
+    z = np.log(c / (1 - c))[:, None]
+    lr = LogisticRegression(C=np.inf, fit_intercept=False).fit(z, ok)
+    t = fit_temperature(c, ok)
+    assert t == pytest.approx(1 / lr.coef_[0, 0], rel=1e-3)
+    # and T minimises the binary NLL: nudging it either way does worse
+    def nll(temp):
+        q = 1 / (1 + np.exp(-z[:, 0] / temp))
+        return -np.mean(np.where(ok, np.log(q), np.log(1 - q)))
+    assert nll(t) < nll(t * 1.05) and nll(t) < nll(t / 1.05)
 
 
 @pytest.mark.parametrize("method", ["temperature", "isotonic"])

@@ -65,3 +65,112 @@ def test_multiclass_brier():
     probs = [[1.0, 0.0], [0.5, 0.5]]
     assert m.multiclass_brier(probs, ["x", "x"], ["x", "y"]) == pytest.approx((0 + 0.5) / 2)
     assert np.isnan(m.multiclass_brier([None], ["x"], ["x", "y"]))
+
+
+# ---- pinned against scikit-learn on fixed inputs (issue 15, item 3) -------------------------
+
+from sklearn import metrics as skm  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+
+from seke.taxonomy import EXPRESSIONS  # noqa: E402
+
+# The disagreement measured on main: one class predicted but never gold.
+GOLD4 = ["happiness", "happiness", "sadness", "sadness"]
+PRED4 = ["happiness", "happiness", "sadness", "anger"]
+
+
+def test_four_prediction_example_uses_gold_union_predicted_classes():
+    # happiness 1.0, sadness 2/3, anger 0 (predicted, never gold) -> 5/9 = 0.556, not 0.833
+    assert m.f1_labels(GOLD4, PRED4, EXPRESSIONS) == ["happiness", "sadness", "anger"]
+    assert m.macro_f1(GOLD4, PRED4, EXPRESSIONS) == pytest.approx(5 / 9)
+    assert m.macro_f1(GOLD4, PRED4, EXPRESSIONS) == pytest.approx(
+        skm.f1_score(GOLD4, PRED4, labels=["happiness", "sadness", "anger"], average="macro"))
+    # scikit-learn's own default (labels=None) is the same union
+    assert m.macro_f1(GOLD4, PRED4, EXPRESSIONS) == pytest.approx(skm.f1_score(GOLD4, PRED4, average="macro"))
+
+
+def test_every_caller_scores_the_four_predictions_alike():
+    from seke.audit import audit_report
+    from seke.annotation import Labels
+
+    rows = [{"face_id": f"f{i}", "status": "accepted", "expression": p} for i, p in enumerate(PRED4)]
+    gold = {f"f{i}": Labels(expression=g) for i, g in enumerate(GOLD4)}
+    assert audit_report(rows, gold)["expression_macro_f1"] == pytest.approx(5 / 9)
+
+
+def test_train_evaluate_uses_the_same_macro_f1():
+    pytest.importorskip("torch")
+    from seke.train.evaluate import expression_metrics
+
+    probs = np.zeros((4, len(EXPRESSIONS)))
+    probs[np.arange(4), [EXPRESSIONS.index(p) for p in PRED4]] = 1.0
+    got = expression_metrics(probs, np.array([EXPRESSIONS.index(g) for g in GOLD4]))
+    assert got["macro_f1"] == pytest.approx(5 / 9)
+
+
+def test_prediction_outside_the_taxonomy_is_an_error_not_a_class():
+    t, p = ["happiness", "sadness"], ["happiness", "banana"]
+    assert m.f1_labels(t, p, EXPRESSIONS) == ["happiness", "sadness"]
+    assert m.macro_f1(t, p, EXPRESSIONS) == pytest.approx(
+        skm.f1_score(t, p, labels=["happiness", "sadness"], average="macro", zero_division=0))
+    assert m.macro_f1(t, p, EXPRESSIONS) == pytest.approx(0.5)
+
+
+RNG = np.random.default_rng(7)
+G = list(RNG.choice(list(EXPRESSIONS[:6]), 200))
+P_ = [g if RNG.random() < 0.6 else str(RNG.choice(list(EXPRESSIONS))) for g in G]
+
+
+def test_expression_metrics_match_sklearn_on_random_inputs():
+    labels = m.f1_labels(G, P_, EXPRESSIONS)
+    assert m.accuracy(G, P_) == pytest.approx(skm.accuracy_score(G, P_))
+    assert m.macro_f1(G, P_, EXPRESSIONS) == pytest.approx(skm.f1_score(G, P_, labels=labels, average="macro"))
+    per = m.per_class_f1(G, P_, EXPRESSIONS)
+    assert list(per.values()) == pytest.approx(list(skm.f1_score(G, P_, labels=labels, average=None)))
+    assert (m.confusion_matrix(G, P_, EXPRESSIONS) == skm.confusion_matrix(G, P_, labels=list(EXPRESSIONS))).all()
+
+
+def test_va_and_confidence_metrics_match_sklearn():
+    t, p = RNG.uniform(-1, 1, 100), RNG.uniform(-1, 1, 100)
+    assert m.rmse(t, p) == pytest.approx(skm.root_mean_squared_error(t, p))
+    conf = RNG.uniform(0, 1, 300)
+    ok = RNG.random(300) < conf ** 2
+    assert m.brier(conf, ok) == pytest.approx(skm.brier_score_loss(ok, conf))
+    # ECE from scikit-learn's calibration curve, weighted by the counts of its (same) bins
+    prob_true, prob_pred = calibration_curve(ok, conf, n_bins=15)
+    acc, mean_conf, counts = m.reliability_curve(conf, ok)
+    assert acc == pytest.approx(prob_true) and mean_conf == pytest.approx(prob_pred)
+    assert counts.sum() == 300
+    assert m.ece(conf, ok) == pytest.approx(float(np.sum(np.abs(prob_true - prob_pred) * counts) / 300))
+    # a confidence on a bin edge falls in the lower bin, as in scikit-learn
+    assert m.ece([0.2, 0.2], [True, True], n_bins=5) == pytest.approx(0.8)
+
+
+def test_au_f1_matches_sklearn_per_au():
+    aus = [1, 2, 4, 12, 27]
+    t = [set(RNG.choice(aus[:4], RNG.integers(0, 3), replace=False)) for _ in range(60)]
+    p = [set(RNG.choice(aus[:4], RNG.integers(0, 3), replace=False)) for _ in range(60)]
+    per = m.per_au_f1(t, p, aus)
+    assert set(per) == {1, 2, 4, 12}  # AU27 has no positive anywhere
+    for au, f in per.items():
+        assert f == pytest.approx(skm.f1_score([au in s for s in t], [au in s for s in p]))
+    assert math.isnan(m.binary_f1([False, False], [0, 0]))
+    assert m.roc_auc([0.1, 0.9, 0.4], [0, 1, 1]) == pytest.approx(skm.roc_auc_score([0, 1, 1], [0.1, 0.9, 0.4]))
+
+
+def test_multiclass_brier_matches_sklearn_with_taxonomy_column_order():
+    probs = RNG.dirichlet(np.ones(len(EXPRESSIONS)), 50)
+    gold = list(RNG.choice(list(EXPRESSIONS), 50))
+    onehot = np.array([[g == e for e in EXPRESSIONS] for g in gold], float)
+    assert m.multiclass_brier(list(probs), gold, EXPRESSIONS) == pytest.approx(
+        float(np.mean(np.sum((probs - onehot) ** 2, axis=1))))
+
+
+def test_f1_at_thresholds_equals_sklearn_at_each_cut():
+    scores = np.round(RNG.uniform(0, 1, 80), 2)  # ties on purpose
+    y = (RNG.random(80) < scores).astype(int)
+    cuts = np.unique(np.concatenate([scores, [0.0, 0.5, 1.01]]))
+    got = m.f1_at_thresholds(scores, y, cuts)
+    want = [skm.f1_score(y, scores >= t, zero_division=np.nan) for t in cuts]
+    assert got == pytest.approx(np.array(want), nan_ok=True)
+    assert math.isnan(m.f1_at_thresholds([0.2], [0], [0.5])[0])
