@@ -9,23 +9,26 @@ import json
 
 import polars as pl
 import pyarrow as pa
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
+from dagster import (AssetCheckResult, Backoff, RetryPolicy, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
                      AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset)
 from pydantic import Field
 
 from seke.calibration import read_current_calibration
-from assets.common import lake_partition, table_metadata
+from assets.common import OWNERS, lake_partition, table_metadata, tags
 from assets.publish import Audited, Blocked, fail_blocked, publish
 from seke.knowledge import read_current_knowledge
 from expectations.checks import check_specs
 from expectations.gates import GateConfig, evaluate
 from assets.partitions import batches, one_batch_per_run
 from resources.annotator import AnnotatorResource
+from resources.deployment import api_op_tags
 from resources.lake import LakeResource
 from seke import quarantine, schemas
 from seke.annotation import PromptSpec
 from seke.label_noise import audit_human_labels
 from seke.audit import AUDIT_FLOORS, audit_check, audit_report, gold_for_hidden
+from seke.evaluate import png_markdown
+from seke.label_plots import partition_plots
 from seke.records import face_items, known_labels
 from seke.sv_uamc import SamplingConfig, run_sampling
 
@@ -66,15 +69,22 @@ def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:
 
 @multi_asset(
     specs=[AssetSpec("mc_samples", deps=["raw_faces", "knowledge_prompts"], group_name="annotation",
-                     kinds={"parquet"},
+                     owners=OWNERS, tags=tags("annotation"),
+                     kinds={"delta"},
                      description="One row per annotator sample: prompt hash, round, index, backend, "
                                  "model, temperature, raw text, parsed fields, parse status, tokens, "
                                  "latency, cost, cache hit."),
-           AssetSpec("verified_labels", deps=["mc_samples"], group_name="annotation", kinds={"parquet"},
+           AssetSpec("verified_labels", deps=["mc_samples"], group_name="annotation", kinds={"delta"},
+                     owners=OWNERS, tags=tags("annotation"),
                      description="One row per face: final expression/VA/AUs with calibrated confidence, "
                                  "uncertainty, samples spent, stop reason, verification verdict, "
                                  "consistency score and flags, origin per granularity, accepted or abstained.")],
     partitions_def=batches, pool="vllm", can_subset=False, name="annotate_faces",
+    op_tags=api_op_tags(),
+    # transient endpoint failures (timeouts, 5xx after the SDK's own retries) retry the step; the
+    # cache makes a retry pay only for unfinished samples. A failed blocking check is not
+    # retried (assets.publish.fail_blocked raises Failure(allow_retries=False)).
+    retry_policy=RetryPolicy(max_retries=2, delay=30, backoff=Backoff.EXPONENTIAL),
     backfill_policy=one_batch_per_run,
     check_specs=check_specs("mc_samples", "mc_samples", batches)
     + check_specs("verified_labels", "verified_labels", batches)
@@ -128,6 +138,7 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     stats = result.stats
     gold = gold_for_hidden({r["face_id"]: known_labels(r) for r in faces.iter_rows(named=True)}, hidden)
     audit = audit_report(result.labels, gold)
+    plots = {name: MetadataValue.md(png_markdown(png, name)) for name, png in partition_plots(l_df, gold).items()}
     audit_passed, audit_failing = audit_check(audit)
     yield MaterializeResult(asset_key="mc_samples", metadata={
         **table_metadata(samples, commits["mc_samples"], ["face_id", "round", "sample_index", "expression", "valence",
@@ -152,6 +163,7 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         "sampling_stats": MetadataValue.json(json.loads(json.dumps(stats, default=str))),
         "calibration_version": MetadataValue.text(calibration.version if calibration else "none (raw confidences)"),
         "audit": MetadataValue.json(json.loads(json.dumps(audit, default=str))),
+        **plots,
         "label_issues": MetadataValue.int(int(l_df["label_issue"].fill_null(False).sum()) if l_df.height else 0),
         "label_issue_checked": MetadataValue.int(int(l_df["label_issue"].is_not_null().sum()) if l_df.height else 0),
     }, check_results=[r for r in results if r.asset_key.to_user_string() == "verified_labels"]

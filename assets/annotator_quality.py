@@ -12,6 +12,7 @@ import polars as pl
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from assets.common import OWNERS, tags
 from resources.data import DevDataResource
 from resources.lake import LakeResource
 
@@ -37,7 +38,7 @@ def _markdown(frame: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-@asset(group_name="evaluation", kinds={"parquet"})
+@asset(group_name="evaluation", kinds={"delta"}, owners=OWNERS, tags=tags("evaluation"))
 def annotator_quality(context: AssetExecutionContext, config: AnnotatorQualityConfig,
                       lake: LakeResource, dev_data: DevDataResource) -> MaterializeResult:
     """Offline annotator quality on labelled sets: expression accuracy/macro-F1/ECE beside the bare

@@ -14,6 +14,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
                      MaterializeResult, MetadataValue, asset)
 from pydantic import Field
 
+from assets.common import OWNERS, tags
 from resources.lake import LakeResource
 from seke.audit import AUDIT_FLOORS, audit_check, audit_pairs, audit_report, gold_for_hidden
 from seke.calibration import fit_calibration
@@ -42,7 +43,7 @@ def _audited_rows(lake: Lake) -> tuple[list[dict], dict]:
     return rows, gold_for_hidden(known, {r["face_id"]: r["audit_hidden"] for r in rows})
 
 
-@asset(deps=["verified_labels", "raw_faces"], group_name="calibration", kinds={"parquet"},
+@asset(deps=["verified_labels", "raw_faces"], group_name="evaluation", kinds={"delta"}, owners=OWNERS, tags=tags("evaluation"),
        check_specs=[AssetCheckSpec("audit_quality", asset="confidence_calibration",
                                    description="audit-mode label quality above its floors in every partition")])
 def confidence_calibration(context: AssetExecutionContext, config: CalibrationConfig,

@@ -3,10 +3,10 @@
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from seke.knowledge import read_current_knowledge
+from assets.common import OWNERS, tags
 from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
-from seke.knowledge import knowledge_v1
+from seke.knowledge import knowledge_v1, read_current_knowledge
 from seke.evaluate import (comparison_table, evaluate, load_annotator, markdown_table,
                            png_markdown, read_evaluations, read_label_generators, store)
 
@@ -23,7 +23,7 @@ class EvaluationConfig(Config):
     feab_version: int = Field(default=-1, description="FEAB table version to score on (-1: the latest)")
 
 
-@asset(deps=["feab"], group_name="evaluation", kinds={"parquet"})
+@asset(deps=["feab"], group_name="evaluation", kinds={"delta"}, owners=OWNERS, tags=tags("evaluation"))
 def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: LakeResource,
                annotator: AnnotatorResource) -> MaterializeResult:
     """Scores of one model on FEAB against human gold (accuracy/macro-F1, VA RMSE/CCC/sign,

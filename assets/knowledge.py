@@ -7,7 +7,7 @@ import polars as pl
 from dagster import Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.common import table_metadata
+from assets.common import OWNERS, table_metadata, tags
 from resources.data import KnowledgeTablesResource
 from resources.lake import LakeResource
 from seke.knowledge import TABLE_PREFIX, Knowledge, knowledge_with_estimate, load_knowledge
@@ -22,7 +22,7 @@ class KnowledgeConfig(Config):
                                   "P(AU|expression) from (creates a new version)")
 
 
-@asset(group_name="knowledge", kinds={"parquet"})
+@asset(group_name="knowledge", kinds={"delta"}, owners=OWNERS, tags=tags("knowledge"))
 def knowledge(config: KnowledgeConfig, lake: LakeResource,
               knowledge_tables: KnowledgeTablesResource) -> MaterializeResult:
     """Versioned knowledge tables: expression→AU probabilities, expression→VA circumplex regions,

@@ -7,7 +7,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.common import lake_partition, table_metadata
+from assets.common import OWNERS, lake_partition, table_metadata, tags
 from seke.knowledge import read_current_knowledge
 from assets.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
@@ -25,7 +25,8 @@ class PromptsConfig(Config):
 
 
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["raw_faces", "knowledge"], group_name="annotation",
-       kinds={"parquet"})
+       owners=OWNERS, tags=tags("annotation"),
+       kinds={"delta"})
 def knowledge_prompts(context: AssetExecutionContext, config: PromptsConfig,
                       lake: LakeResource) -> MaterializeResult:
     """Per face: which granularities are known (human facts), missing and withheld (an invalid

@@ -6,7 +6,7 @@ import polars as pl
 from dagster import (AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue,
                      PreviewWarning, asset)
 
-from assets.common import lake_partition, table_metadata
+from assets.common import OWNERS, lake_partition, table_metadata, tags
 from assets.publish import Audited, Blocked, fail_blocked, publish
 from expectations.checks import check_specs
 from assets.partitions import batches, one_batch_per_run
@@ -44,7 +44,8 @@ def _split_metadata(gate) -> dict:
 
 
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="products",
-       kinds={"parquet"}, check_specs=check_specs("feid", "feid", batches) + [_leakage_spec("feid")])
+       kinds={"delta"}, owners=OWNERS, tags=tags("products", pii=True),
+       check_specs=check_specs("feid", "feid", batches) + [_leakage_spec("feid")])
 def feid(context: AssetExecutionContext, lake: LakeResource):
     """FEID: instruction–response records per accepted face (per granularity and combined, with
     a rationale citing AU evidence), origin and confidence kept; faces on the FEAB side of the
@@ -69,7 +70,8 @@ def feid(context: AssetExecutionContext, lake: LakeResource):
 
 
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="products",
-       kinds={"parquet"}, check_specs=check_specs("feab", "feab", batches) + [_leakage_spec("feab")])
+       kinds={"delta"}, owners=OWNERS, tags=tags("products", pii=True),
+       check_specs=check_specs("feab", "feab", batches) + [_leakage_spec("feab")])
 def feab(context: AssetExecutionContext, lake: LakeResource):
     """FEAB: held-out benchmark items (expression with options, VA, AUs) with gold answers and
     their origin; subject-disjoint from FEID wherever subject ids exist, and near-duplicate

@@ -8,7 +8,7 @@ import pyarrow as pa
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
                      MaterializeResult, MetadataValue, PreviewWarning, asset)
 
-from assets.common import lake_partition, table_metadata
+from assets.common import OWNERS, lake_partition, table_metadata, tags
 from assets.publish import Audited, Blocked, fail_blocked, publish
 from assets.partitions import batches, one_batch_per_run
 from resources.landing import LandingZoneResource
@@ -50,7 +50,8 @@ def manifest_check_spec() -> AssetCheckSpec:
                                           "quarantine rows say which; the images still land)")
 
 
-@asset(partitions_def=batches, backfill_policy=one_batch_per_run, group_name="ingest", kinds={"parquet"}, deps=["review_labels"],
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, group_name="ingest", kinds={"delta"}, deps=["review_labels"],
+       owners=OWNERS, tags=tags("ingest", pii=True),
        check_specs=check_specs("raw_faces", "raw_faces", batches) + [manifest_check_spec()])
 def raw_faces(context: AssetExecutionContext, lake: LakeResource,
               landing: LandingZoneResource):

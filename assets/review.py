@@ -15,7 +15,7 @@ import polars as pl
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.common import lake_partition, table_metadata
+from assets.common import OWNERS, lake_partition, table_metadata, tags
 from assets.partitions import batches, one_batch_per_run
 from resources.data import ReviewResource
 from resources.lake import LakeResource
@@ -27,7 +27,7 @@ class ReviewConfig(Config):
 
 
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="review",
-       kinds={"json"})
+       kinds={"json"}, owners=OWNERS, tags=tags("review", pii=True))
 def review_queue(context: AssetExecutionContext, config: ReviewConfig, lake: LakeResource,
                  review_dir: ReviewResource) -> MaterializeResult:
     """Label Studio import file (tasks.json + labeling_config.xml) of the batch's abstained
@@ -52,7 +52,8 @@ def review_queue(context: AssetExecutionContext, config: ReviewConfig, lake: Lak
     })
 
 
-@asset(partitions_def=batches, backfill_policy=one_batch_per_run, group_name="review", kinds={"parquet"})
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, group_name="ingest", kinds={"delta"},
+       owners=OWNERS, tags=tags("ingest"))
 def review_labels(context: AssetExecutionContext, lake: LakeResource, review_dir: ReviewResource) -> MaterializeResult:
     """Human labels for this batch from the Label Studio exports in <review_dir>/exports/
     (newest annotation per face wins); invalid answers go to quarantine with the reason."""

@@ -221,7 +221,7 @@ def trained_model_human_only(context: AssetExecutionContext, config: TrainingRun
     return _train(context, config, lake, gpu, dev_data, ablation=True)
 
 
-@asset(deps=[trained_model, trained_model_human_only], group_name="training")
+@asset(deps=[trained_model, trained_model_human_only], group_name="training", owners=OWNERS, tags=tags("training"))
 def training_ablation_report(context: AssetExecutionContext, lake: ResourceParam[Any]) -> MaterializeResult:
     """Side-by-side metrics of the multi-task model and its human-labels-only ablation, read
     from their latest checkpoints in the lake."""

@@ -12,7 +12,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from assets.annotation import prompt_specs
-from assets.common import lake_partition
+from assets.common import OWNERS, lake_partition, tags
 from seke.knowledge import read_current_knowledge
 from assets.partitions import batches, one_batch_per_run
 from resources.lake import LakeResource
@@ -30,8 +30,8 @@ class BatchPrefillConfig(Config):
     timeout_s: float = Field(24 * 3600.0, description="give up waiting after this long (collect what is done)")
 
 
-@asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["raw_faces", "knowledge_prompts"], group_name="backfill",
-       pool=VLLM_POOL, kinds={"openai", "parquet"})
+@asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["raw_faces", "knowledge_prompts"], group_name="annotation", owners=OWNERS, tags=tags("annotation"),
+       pool=VLLM_POOL, kinds={"openai", "delta"})
 def vllm_batch_prefill(context: AssetExecutionContext, config: BatchPrefillConfig, lake: LakeResource,
                        annotator: AnnotatorResource) -> MaterializeResult:
     """First-round VLLM samples of every face of the batch, bought through the OpenAI Batch API

@@ -66,8 +66,8 @@ def land(folder: Path, landing: Any, source: str, batch: str) -> str:
 
 
 def run_batch(instance: DagsterInstance, key: str, indent: str = "") -> bool:
-    """Register partition ``key`` and run ``refresh_knowledge`` (when the lake has no knowledge)
-    then ``annotate_batch`` for it on ``instance``; False, with a message, when a job fails.
+    """Register partition ``key`` and run ``refresh_knowledge``, ``annotate_batch`` for it and
+    ``refresh_warehouse`` on ``instance``; False, with a message, when a job fails.
 
     Starts with the recovery sweep (runs of dead processes failed, their pool slots freed) and
     tags its runs with this process's pid and host so a later sweep can do the same for them."""
@@ -82,7 +82,7 @@ def run_batch(instance: DagsterInstance, key: str, indent: str = "") -> bool:
         except Exception:  # noqa: BLE001 - another process added it first (unique key): fine
             if not instance.has_dynamic_partition(batches.name, key):
                 raise
-    for job_name, pkey in (("refresh_knowledge", None), ("annotate_batch", key)):
+    for job_name, pkey in (("refresh_knowledge", None), ("annotate_batch", key), ("refresh_warehouse", None)):
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, partition_key=pkey, raise_on_error=False, tags=in_process_run_tags(),
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})

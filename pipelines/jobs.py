@@ -14,12 +14,17 @@ _ANNOTATION_TAGS = annotation_run_tags(annotator_kind())
 #: materialized on its own when the tables change).
 annotate_batch = define_asset_job(
     "annotate_batch",
-    selection=AssetSelection.all() - AssetSelection.assets("knowledge") - AssetSelection.groups("evaluation", "training", "backfill", "calibration"),
+    selection=(AssetSelection.groups("ingest", "annotation", "products", "review")
+               - AssetSelection.assets("vllm_batch_prefill", "warehouse", "quarantine", "vllm_cache")),
     partitions_def=batches,
     tags=_ANNOTATION_TAGS,
     description="Ingest one landing batch and run it through prompts, SV-UAMC sampling, "
-                "verification and FEID/FEAB, then refresh the DuckDB warehouse.",
+                "verification and FEID/FEAB (the warehouse follows by automation or refresh_warehouse).",
 )
+
+#: Rebuild the analysts' DuckDB views (automation does it after each publish when the daemon runs;
+#: in-process runs — ``seke ingest``, the demo — call this job).
+refresh_warehouse = define_asset_job("refresh_warehouse", selection=AssetSelection.assets("warehouse"))
 
 #: Re-materialize the knowledge tables (run when the tables or their sources change).
 refresh_knowledge = define_asset_job("refresh_knowledge", selection=AssetSelection.assets("knowledge"))

@@ -371,9 +371,10 @@ def fingerprint(feab: pl.DataFrame) -> str:
 
 # ---- plots ------------------------------------------------------------------------------------
 
-def _png(fig: Any) -> bytes:
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (about 500 px wide), the figure closed."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")   # ~500 px wide: readable in the UI
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -390,7 +391,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], labels: Sequence[str], title:
 
     rows = matrix_.sum(axis=1, keepdims=True)
     norm = np.divide(matrix_, rows, out=np.zeros_like(matrix_), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = plt.subplots(figsize=(6, 5))
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -403,7 +404,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], labels: Sequence[str], title:
                         color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of gold row")
     ax.set_title(title or "expression confusion")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def va_scatter_png(items: pl.DataFrame, title: str = "") -> bytes:
@@ -414,7 +415,7 @@ def va_scatter_png(items: pl.DataFrame, title: str = "") -> bytes:
     import matplotlib.pyplot as plt
 
     va = items.filter((pl.col("task") == "va") & pl.col("pred_valence").is_not_null())
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
     for ax, axis in zip(axes, ("valence", "arousal")):
         g, p = va[f"gold_{axis}"].to_numpy(), va[f"pred_{axis}"].to_numpy()
         flagged = va["gold_flagged"].to_numpy() if va.height else np.array([], bool)
@@ -433,7 +434,7 @@ def va_scatter_png(items: pl.DataFrame, title: str = "") -> bytes:
             ax.legend(loc="lower right", fontsize=7)
     fig.suptitle(title or "valence–arousal")
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def png_markdown(png: bytes, alt: str) -> str:
@@ -510,9 +511,9 @@ def evaluate(annotator: Annotator, feab: pl.DataFrame, *, model: str | None = No
         cm = table.filter((pl.col("metric") == "confusion_matrix") & (pl.col("subset") == "human"))
         if cm.height:
             d = json.loads(cm["detail"][0])
-            result.plots["confusion_matrix"] = confusion_png(d["matrix"], d["labels"], f"{model}: expression")
+            result.plots["confusion_matrix"] = confusion_png(d["matrix"], d["labels"], "expression: gold vs predicted")
         if items.filter(pl.col("task") == "va").height:
-            result.plots["va_scatter"] = va_scatter_png(items, f"{model}: valence–arousal")
+            result.plots["va_scatter"] = va_scatter_png(items, "valence / arousal: gold vs predicted")
     return result
 
 

@@ -53,6 +53,7 @@ class Commit:
     uri: str
     version: int
     rows: int
+    partition_columns: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.uri}@v{self.version}"
@@ -257,8 +258,9 @@ class Lake:
         for k, v in partition.items():
             arrow = arrow.append_column(pa.field(k, pa.string()), pa.array([str(v)] * arrow.num_rows, pa.string()))
         predicate = partition_predicate(partition) if partition else None
-        return self._commit(table, arrow, mode="overwrite", partition_by=list(partition) or None,
-                            predicate=predicate)
+        commit = self._commit(table, arrow, mode="overwrite", partition_by=list(partition) or None,
+                              predicate=predicate)
+        return Commit(commit.table, commit.uri, commit.version, commit.rows, tuple(partition))
 
     def append(self, table: str, frame: pl.DataFrame | pa.Table,
                partition_by: list[str] | None = None) -> Commit:

@@ -72,6 +72,8 @@ def materialized(tmp_path_factory, shared_data):
         assert defs.resolve_job_def("refresh_knowledge").execute_in_process(instance=instance).success
         r = defs.resolve_job_def("annotate_batch").execute_in_process(instance=instance, partition_key=KEY)
         assert r.success
+        # the warehouse is unpartitioned and follows by automation; in-process, refresh it here
+        assert defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance).success
         return r
 
     first = run()
@@ -168,7 +170,13 @@ def test_every_materialization_has_row_count_and_schema_metadata(materialized):
     for key in ("raw_faces", "knowledge_prompts", "mc_samples", "verified_labels", "feid", "feab"):
         ev = inst.get_latest_materialization_event(AssetKey(key))
         md = ev.asset_materialization.metadata
-        assert "dagster/row_count" in md and "schema" in md and "preview" in md, key
+        assert "dagster/row_count" in md and "preview" in md, key
+        assert md["table_version"].value >= 0 and md["table_uri"].value.endswith(key), key
+        columns = [c.name for c in md["dagster/column_schema"].schema.columns]
+        assert "face_id" in columns and "source" in columns, key       # the Columns tab
+    plots = inst.get_latest_materialization_event(AssetKey("verified_labels")).asset_materialization.metadata
+    assert {"va", "aus"} <= set(plots)                                  # images for the asset page
+    assert plots["va"].value.startswith("![va](data:image/png;base64,")
 
 
 def run_ckplus_batch(tmp_path: Path, shared: Path, n_faces: int, key: str, run_config: dict):

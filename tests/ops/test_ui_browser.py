@@ -65,7 +65,9 @@ def dagster_ui(tmp_path, monkeypatch):
     instance = DagsterInstance.get()
     try:
         assert run_knowledge(instance, str(lake), landing).success
-        assert run_batch(instance, str(lake), landing, KEY).success
+        # audit mode hides the human labels, so verified_labels also gets its confusion plot
+        assert run_batch(instance, str(lake), landing, KEY,
+                         run_config={"ops": {"knowledge_prompts": {"config": {"audit_fraction": 1.0}}}}).success
     finally:
         instance.dispose()
 
@@ -137,6 +139,30 @@ def test_asset_graph_partition_checks_and_plots_in_chromium(dagster_ui):
             expect(page.get_by_text(label, exact=True).first).to_be_visible()
         expect(page.get_by_text("table_version", exact=True).first).to_be_visible()
         page.screenshot(path=str(tmp / "partition.png"), full_page=True)
+
+        # 2b. The label plots render as images of a readable size (Dagster shows long Markdown
+        # behind a "[Show Markdown]" button; the dialog holds the PNG).
+        for name in ("confusion", "va", "aus"):
+            # the metadata row labelled `name` (a preview table may also have a column so named)
+            row = (page.locator("tr").filter(has=page.get_by_text(name, exact=True))
+                   .filter(has=page.get_by_text("[Show Markdown]")).last)
+            row.get_by_text("[Show Markdown]").click()
+            img = page.get_by_role("dialog").locator(f"img[alt='{name}']").first
+            expect(img).to_be_visible()
+            width, height = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+            box = img.bounding_box()
+            assert 200 < width <= 900 and height > 100, (name, width, height)
+            assert box["width"] > 100 and box["height"] > 50, (name, box)
+            page.screenshot(path=str(tmp / f"plot_{name}.png"))
+            page.get_by_role("dialog").get_by_role("button", name="Close").last.click()
+            expect(page.get_by_role("dialog")).to_have_count(0)
+
+        # 2c. The Columns of verified_labels come from its schema (dagster/column_schema).
+        page.goto(f"{base}/assets/verified_labels")
+        _dismiss_modal(page)
+        for column in ("expression_confidence", "consistency_score", "batch"):
+            expect(page.get_by_text(column, exact=True).first).to_be_visible()
+        page.screenshot(path=str(tmp / "columns.png"), full_page=True)
 
         # 3. Metadata plots: numeric metadata charted per materialization.
         page.get_by_text("Plots", exact=True).first.click()

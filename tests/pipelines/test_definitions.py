@@ -47,3 +47,38 @@ def test_sensor_adds_partitions_for_new_complete_batches(tmp_path):
     assert [r.partition_key for r in result.run_requests] == ["ckplus__2026-11-01"]
     assert [r.run_key for r in result.run_requests] == ["ckplus__2026-11-01"]
     assert result.dynamic_partitions_requests[0].partition_keys == ["ckplus__2026-11-01"]
+
+
+def test_every_asset_has_a_description_owner_group_and_domain_tag():
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        name = key.to_user_string()
+        assert node.description and len(node.description) > 20, name
+        assert node.owners, name
+        assert node.group_name in {"ingest", "knowledge", "annotation", "products", "review",
+                                   "evaluation", "training"}, (name, node.group_name)
+        assert node.tags.get("domain"), name
+    pii = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).tags.get("pii")}
+    assert {"raw_faces", "feid", "feab"} <= pii                     # tables holding face crops
+    assert graph.get(__import__("dagster").AssetKey("warehouse")).partitions_def is None
+    assert graph.get(__import__("dagster").AssetKey("warehouse")).automation_condition is not None
+
+
+def test_groups_read_in_pipeline_order():
+    """Collapsed lineage: ingest → knowledge → annotation → products → review → evaluation /
+    training; no group feeds one that comes before it."""
+    from pipelines.definitions import defs
+
+    order = ["ingest", "knowledge", "annotation", "products", "review", "evaluation", "training"]
+    graph = defs.resolve_asset_graph()
+    backwards = []
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        for parent in node.parent_keys:
+            up = graph.get(parent).group_name
+            if order.index(up) > order.index(node.group_name) and {up, node.group_name} != {"evaluation", "training"}:
+                backwards.append(f"{parent.to_user_string()} ({up}) -> {key.to_user_string()} ({node.group_name})")
+    assert not backwards, backwards

@@ -1,0 +1,42 @@
+"""Lake tables that several steps write as a side effect, declared so the lineage shows them.
+
+``quarantine`` (every dropped item with its reason), ``vllm_cache`` (every paid model answer)
+and ``evaluations`` (every model's FEAB scores) are Delta tables written inside other assets'
+steps (``raw_faces``, ``annotate_faces``, ``review_labels``, ``vllm_batch_prefill``,
+``evaluation``, the training assets). They are not materialized on their own, so they are
+external asset specs: visible in the graph with their producers, their column schema and where
+they live, queryable as warehouse views.
+"""
+
+from dagster import AssetSpec, MetadataValue
+
+from assets.common import OWNERS, column_schema, tags
+from seke import schemas
+from seke.cache import CACHE_TABLE
+from seke.evaluate import EVALUATIONS
+
+quarantine = AssetSpec(
+    "quarantine", deps=["raw_faces", "mc_samples", "verified_labels", "review_labels"], group_name="review",
+    description="Every item the pipeline dropped or withheld, with a machine-readable reason and detail "
+                "(bad files, bad labels, parse failures, abstained faces, review problems); partitioned "
+                "by source/batch/stage. Never silently empty: a batch's drops are here.",
+    kinds={"delta"}, owners=OWNERS, tags=tags("review"),
+    metadata={"dagster/column_schema": column_schema(schemas.QUARANTINE),
+              "table": MetadataValue.text("lake table `quarantine`; warehouse view `quarantine`")})
+
+vllm_cache = AssetSpec(
+    CACHE_TABLE, deps=["mc_samples", "vllm_batch_prefill"], group_name="annotation",
+    description="Content-addressed cache of every model answer (key: model, prompt hash, image hash, "
+                "sampling parameters, sample index): re-runs, retries and backfills never pay twice.",
+    kinds={"delta"}, owners=OWNERS, tags=tags("annotation"),
+    metadata={"table": MetadataValue.text(f"lake table `{CACHE_TABLE}` (append-only)")})
+
+evaluations = AssetSpec(
+    "evaluations", deps=["evaluation", "trained_model", "trained_model_human_only"], group_name="evaluation",
+    description="FEAB scores of every model evaluated (offline annotator, VLLMs, trained checkpoints), "
+                "one run per model and run id, with the FEAB table version scored.",
+    kinds={"delta"}, owners=OWNERS, tags=tags("evaluation"),
+    metadata={"dagster/column_schema": column_schema(EVALUATIONS),
+              "table": MetadataValue.text("lake table `evaluations`; compare with `seke sql model_comparison`")})
+
+LAKE_TABLE_SPECS = [quarantine, vllm_cache, evaluations]
