@@ -21,6 +21,7 @@ from expectations.checks import check_specs
 from expectations.gates import GateConfig, evaluate
 from assets.partitions import batches, one_batch_per_run
 from resources.annotator import AnnotatorResource
+from resources.config_models import derived, values_for
 from resources.deployment import api_op_tags
 from resources.lake import LakeResource
 from seke import quarantine, schemas
@@ -32,33 +33,23 @@ from seke.label_plots import partition_plots
 from seke.records import face_items, known_labels
 from seke.sv_uamc import SamplingConfig, run_sampling
 
-_DEFAULTS = SamplingConfig()
-
-
-class SamplingRunConfig(Config):
-    """SV-UAMC parameters (defaults chosen by bench/sv_uamc.py)."""
-
-    strategy: str = Field(_DEFAULTS.strategy, description="sv_uamc | fixed_n | single_shot")
-    k: int = Field(_DEFAULTS.k, description="samples per round")
-    n_max: int = Field(_DEFAULTS.n_max, description="most samples per face (sv_uamc)")
-    fixed_n: int = Field(_DEFAULTS.fixed_n, description="samples per face (fixed_n baseline)")
-    threshold_expression: float = _DEFAULTS.threshold_expression
-    threshold_va: float = _DEFAULTS.threshold_va
-    threshold_aus: float = _DEFAULTS.threshold_aus
-    verify: bool = _DEFAULTS.verify
-    consistency_floor: float = _DEFAULTS.consistency_floor
-    seed: int = _DEFAULTS.seed
-    gate_consistency_floor: float = Field(
-        GateConfig.consistency_floor, description="blocking check: least share of accepted faces "
-                                                  "with no consistency flag; below it FEID/FEAB are not written")
-    gate_flag_rate_ceiling: float = Field(GateConfig.flag_rate_ceiling,
-                                          description="warn check: most share of faces with one consistency flag")
-
+class _SamplingRunMethods(Config):
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(**self.model_dump(exclude={"gate_consistency_floor", "gate_flag_rate_ceiling"}))
+        return SamplingConfig(**values_for(SamplingConfig, self))
 
     def gates(self) -> GateConfig:
-        return GateConfig(self.gate_consistency_floor, self.gate_flag_rate_ceiling)
+        return GateConfig(self.gate_consistency_floor, self.gate_flag_rate_ceiling)  # type: ignore[attr-defined]
+
+
+#: Run config of ``annotate_faces``: every :class:`SamplingConfig` field (defaults chosen by
+#: bench/sv_uamc.py) plus the thresholds of the consistency gates.
+SamplingRunConfig = derived(
+    "SamplingRunConfig", _SamplingRunMethods, SamplingConfig, "SV-UAMC parameters and the consistency gates.",
+    gate_consistency_floor=(float, Field(GateConfig.consistency_floor, description="blocking check: least share "
+                                         "of accepted faces with no consistency flag; below it nothing is published")),
+    gate_flag_rate_ceiling=(float, Field(GateConfig.flag_rate_ceiling, description="warn check: most share of "
+                                         "faces with one consistency flag")),
+)
 
 
 def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:

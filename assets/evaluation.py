@@ -6,9 +6,8 @@ from pydantic import Field
 from assets.common import OWNERS, tags
 from resources.annotator import AnnotatorResource
 from resources.lake import LakeResource
-from seke.knowledge import knowledge_v1, read_current_knowledge
-from seke.evaluate import (comparison_table, evaluate, load_annotator, markdown_table,
-                           png_markdown, read_evaluations, read_label_generators, store)
+from seke.evaluate import (comparison_table, load_annotator, markdown_table, png_markdown,
+                           read_evaluations, run_evaluation)
 
 
 class EvaluationConfig(Config):
@@ -31,23 +30,20 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: L
     stored per model and run in `evaluations` / `evaluation_predictions`, with a confusion
     matrix, a VA scatter and the comparison table across every model evaluated so far."""
     store_ = lake.lake()
-    feab_version = store_.version("feab") if config.feab_version < 0 else config.feab_version
-    feab = store_.read_table("feab", version=feab_version)
-    try:
-        knowledge = read_current_knowledge(store_)
-    except RuntimeError:  # the prompt's knowledge only: literature tables are a fine default here
-        context.log.warning("no knowledge in the lake; evaluating with the v1 literature tables")
-        knowledge = knowledge_v1()
-    if config.annotator_spec:
-        extra = {"checkpoint": config.checkpoint} if config.checkpoint else {}
-        engine = load_annotator(config.annotator_spec, knowledge, **extra)
-    else:
-        engine = annotator.build(knowledge, store_)
-    result = evaluate(engine, feab, model=config.model_label or None, run_id=config.run_id or None,
-                      knowledge=knowledge, n_samples=config.n_samples, batch_size=config.batch_size,
-                      progress=lambda done, total: context.log.info(f"{done}/{total} faces"),
-                      generators=read_label_generators(store_, feab["face_id"].unique().to_list()))
-    commits = store(store_, result, feab_version=feab_version)
+
+    def make_annotator(knowledge):
+        if config.annotator_spec:
+            extra = {"checkpoint": config.checkpoint} if config.checkpoint else {}
+            return load_annotator(config.annotator_spec, knowledge, **extra)
+        return annotator.build(knowledge, store_)
+
+    run = run_evaluation(store_, make_annotator, feab_version=None if config.feab_version < 0 else config.feab_version,
+                         model=config.model_label or None, run_id=config.run_id or None,
+                         n_samples=config.n_samples, batch_size=config.batch_size,
+                         progress=lambda done, total: context.log.info(f"{done}/{total} faces"))
+    for note in run.notes:
+        context.log.warning(note)
+    result, commits, feab_version = run.result, run.commits, run.feab_version
     table = comparison_table(read_evaluations(store_))
     meta = {
         "model": MetadataValue.text(result.model),
@@ -63,6 +59,7 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig, lake: L
         "path": MetadataValue.path(commits["evaluations"].uri),
         "feab_table_uri": MetadataValue.path(store_.table_uri("feab")),
         "feab_version": MetadataValue.int(feab_version) if feab_version is not None else MetadataValue.text("none"),
+        "versions": MetadataValue.json(run.versions),
     }
     for name, png in result.plots.items():
         meta[name] = MetadataValue.md(png_markdown(png, name))

@@ -1,7 +1,6 @@
 """``knowledge``: the versioned emotion-knowledge tables every prompt and check is built from."""
 
 
-from datetime import datetime, timezone
 
 import polars as pl
 from dagster import Config, MaterializeResult, MetadataValue, asset
@@ -10,7 +9,7 @@ from pydantic import Field
 from assets.common import OWNERS, table_metadata, tags
 from resources.data import KnowledgeTablesResource
 from resources.lake import LakeResource
-from seke.knowledge import TABLE_PREFIX, Knowledge, knowledge_with_estimate, load_knowledge
+from seke.knowledge import knowledge_with_estimate, load_knowledge, publish_knowledge
 
 
 
@@ -30,14 +29,7 @@ def knowledge(config: KnowledgeConfig, lake: LakeResource,
     k = load_knowledge(config.version or knowledge_tables.version)
     if config.estimate_from_manifest:
         k = knowledge_with_estimate(pl.read_csv(config.estimate_from_manifest), "manifest")
-    store = lake.lake()
-    paths = {}
-    for name, df in k.tables().items():
-        paths[name] = store.write_partition(f"{TABLE_PREFIX}{name}", {"version": k.version}, df)
-    current = pl.DataFrame({"version": [k.version], "fingerprint": [k.fingerprint()],
-                            "provenance": [k.provenance],
-                            "materialized_at": [datetime.now(timezone.utc).isoformat()]})
-    store.write_partition("knowledge_current", {}, current)
+    paths = publish_knowledge(lake.lake(), k)
     ea = k.expression_au_table()
     top = (ea.filter(pl.col("p_present") >= 0.5).group_by("expression")
            .agg(pl.col("au").sort().cast(pl.String).str.join("+").alias("likely_aus")).sort("expression"))

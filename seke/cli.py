@@ -337,28 +337,28 @@ def _push(args: argparse.Namespace, out: Path, policy: Any, facts: Any) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from seke import evaluate as ev
-    from seke.knowledge import knowledge_v1
     from seke.lake import Lake
 
-    feab, feab_version = _read(args.lake, "feab", args.source, args.batch, args.feab_version)
-    if feab.height == 0:
-        print(f"seke evaluate: no FEAB items in {args.lake} (materialize the feab asset)", file=sys.stderr)
-        return 1
-    if args.limit:
-        keep = feab["face_id"].unique(maintain_order=True).head(args.limit)
-        feab = feab.filter(feab["face_id"].is_in(keep))
-    extra = {"checkpoint": args.checkpoint} if args.checkpoint else {}
-    annotator = ev.load_annotator(args.annotator, knowledge_v1(), seed=args.seed, **extra)
     lake = Lake(args.lake)
-    result = ev.evaluate(annotator, feab, model=args.model, run_id=args.run_id,
-                         n_samples=args.n_samples, batch_size=args.batch_size,
-                         progress=lambda d, t: print(f"\r{d}/{t} faces", end="", file=sys.stderr),
-                         generators=ev.read_label_generators(lake, feab["face_id"].unique().to_list()))
+    extra = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    try:
+        run = ev.run_evaluation(
+            lake, lambda knowledge: ev.load_annotator(args.annotator, knowledge, seed=args.seed, **extra),
+            feab_version=args.feab_version, source=args.source, batch=args.batch, limit=args.limit,
+            model=args.model, run_id=args.run_id, n_samples=args.n_samples, batch_size=args.batch_size,
+            store_run=not args.no_store,
+            progress=lambda d, t: print(f"\r{d}/{t} faces", end="", file=sys.stderr))
+    except ValueError as exc:
+        print(f"seke evaluate: {exc}", file=sys.stderr)
+        return 1
     print(file=sys.stderr)
-    if not args.no_store:
-        commits = ev.store(lake, result, feab_version=feab_version)
-        print(f"stored run {result.run_id} of {result.model}: {commits['evaluations']} "
-              f"(scored on FEAB version {feab_version})")
+    result = run.result
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if run.commits:
+        print(f"stored run {result.run_id} of {result.model}: {run.commits['evaluations']} "
+              f"(FEAB version {run.feab_version}; knowledge {run.versions['knowledge']}, "
+              f"prompt {run.versions['prompt']})")
     if args.plots:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
         for name, png in result.plots.items():

@@ -517,14 +517,17 @@ def evaluate(annotator: Annotator, feab: pl.DataFrame, *, model: str | None = No
     return result
 
 
-def store(lake: Any, result: EvaluationResult, feab_version: int | None = None) -> dict[str, Any]:
+def store(lake: Any, result: EvaluationResult, feab_version: int | None = None,
+          versions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Write metrics and item predictions to the lake (``evaluations``,
     ``evaluation_predictions``), partitioned by ``model`` and ``run``; re-running a run id
     replaces it. ``feab_version`` (the FEAB table version scored) is stored with the metrics
-    and pinned, so a vacuum never removes the benchmark a stored score refers to."""
+    and pinned, so a vacuum never removes the benchmark a stored score refers to; ``versions``
+    (knowledge, prompt, annotator) are stored beside it."""
     part = result.partition  # the hive key ``model`` holds the slug; the full name is ``model_name``
     metrics = result.metrics.rename({"model": "model_name"}).with_columns(
-        pl.lit(feab_version, dtype=pl.Int64).alias("feab_version"))
+        pl.lit(feab_version, dtype=pl.Int64).alias("feab_version"),
+        *(pl.lit(str(v)).alias(f"{k}_version") for k, v in (versions or {}).items()))
     if feab_version is not None:
         lake.pin("feab", feab_version, f"evaluation:{result.run_id}")
     return {
@@ -576,3 +579,54 @@ def markdown_table(frame: pl.DataFrame, digits: int = 3) -> str:
     sep = "| " + " | ".join("---" for _ in frame.columns) + " |"
     body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join([head, sep, *body])
+
+
+@dataclass
+class EvaluationRun:
+    """One scored evaluation and what it was scored with."""
+
+    result: EvaluationResult
+    feab_version: int | None
+    versions: dict[str, str]
+    commits: dict[str, Any]
+    notes: list[str]
+
+
+def run_evaluation(lake: Any, make_annotator: Callable[[Knowledge], Annotator], *,
+                   feab_version: int | None = None, source: str | None = None, batch: str | None = None,
+                   limit: int | None = None, model: str | None = None, run_id: str | None = None,
+                   n_samples: int = 1, batch_size: int = 16, store_run: bool = True,
+                   progress: Callable[[int, int], None] | None = None) -> EvaluationRun:
+    """The one evaluation path of the CLI (``seke evaluate``) and the ``evaluation`` asset.
+
+    Reads FEAB at ``feab_version`` (default: the latest), prompts with the lake's *current*
+    knowledge (the literature tables only when the lake has none, said in ``notes``), scores,
+    and stores the run with the FEAB version (pinned) and the knowledge, prompt and annotator
+    versions it used."""
+    from seke.knowledge import knowledge_v1, read_current_knowledge
+    from seke.prompts import ANNOTATE_VERSION
+
+    notes: list[str] = []
+    if not lake.exists("feab"):
+        raise ValueError(f"no FEAB table in {lake.uri}: materialize the feab asset first")
+    feab_version = lake.version("feab") if feab_version is None else feab_version
+    feab = lake.read_table("feab", version=feab_version)
+    if source:
+        feab = feab.filter(pl.col("source") == source)
+    if batch:
+        feab = feab.filter(pl.col("batch") == batch)
+    if limit:
+        feab = feab.filter(pl.col("face_id").is_in(feab["face_id"].unique(maintain_order=True).head(limit).implode()))
+    try:
+        knowledge = read_current_knowledge(lake)
+    except RuntimeError:
+        knowledge = knowledge_v1()
+        notes.append("no knowledge in the lake: prompts use the v1 literature tables")
+    annotator = make_annotator(knowledge)
+    result = evaluate(annotator, feab, model=model, run_id=run_id, knowledge=knowledge, n_samples=n_samples,
+                      batch_size=batch_size, progress=progress,
+                      generators=read_label_generators(lake, feab["face_id"].unique().to_list()))
+    versions = {"knowledge": knowledge.version, "prompt": ANNOTATE_VERSION,
+                "annotator": f"{annotator.backend}/{annotator.model}"}
+    commits = store(lake, result, feab_version=feab_version, versions=versions) if store_run else {}
+    return EvaluationRun(result, feab_version, versions, commits, notes)

@@ -271,3 +271,17 @@ def read_current_knowledge(lake: "Lake") -> Knowledge:
     ea = lake.read_partition(f"{TABLE_PREFIX}expression_au", {"version": v})
     va = lake.read_partition(f"{TABLE_PREFIX}va_regions", {"version": v})
     return knowledge_from_tables(v, ea, va, provenance=cur["provenance"])
+
+
+def publish_knowledge(lake: "Lake", k: Knowledge) -> dict:
+    """Write ``k``'s tables as version ``k.version`` and make it the lake's current knowledge;
+    returns the commits by table name."""
+    from datetime import datetime, timezone
+
+    commits = {name: lake.write_partition(f"{TABLE_PREFIX}{name}", {"version": k.version}, df)
+               for name, df in k.tables().items()}
+    current = pl.DataFrame({"version": [k.version], "fingerprint": [k.fingerprint()],
+                            "provenance": [k.provenance],
+                            "materialized_at": [datetime.now(timezone.utc).isoformat()]})
+    commits["current"] = lake.write_partition("knowledge_current", {}, current)
+    return commits

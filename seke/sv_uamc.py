@@ -57,17 +57,17 @@ class SamplingConfig:
     coin flip (a 2-of-3 AU vote passes, a 1-1 vote does not).
     """
 
-    strategy: Strategy = "sv_uamc"
-    k: int = 3
-    n_max: int = 10
-    fixed_n: int = 10
-    threshold_expression: float = 0.35
-    threshold_va: float = 0.25
-    threshold_aus: float = 0.30
-    expression_method: str = "dirichlet"
-    verify: bool = True
-    consistency_floor: float = 0.30
-    seed: int = 0  # seed of the Monte Carlo integral behind the expression posterior
+    strategy: Strategy = field(default="sv_uamc", metadata={"help": "sv_uamc | fixed_n | single_shot"})
+    k: int = field(default=3, metadata={"help": "samples per round"})
+    n_max: int = field(default=10, metadata={"help": "most samples per face (sv_uamc)"})
+    fixed_n: int = field(default=10, metadata={"help": "samples per face (fixed_n baseline)"})
+    threshold_expression: float = field(default=0.35, metadata={"help": "stop when 1 - P(mode) is at most this"})
+    threshold_va: float = field(default=0.25, metadata={"help": "stop when the VA standard error is at most this"})
+    threshold_aus: float = field(default=0.30, metadata={"help": "stop when no AU's posterior tail beyond 0.5 exceeds this"})
+    expression_method: str = field(default="dirichlet", metadata={"help": "dirichlet | entropy"})
+    verify: bool = field(default=True, metadata={"help": "verify uncertain or inconsistent faces"})
+    consistency_floor: float = field(default=0.30, metadata={"help": "consistency score below which a face is verified"})
+    seed: int = field(default=0, metadata={"help": "seed of the Monte Carlo integral behind the expression posterior"})
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

@@ -87,3 +87,20 @@ def test_export_records_and_pins_versions_and_vacuum_keeps_them(tmp_path, capsys
     assert main(["export", "--lake", lake.uri, "--out", str(again), "--format", "llava",
                  "--feid-version", str(used)]) == 0
     assert len(load_json(again / "llava" / "llava.json")) == exported
+
+
+def test_cli_and_asset_evaluate_with_the_lakes_current_knowledge(tmp_path, capsys):
+    """`seke evaluate` used to prompt with the v1 tables while the asset used the lake's current
+    knowledge; both now go through seke.evaluate.run_evaluation and record the versions."""
+    from seke.evaluate import read_evaluations
+    from seke.knowledge import load_knowledge, publish_knowledge
+
+    lake = make_lake(str(tmp_path / "lake"))
+    publish_knowledge(lake, load_knowledge("v2"))
+    assert main(["evaluate", "--lake", lake.uri, "--annotator", "seke.evaluate:constant_baseline",
+                 "--model", "const-k", "--run-id", "k-1"]) == 0
+    assert "knowledge v2" in capsys.readouterr().out
+    stored = lake.read_table("evaluations").filter(pl.col("run") == "k-1")
+    assert set(stored["knowledge_version"]) == {"v2"} and set(stored["prompt_version"]) == {"annotate-v1"}
+    assert set(stored["feab_version"]) == {lake.version("feab")}
+    assert not read_evaluations(lake).is_empty()
