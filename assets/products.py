@@ -43,6 +43,19 @@ def _split_metadata(gate) -> dict:
             "cross_split_near_duplicates": MetadataValue.int(int(gate.metadata["cross_split_near_duplicate_groups"]))}
 
 
+def _build_and_publish(context: AssetExecutionContext, lake: LakeResource, table: str, build):
+    """Split the batch's accepted faces, build ``table`` from its side, audit and publish it
+    (raises :class:`Blocked` when a blocking check fails)."""
+    part = lake_partition(context)
+    store = lake.lake()
+    labels, faces = _inputs(store, part)
+    split, leakage = _split(labels, faces)
+    frame = build(split, faces).drop(["source", "batch"], strict=False)
+    gates = evaluate(table, frame, input_rows=_accepted(labels)) + [leakage]
+    commits, results = publish(context, store, part, [Audited(table, frame, gates)])
+    return frame, commits[table], results, leakage
+
+
 @asset(partitions_def=batches, backfill_policy=one_batch_per_run, deps=["verified_labels", "raw_faces"], group_name="products",
        kinds={"delta"}, owners=OWNERS, tags=tags("products", pii=True),
        check_specs=check_specs("feid", "feid", batches) + [_leakage_spec("feid")])
@@ -50,18 +63,12 @@ def feid(context: AssetExecutionContext, lake: LakeResource):
     """FEID: instruction–response records per accepted face (per granularity and combined, with
     a rationale citing AU evidence), origin and confidence kept; faces on the FEAB side of the
     subject- and near-duplicate-disjoint split are excluded (blocking check ``split_leakage``)."""
-    part = lake_partition(context)
-    store = lake.lake()
-    labels, faces = _inputs(store, part)
-    split, leakage = _split(labels, faces)
-    frame = build_feid(split, faces).drop(["source", "batch"], strict=False)
-    gates = evaluate("feid", frame, input_rows=_accepted(labels)) + [leakage]
     try:
-        commits, results = publish(context, store, part, [Audited("feid", frame, gates)])
+        frame, commit, results, leakage = _build_and_publish(context, lake, "feid", build_feid)
     except Blocked as blocked:
         yield from fail_blocked(blocked)
     yield MaterializeResult(metadata={
-        **table_metadata(frame, commits["feid"], ["face_id", "task", "instruction", "response", "origin", "confidence"]),
+        **table_metadata(frame, commit, ["face_id", "task", "instruction", "response", "origin", "confidence"]),
         "faces": MetadataValue.int(frame["face_id"].n_unique() if frame.height else 0),
         "records_per_task": MetadataValue.json(
             {t: int(n) for t, n in frame.group_by("task").len().iter_rows()} if frame.height else {}),
@@ -76,18 +83,12 @@ def feab(context: AssetExecutionContext, lake: LakeResource):
     """FEAB: held-out benchmark items (expression with options, VA, AUs) with gold answers and
     their origin; subject-disjoint from FEID wherever subject ids exist, and near-duplicate
     crops (perceptual hash) never on both sides (blocking check ``split_leakage``)."""
-    part = lake_partition(context)
-    store = lake.lake()
-    labels, faces = _inputs(store, part)
-    split, leakage = _split(labels, faces)
-    frame = build_feab(split, faces).drop(["source", "batch"], strict=False)
-    gates = evaluate("feab", frame, input_rows=_accepted(labels)) + [leakage]
     try:
-        commits, results = publish(context, store, part, [Audited("feab", frame, gates)])
+        frame, commit, results, leakage = _build_and_publish(context, lake, "feab", build_feab)
     except Blocked as blocked:
         yield from fail_blocked(blocked)
     yield MaterializeResult(metadata={
-        **table_metadata(frame, commits["feab"], ["item_id", "task", "gold_expression", "gold_valence", "gold_origin", "gold_flagged"]),
+        **table_metadata(frame, commit, ["item_id", "task", "gold_expression", "gold_valence", "gold_origin", "gold_flagged"]),
         "items_per_task": MetadataValue.json(
             {t: int(n) for t, n in frame.group_by("task").len().iter_rows()} if frame.height else {}),
         "flagged_gold": MetadataValue.int(int(frame["gold_flagged"].sum() or 0) if frame.height else 0),
