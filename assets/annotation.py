@@ -31,6 +31,7 @@ from seke.audit import AUDIT_FLOORS, audit_check, audit_report, gold_for_hidden
 from seke.evaluate import png_markdown
 from seke.label_plots import partition_plots
 from seke.records import face_items, known_labels
+from seke.selective import Acceptance, read_current_certificates, select_for
 from seke.sv_uamc import SamplingConfig, run_sampling
 
 class _SamplingRunMethods(Config):
@@ -49,7 +50,34 @@ SamplingRunConfig = derived(
                                          "of accepted faces with no consistency flag; below it nothing is published")),
     gate_flag_rate_ceiling=(float, Field(GateConfig.flag_rate_ceiling, description="warn check: most share of "
                                          "faces with one consistency flag")),
+    selective=(bool, Field(True, description="apply the certified thresholds of the current certificate set "
+                                             "(refit_calibration) that match this source and these "
+                                             "annotator/knowledge/prompt versions; labels below abstain")),
 )
+
+
+def selective_acceptance(store, source: str, versions: dict[str, str], enabled: bool
+                         ) -> tuple[Acceptance | None, dict]:
+    """The certified-acceptance decision for this partition and what the metadata says about it.
+    An unreadable artefact or a certificate of another version is refused with a message; the
+    batch goes on with uncertified labels."""
+    if not enabled:
+        return None, {"status": "off (run config selective=false)"}
+    try:
+        cset = read_current_certificates(store)
+    except ValueError as exc:
+        return None, {"status": "refused", "refused": [str(exc)], "note": "labels are not certified"}
+    if cset is None:
+        return None, {"status": "no certificate set (run refit_calibration with audit faces)"}
+    use, refused = select_for(cset, source, versions)
+    info = {"certificates_version": cset.version, "versions": versions, "refused": refused,
+            "applied": {g: {"threshold": c.threshold, "target": c.target, "confidence": 1 - c.delta,
+                            "certificate": c.version,
+                            "bound": (f"transferred from {c.transferred_from}, not measured on {source}"
+                                      if c.transferred_from else "measured on this source's audit faces")}
+                        for g, c in use.items()}}
+    info["status"] = "applied" if use else "not certified"
+    return (Acceptance(use) if use else None), info
 
 
 def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:
@@ -97,10 +125,17 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     engine = annotator.build(k, store)
     cfg = config.sampling()
     calibration = read_current_calibration(store)
-    context.log.info(f"{len(items)} faces, annotator {engine.backend}/{engine.model}, strategy {cfg.strategy}")
+    prompt_versions = sorted({v for v in prompts["prompt_version"].to_list() if v}) if prompts.height else []
+    versions = {"annotator": f"{engine.backend}/{engine.model}", "knowledge": k.version,
+                "prompt": prompt_versions[0] if len(prompt_versions) == 1 else ",".join(prompt_versions)}
+    acceptance, selective_info = selective_acceptance(store, part["source"], versions, config.selective)
+    for msg in selective_info.get("refused", []):
+        context.log.warning(msg)
+    context.log.info(f"{len(items)} faces, annotator {engine.backend}/{engine.model}, strategy {cfg.strategy}, "
+                     f"selective acceptance: {selective_info['status']}")
     try:
         result = run_sampling(items, prompt_specs(prompts), engine, k, cfg, audit_hidden=hidden,
-                              splits=splits, calibration=calibration)
+                              splits=splits, calibration=calibration, acceptance=acceptance)
     finally:
         if hasattr(engine, "close"):  # VLLM: release the loop thread and HTTP connections
             engine.close()
@@ -153,6 +188,8 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         "abstained": MetadataValue.int(abstained.height),
         "sampling_stats": MetadataValue.json(json.loads(json.dumps(stats, default=str))),
         "calibration_version": MetadataValue.text(calibration.version if calibration else "none (raw confidences)"),
+        "selective_acceptance": MetadataValue.json(json.loads(json.dumps(
+            {**selective_info, "abstained_below_threshold": acceptance.abstained if acceptance else 0}, default=str))),
         "audit": MetadataValue.json(json.loads(json.dumps(audit, default=str))),
         **plots,
         "label_issues": MetadataValue.int(int(l_df["label_issue"].fill_null(False).sum()) if l_df.height else 0),

@@ -20,23 +20,51 @@ A certificate is tied to what produced the confidences (annotator, knowledge and
 versions) and to one source: :meth:`Certificate.matches` refuses it for anything else, and
 its ``version`` is a content hash. Labels below the threshold are abstained with reason
 :data:`ABSTAIN_REASON`.
+
+Granularities (:data:`GRANULARITIES`), each scored by a *raw* per-face score stored in
+``verified_labels`` (:func:`face_score`, independent of any confidence calibration, so a refit
+of the calibration never invalidates a certificate) and a per-face loss (:func:`face_loss`):
+
+* ``expression``: score = the aggregated probability of the chosen class; loss = wrong class
+  (0/1, exact binomial p-value);
+* ``aus``: the *face* is the unit (its 23 AU decisions are not independent draws): score = mean
+  over AUs of ``max(p, 1 − p)``; loss = the face's share of wrong AU decisions, a bounded loss
+  in [0, 1] whose mean is the per-AU error among accepted faces. p-value: Hoeffding–Bentkus
+  (Bates, Angelopoulos, Lei, Malik & Jordan 2021, "Distribution-free, risk-controlling
+  prediction sets", §3; the LTT paper's bounded-loss p-value), valid for i.i.d. faces;
+* ``va``: score = ``1 − SE/0.5`` of the VA samples; loss = |valence error| or |arousal error|
+  above a tolerance (0/1, binomial).
+
+Pipeline use: :func:`fit_certificates` (audit faces → certificates and a per-group report that
+says why nothing was certified where that happens), :class:`CertificateSet` (the versioned
+artefact), :func:`select_for` (the certificates a run may use, with refusal messages) and
+:class:`Acceptance` (the per-row decision ``run_sampling`` applies).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import binom
 
+from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS
+
 ABSTAIN_REASON = "below_certified_threshold"
+GRANULARITIES: tuple[str, ...] = ("expression", "aus", "va")
+#: Origin column of each granularity in ``verified_labels``.
+ORIGIN_COLUMNS = {"expression": "expression_origin", "aus": "au_origin", "va": "va_origin"}
+#: Standard error at which the raw VA confidence reaches 0 (as :data:`seke.aggregate.VA_CONFIDENCE_SCALE`).
+VA_SE_SCALE = 0.5
 #: Candidate thresholds, fixed before any data is seen (Bonferroni is valid only then).
 GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(20)) + (0.975, 0.99)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def binomial_p_value(errors: int, n: int, target: float) -> float:
@@ -44,6 +72,17 @@ def binomial_p_value(errors: int, n: int, target: float) -> float:
     if n == 0:
         return 1.0
     return float(binom.cdf(errors, n, target))
+
+
+def hb_p_value(mean_loss: float, n: int, target: float) -> float:
+    """Hoeffding–Bentkus p-value of H0 "mean loss > target" for ``n`` i.i.d. losses in [0, 1]."""
+    if n == 0:
+        return 1.0
+    r = min(mean_loss, target)
+    h1 = (r * math.log(r / target) if r > 0 else 0.0) + (1 - r) * math.log((1 - r) / (1 - target))
+    p_h = math.exp(-n * h1)
+    p_b = math.e * float(binom.cdf(math.ceil(n * mean_loss), n, target))
+    return float(min(1.0, p_h, p_b))
 
 
 @dataclass(frozen=True)
@@ -59,6 +98,8 @@ class Certificate:
     calibration_error: float | None      # error among calibration labels at the threshold
     calibration_coverage: float          # accepted share of calibration labels
     versions: dict[str, str] = field(default_factory=dict)  # annotator / knowledge / prompt
+    loss: str = "binary"                 # binary (0/1 errors) | bounded (mean of losses in [0, 1])
+    transferred_from: str | None = None  # the bound was measured on this source, not on ``source``
 
     @property
     def version(self) -> str:
@@ -80,7 +121,7 @@ class Certificate:
         if d.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"unsupported certificate schema_version {d.get('schema_version')!r}")
         fields = {k: d[k] for k in ("source", "granularity", "target", "delta", "threshold", "n_calibration",
-                                    "calibration_error", "calibration_coverage")}
+                                    "calibration_error", "calibration_coverage", "loss", "transferred_from")}
         cert = Certificate(**fields, versions=dict(d.get("versions", {})))
         if d.get("version") and d["version"] != cert.version:
             raise ValueError(f"certificate altered: stored version {d['version']} != {cert.version}")
@@ -91,23 +132,41 @@ def certify(confidence: Sequence[float], correct: Sequence[bool], target: float,
             *, source: str = "", granularity: str = "expression",
             versions: Mapping[str, str] | None = None, grid: Sequence[float] | None = None) -> Certificate:
     """Learn-then-Test threshold on calibration pairs (see the module docstring)."""
-    if not 0 < target < 1 or not 0 < delta < 1:
-        raise ValueError("target and delta must lie in (0, 1)")
-    c = np.asarray(confidence, float)
-    wrong = ~np.asarray(correct, bool)
-    if c.shape != wrong.shape:
-        raise ValueError("confidence and correct differ in length")
+    return certify_losses(confidence, 1.0 - np.asarray(correct, bool).astype(float), target, delta,
+                          source=source, granularity=granularity, versions=versions, grid=grid)
+
+
+def certify_losses(score: Sequence[float], losses: Sequence[float], target: float, delta: float = 0.1,
+                   *, bounded: bool = False, source: str = "", granularity: str = "expression",
+                   versions: Mapping[str, str] | None = None, grid: Sequence[float] | None = None) -> Certificate:
+    """Learn then Test with one loss per face: 0/1 losses (exact binomial) or, with ``bounded``,
+    losses in [0, 1] (Hoeffding–Bentkus). Raises ValueError for a target or delta outside
+    (0, 1), non-finite scores or losses, or lengths that differ."""
+    if not (0 < target < 1) or not (0 < delta < 1):
+        raise ValueError(f"target and delta must lie in (0, 1), got target={target!r} delta={delta!r}")
+    c = np.asarray(score, float)
+    loss = np.asarray(losses, float)
+    if c.shape != loss.shape:
+        raise ValueError("scores and losses differ in length")
+    if not (np.isfinite(c).all() and np.isfinite(loss).all()):
+        raise ValueError("scores and losses must be finite (drop NaN rows first)")
+    if ((loss < 0) | (loss > 1)).any() or (not bounded and not np.isin(loss, (0.0, 1.0)).all()):
+        raise ValueError("losses must lie in [0, 1] (0/1 unless bounded)")
     grid_ = np.asarray(GRID if grid is None else grid, float)
-    n_acc = (c[None, :] >= grid_[:, None]).sum(1)
-    errors = (wrong[None, :] & (c[None, :] >= grid_[:, None])).sum(1)
-    p_values = np.where(n_acc > 0, binom.cdf(errors, np.maximum(n_acc, 1), target), 1.0)
+    acc_m = c[None, :] >= grid_[:, None]
+    n_acc = acc_m.sum(1)
+    loss_sum = (acc_m * loss[None, :]).sum(1)
+    if bounded:
+        p_values = np.array([hb_p_value(ls / na, int(na), target) if na else 1.0 for ls, na in zip(loss_sum, n_acc)])
+    else:
+        p_values = np.where(n_acc > 0, binom.cdf(np.round(loss_sum), np.maximum(n_acc, 1), target), 1.0)
     rejected = grid_[p_values <= delta / len(grid_)]
     best = float(rejected.min()) if rejected.size else None
     n = len(c)
     acc = c >= best if best is not None else np.zeros(n, bool)
     return Certificate(source, granularity, float(target), float(delta), best, n,
-                       float(wrong[acc].mean()) if acc.any() else None,
-                       float(acc.mean()) if n else 0.0, dict(versions or {}))
+                       float(loss[acc].mean()) if acc.any() else None,
+                       float(acc.mean()) if n else 0.0, dict(versions or {}), "bounded" if bounded else "binary")
 
 
 def save(certificates: Iterable[Certificate], path: str | Path) -> Path:
@@ -141,3 +200,294 @@ def apply(rows: Iterable[Mapping[str, Any]], certificates: Sequence[Certificate]
             r["status"], r["abstain_reason"] = "abstained", ABSTAIN_REASON
         out.append(r)
     return out
+
+
+# ---- pipeline: targets, per-face scores and losses, fitting, the artefact, the decision -------
+
+@dataclass(frozen=True)
+class SelectiveTargets:
+    """What a user asks of accepted labels (the ``refit_calibration`` run config derives from it).
+
+    A target left ``None`` certifies nothing for that granularity (its labels are not filtered).
+    Bad values are never raised at a run: :meth:`problems` lists them and the granularity is
+    skipped, with the message in the metadata.
+    """
+
+    expression_error: float | None = field(default=0.10, metadata={
+        "help": "most expression error rate among accepted labels (in (0, 1)); null: do not certify"})
+    au_error: float | None = field(default=0.10, metadata={
+        "help": "most per-AU error rate among accepted faces, the face as unit (in (0, 1)); null: do not certify"})
+    va_error: float | None = field(default=None, metadata={
+        "help": "most share of accepted faces with |valence| or |arousal| error above va_tolerance; null: do not certify"})
+    va_tolerance: float = field(default=0.3, metadata={"help": "VA absolute error counted as wrong above this"})
+    confidence: float = field(default=0.9, metadata={
+        "help": "probability (1 - delta) that the bound holds over the draw of the audit faces"})
+    min_audit_faces: int = field(default=50, metadata={
+        "help": "fewest audit faces of a source and granularity to certify anything"})
+    transfer: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "source without human labels -> source whose certificate it borrows (marked transferred, not measured)"})
+
+    @property
+    def delta(self) -> float:
+        return 1.0 - self.confidence
+
+    def target(self, granularity: str) -> float | None:
+        return {"expression": self.expression_error, "aus": self.au_error, "va": self.va_error}[granularity]
+
+    def problems(self) -> dict[str, str]:
+        """``{granularity or "confidence": message}`` for every unusable setting."""
+        out = {}
+        if not _finite(self.confidence) or not 0 < self.confidence < 1:
+            out["confidence"] = f"confidence must lie in (0, 1), got {self.confidence!r}: nothing certified"
+        for g in GRANULARITIES:
+            t = self.target(g)
+            if t is not None and (not _finite(t) or not 0 < t < 1):
+                out[g] = f"{g} target must lie in (0, 1), got {t!r}: {g} not certified"
+        if not _finite(self.va_tolerance) or self.va_tolerance <= 0:
+            out.setdefault("va", f"va_tolerance must be > 0, got {self.va_tolerance!r}: va not certified")
+        for dst, src in self.transfer.items():
+            if dst == src:
+                out[f"transfer:{dst}"] = f"transfer {dst} -> {src} names the same source: ignored"
+        return out
+
+    def active(self) -> dict[str, float]:
+        """Granularity -> target, for the usable targets only."""
+        bad = self.problems()
+        if "confidence" in bad:
+            return {}
+        return {g: t for g in GRANULARITIES if (t := self.target(g)) is not None and g not in bad}
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def face_score(row: Mapping[str, Any], granularity: str) -> float | None:
+    """The raw (uncalibrated) per-face score certificates threshold; None when absent or not finite."""
+    if granularity == "expression":
+        probs, e = row.get("expression_probs"), row.get("expression")
+        v = probs[EXPRESSIONS.index(e)] if probs is not None and e in EXPRESSIONS and len(probs) == len(EXPRESSIONS) \
+            else row.get("expression_confidence")
+    elif granularity == "aus":
+        ps = [p for p in (row.get("au_probs") or []) if p is not None]
+        if not ps or not all(_finite(p) for p in ps):
+            return None
+        v = float(np.mean([max(p, 1 - p) for p in ps]))
+    elif granularity == "va":
+        se = row.get("uncertainty_va")
+        v = max(0.0, 1.0 - se / VA_SE_SCALE) if _finite(se) and row.get("valence") is not None else None
+    else:
+        raise ValueError(f"unknown granularity {granularity!r}")
+    return float(v) if _finite(v) else None
+
+
+def face_loss(row: Mapping[str, Any], gold: Any, granularity: str, va_tolerance: float = 0.3) -> float | None:
+    """Loss of one face against its hidden human labels (``gold``: :class:`seke.annotation.Labels`)."""
+    if granularity == "expression":
+        if gold.expression is None or row.get("expression") is None:
+            return None
+        return float(row["expression"] != gold.expression)
+    if granularity == "aus":
+        if gold.aus is None or row.get("aus") is None:
+            return None
+        truth = {a for a, p in gold.aus.items() if p >= 0.5}
+        got = set(row["aus"])
+        return float(np.mean([(a in got) != (a in truth) for a in AU_CATALOGUE]))
+    if granularity == "va":
+        if gold.valence is None or gold.arousal is None or row.get("valence") is None or row.get("arousal") is None:
+            return None
+        return float(abs(row["valence"] - gold.valence) > va_tolerance or abs(row["arousal"] - gold.arousal) > va_tolerance)
+    raise ValueError(f"unknown granularity {granularity!r}")
+
+
+def audit_points(rows: Sequence[Mapping[str, Any]], gold: Mapping[str, Any], granularity: str,
+                 va_tolerance: float = 0.3) -> tuple[np.ndarray, np.ndarray, int]:
+    """(scores, losses, dropped) of the generated, SV-UAMC-accepted labels of audit faces;
+    ``dropped`` counts faces whose score or loss is missing or not finite (e.g. NaN probabilities)."""
+    sc, ls, dropped = [], [], 0
+    origin = ORIGIN_COLUMNS[granularity]
+    for r in rows:
+        g = gold.get(r["face_id"])
+        if g is None or r.get("status") != "accepted" or r.get(origin) in (None, "human"):
+            continue
+        s, lo = face_score(r, granularity), face_loss(r, g, granularity, va_tolerance)
+        if lo is None:
+            continue
+        if s is None:
+            dropped += 1
+            continue
+        sc.append(s)
+        ls.append(lo)
+    return np.asarray(sc, float), np.asarray(ls, float), dropped
+
+
+def fit_certificates(groups: Mapping[tuple[str, tuple[tuple[str, str], ...]], Sequence[Mapping[str, Any]]],
+                     gold: Mapping[str, Any], targets: SelectiveTargets
+                     ) -> tuple[list[Certificate], dict[str, dict[str, Any]]]:
+    """Certificates per (source, versions) group and granularity, plus a report keyed
+    ``"<source>/<granularity>"`` saying what was certified or why nothing was. Never raises
+    for bad data: too few audit faces, NaN scores or an unusable target end up in the report."""
+    certs: list[Certificate] = []
+    report: dict[str, dict[str, Any]] = {}
+    problems = targets.problems()
+    active = targets.active()
+    for (source, vkey), rows in sorted(groups.items()):
+        versions = dict(vkey)
+        for g in GRANULARITIES:
+            key = f"{source}/{g}"
+            if targets.target(g) is None:
+                continue
+            if g not in active:
+                report[key] = {"status": "not certified", "reason": problems.get(g) or problems.get("confidence")}
+                continue
+            sc, ls, dropped = audit_points(rows, gold, g, targets.va_tolerance)
+            entry: dict[str, Any] = {"audit_faces": int(len(sc)), "dropped_non_finite": dropped,
+                                     "target": active[g], "confidence": targets.confidence, "versions": versions}
+            if len(sc) < max(1, targets.min_audit_faces):
+                entry.update(status="not certified",
+                             reason=f"too few audit faces: {len(sc)} < min_audit_faces {targets.min_audit_faces}")
+                report[key] = entry
+                continue
+            cert = certify_losses(sc, ls, active[g], targets.delta, bounded=(g == "aus"), source=source,
+                                  granularity=g, versions=versions)
+            certs.append(cert)
+            entry.update(status="certified" if cert.threshold is not None else "nothing accepted",
+                         threshold=cert.threshold, certificate=cert.version,
+                         realized_error_in_sample=cert.calibration_error, coverage_in_sample=cert.calibration_coverage)
+            if cert.threshold is None:
+                entry["reason"] = (f"no threshold of the grid keeps the {g} error below {active[g]} at confidence "
+                                   f"{targets.confidence} on {len(sc)} audit faces: every {g} label is abstained")
+            report[key] = entry
+    have = {c.source for c in certs}
+    for dst, src in sorted(targets.transfer.items()):
+        if dst == src:
+            continue
+        borrowed = [c for c in certs if c.source == src and c.transferred_from is None]
+        if dst in have:
+            report[f"{dst}/transfer"] = {"status": "ignored", "reason": f"{dst} has its own audit faces and certificate"}
+            continue
+        if not borrowed:
+            report[f"{dst}/transfer"] = {"status": "not certified",
+                                         "reason": f"transfer source {src} has no certificate"}
+            continue
+        for c in borrowed:
+            t = Certificate(dst, c.granularity, c.target, c.delta, c.threshold, c.n_calibration, c.calibration_error,
+                            c.calibration_coverage, dict(c.versions), c.loss, transferred_from=src)
+            certs.append(t)
+            report[f"{dst}/{c.granularity}"] = {"status": "transferred", "from": src, "threshold": t.threshold,
+                                                "certificate": t.version,
+                                                "note": f"bound measured on {src}, not on {dst}"}
+    return certs, report
+
+
+@dataclass(frozen=True)
+class CertificateSet:
+    """The versioned artefact: every certificate of one ``refit_calibration`` run."""
+
+    certificates: tuple[Certificate, ...]
+    created_at: str = ""
+    targets: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        payload = json.dumps(sorted(c.version for c in self.certificates))
+        return f"certs-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "version": self.version, "created_at": self.created_at,
+                "targets": self.targets, "certificates": [c.to_json() for c in self.certificates]}
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "CertificateSet":
+        if not isinstance(d, Mapping) or d.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported certificate-set schema_version {getattr(d, 'get', lambda k: None)('schema_version')!r}")
+        out = CertificateSet(tuple(Certificate.from_json(c) for c in d["certificates"]), d.get("created_at", ""),
+                             dict(d.get("targets") or {}))
+        if d.get("version") and d["version"] != out.version:
+            raise ValueError(f"certificate set altered: stored version {d['version']} != {out.version}")
+        return out
+
+    @staticmethod
+    def make(certificates: Iterable[Certificate], targets: Mapping[str, Any] | None = None) -> "CertificateSet":
+        return CertificateSet(tuple(certificates), datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              dict(targets or {}))
+
+
+def select_for(certs: CertificateSet | Sequence[Certificate] | None, source: str, versions: Mapping[str, str]
+               ) -> tuple[dict[str, Certificate], list[str]]:
+    """The certificates a run on ``source`` with ``versions`` may use (one per granularity), and
+    a message for every certificate refused: another annotator/knowledge/prompt version, or no
+    certificate for this source (a certificate of another source is never reused silently;
+    name it in ``SelectiveTargets.transfer`` to borrow it)."""
+    items = list(certs.certificates if isinstance(certs, CertificateSet) else (certs or []))
+    use: dict[str, Certificate] = {}
+    msgs: list[str] = []
+    for c in items:
+        if c.source != source:
+            continue
+        if c.matches(source, versions):
+            use[c.granularity] = c
+        else:
+            diff = {k: (v, versions.get(k)) for k, v in c.versions.items() if versions.get(k) != v}
+            msgs.append(f"certificate {c.version} ({source}/{c.granularity}) refused: fitted with "
+                        + ", ".join(f"{k}={a!r}" for k, (a, _) in diff.items()) + "; this run has "
+                        + ", ".join(f"{k}={b!r}" for k, (_, b) in diff.items()))
+    if items and not any(c.source == source for c in items):
+        others = sorted({c.source for c in items})
+        msgs.append(f"no certificate for source {source!r} (certificates exist for {others}; another source's "
+                    "bound is not reused unless named in transfer): labels are not certified")
+    return use, [m for m in msgs if not any(m.startswith(f"certificate {u.version}") for u in use.values())]
+
+
+@dataclass
+class Acceptance:
+    """The per-row decision at annotation time: a generated label whose raw score is below its
+    certified threshold abstains the face with :data:`ABSTAIN_REASON` (kept for review)."""
+
+    certificates: Mapping[str, Certificate]
+    abstained: int = 0
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.get("status") != "accepted":
+            return row
+        below = []
+        for g, cert in self.certificates.items():
+            if row.get(ORIGIN_COLUMNS[g]) in (None, "human"):
+                continue
+            s = face_score(row, g)
+            if not cert.accepts(s):
+                thr = "none certified" if cert.threshold is None else f"{cert.threshold:.3f}"
+                below.append(f"{g} score {'n/a' if s is None else f'{s:.3f}'} < certified threshold {thr} "
+                             f"({cert.version}{', transferred from ' + cert.transferred_from if cert.transferred_from else ''})")
+        if below:
+            self.abstained += 1
+            row = {**row, "status": "abstained", "abstain_reason": ABSTAIN_REASON,
+                   "verdict_reasons": "; ".join([r for r in [row.get("verdict_reasons")] if r] + below)}
+        return row
+
+
+def risk_coverage(scores: Sequence[float], losses: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, coverage, mean loss among accepted) over :data:`GRID`, for the curve."""
+    c, lo = np.asarray(scores, float), np.asarray(losses, float)
+    grid = np.asarray(GRID, float)
+    cov, risk = [], []
+    for t in grid:
+        a = c >= t
+        cov.append(a.mean() if len(c) else 0.0)
+        risk.append(lo[a].mean() if a.any() else np.nan)
+    return grid, np.asarray(cov), np.asarray(risk)
+
+
+def read_current_certificates(lake: Any) -> CertificateSet | None:
+    """The certificate set the last ``refit_calibration`` made current, or None. Raises
+    ValueError with a clear message for an unreadable or altered artefact."""
+    if not lake.exists("certificates_current"):
+        return None
+    row = lake.read_table("certificates_current").row(0, named=True)
+    try:
+        return CertificateSet.from_json(json.loads(row["artefact_json"]))
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"certificate artefact unreadable: {type(exc).__name__}: {exc}") from exc

@@ -143,13 +143,16 @@ def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], a
                  knowledge: Knowledge, config: SamplingConfig, *,
                  consistency: ConsistencyFn | None = None, calibration: Calibrator | None = None,
                  audit_hidden: Mapping[str, Sequence[str]] | None = None,
-                 splits: Mapping[str, str] | None = None) -> SamplingResult:
+                 splits: Mapping[str, str] | None = None,
+                 acceptance: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> SamplingResult:
     """Sample, aggregate, score, verify and decide every face; never raises for one bad face.
 
     ``prompts`` maps face_id to its rendered knowledge prompt; the prompt's ``missing`` tuple
     says which granularities the annotator must produce (a face without a prompt is abstained
     with ``no_prompt``). ``consistency`` defaults to :func:`seke.consistency.score_consistency`.
-    ``audit_hidden`` and ``splits`` only fill the matching output columns.
+    ``audit_hidden`` and ``splits`` only fill the matching output columns. ``acceptance``
+    (e.g. :class:`seke.selective.Acceptance`) gets each finished label row and may abstain it
+    (certified selective acceptance); statistics count its decisions.
     """
     if consistency is None:
         from seke.consistency import score_consistency as consistency  # noqa: N813
@@ -186,6 +189,8 @@ def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], a
         label_rows.append(_label_row(st, candidates[fid], scores[fid], fid in verdict_of, verdict_of.get(fid),
                                      knowledge, config, consistency, calibration,
                                      list((audit_hidden or {}).get(fid, [])), (splits or {}).get(fid)))
+        if acceptance is not None:
+            label_rows[-1] = acceptance(label_rows[-1])
     sample_rows = [_sample_row(s, st, config) for st in states for s in st.samples]
     return SamplingResult(sample_rows, label_rows, _stats(states, label_rows, rounds, len(to_verify), config))
 

@@ -16,8 +16,13 @@ It answers the :class:`seke.annotation.Annotator` protocol exactly like the VLLM
   ``va_regions``), blended with blendshape evidence (smile/frown for valence, eye/jaw opening
   for arousal). Its origin is "derived" in every answer.
 * **Verification** is agreement between independent evidence: the expression model, the AU
-  evidence (which expression's AU profile best explains the image's AUs) and the knowledge
-  tables (AU profile and circumplex region of the candidate expression).
+  evidence (which expression's AU profile best explains the image's AUs), the knowledge
+  tables (AU profile and circumplex region of the candidate expression) and, since issue 15,
+  two signals that err differently from the fer model's test-time augmentations (which are
+  correlated with each other): a classifier on the FaceMesh *geometry*
+  (:mod:`seke.vision.expression_geometry`, fitted on FER2013 train) and the fer model on a
+  landmark-*aligned* re-crop. Both disagreeing with a weakly supported candidate rejects it;
+  geometry, aligned crop and the bare model agreeing on another class corrects it.
 
 Bad input (undecodable bytes, crops smaller than 8 px, oversized images) gives failed samples /
 reject verdicts with a clear ``error``; it never raises out of a batch.
@@ -45,6 +50,8 @@ from seke.vision.au_evidence import AU_BLENDSHAPES, AUModel, expected_au_prior, 
 from seke.vision.expression import FER_CLASSES, FER_TO_TAXONOMY
 from seke.vision.expression_fusion import ExpressionFusion
 from seke.vision.expression_fusion import load as load_expression_fusion
+from seke.vision.expression_geometry import GeometryClassifier
+from seke.vision.expression_geometry import load as load_expression_geometry
 from seke.vision.features import ViewEvidence, view_evidence
 from seke.vision.runtime import MODEL_VERSION
 
@@ -54,6 +61,9 @@ MAX_PIXELS = 40_000_000
 MIN_PRESENCE = 0.5
 #: Weight of the expression x circumplex term in the derived valence/arousal (rest: blendshapes).
 VA_EXPRESSION_WEIGHT = 0.75
+#: Verification rejects a candidate whose fused probability is below this when the geometry
+#: classifier and the aligned crop both name another class (chosen on FER2013 validation).
+REJECT_SUPPORT = 0.6
 
 
 def decode_crop(data: bytes) -> Image.Image:
@@ -107,7 +117,9 @@ class OfflineAnnotator:
         version = str(self.au_table["version"][0]) if "version" in self.au_table.columns else "custom"
         self.fusion: ExpressionFusion | None = load_expression_fusion() if use_fusion else None
         fusion = self.fusion.version if self.fusion else "no expression fusion"
-        self.model = f"{MODEL_VERSION}; {version}; {fusion}; knowledge {knowledge.version}"
+        self.geometry: GeometryClassifier | None = load_expression_geometry() if use_fusion else None
+        geometry = self.geometry.version if self.geometry else "no geometry verifier"
+        self.model = f"{MODEL_VERSION}; {version}; {fusion}; {geometry}; knowledge {knowledge.version}"
         self._cache: OrderedDict[tuple[str, int], ViewEvidence] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -301,6 +313,12 @@ class OfflineAnnotator:
             elif support_m < 0.05 and (support_a is None or support_a < 0.05):
                 return self._verdict(face.face_id, "reject",
                                      reasons + [f"no independent evidence supports {c}"], None, t0)
+            else:
+                verdict = self._independent_check(ev, c, model_probs, raw_probs, reasons)
+                if verdict == "reject":
+                    return self._verdict(face.face_id, "reject", reasons, None, t0)
+                if verdict is not None:
+                    corrected_expr = verdict
         elif c is None and known_expr is None:
             corrected_expr = max(model_probs, key=model_probs.get)
             reasons.append(f"candidate has no expression; the image model gives {corrected_expr}")
@@ -336,6 +354,24 @@ class OfflineAnnotator:
                            arousal=new_va[1] if new_va else cand.arousal,
                            aus=new_aus if new_aus is not None else cand_aus)
         return self._verdict(face.face_id, "correct", reasons, corrected, t0)
+
+    def _independent_check(self, ev: ViewEvidence, c: str, model_probs: dict[str, float],
+                           raw_probs: dict[str, float], reasons: list[str]) -> str | None:
+        """Geometry classifier and aligned-crop model against candidate ``c``: "reject", a
+        corrected class, or None (no objection / no evidence)."""
+        if self.geometry is None or ev.geometry is None or ev.fer_aligned is None or ev.presence < MIN_PRESENCE:
+            return None
+        geo = self._to_taxonomy(self.geometry.probs(ev.geometry, ev.blendshapes))
+        ali = self._to_taxonomy(ev.fer_aligned)
+        g_top, a_top, r_top = (max(p, key=p.get) for p in (geo, ali, raw_probs))
+        reasons.append(f"geometry P({c})={geo[c]:.2f} top {g_top}; aligned crop P({c})={ali[c]:.2f} top {a_top}")
+        if g_top != c and a_top != c and g_top == a_top == r_top:
+            reasons.append(f"geometry, aligned crop and bare model agree on {g_top}, not {c}")
+            return g_top
+        if g_top != c and a_top != c and model_probs[c] < REJECT_SUPPORT:
+            reasons.append(f"neither geometry nor the aligned crop supports {c} (P={model_probs[c]:.2f})")
+            return "reject"
+        return None
 
     def _verdict(self, face_id: str, kind: str, reasons: list[str], corrected: Labels | None, t0: float) -> Verdict:
         raw = {"verdict": kind, "reasons": reasons, "corrected": corrected.to_json() if corrected else None}

@@ -52,3 +52,69 @@ def test_calibration_asset_fits_stores_and_warns(tmp_path):
     assert cal is not None and cal.version == mat.metadata["version"].value
     assert "expression" in cal.fitted_on and 0.0 <= cal.apply(0.7, "expression") <= 1.0
     assert lake.exists("calibration", {"version": cal.version})
+
+
+def test_certificates_are_fitted_stored_plotted_and_refused_for_other_versions(tmp_path):
+    from dagster import RunConfig
+
+    from assets.annotation import selective_acceptance
+    from assets.calibration import CalibrationConfig
+    from seke.selective import read_current_certificates
+
+    lake = Lake(str(tmp_path / "lake"))
+    write_batch(lake, "good", 1, NoiseModel())
+    res = materialize([confidence_calibration], instance=DagsterInstance.ephemeral(),
+                      resources={"lake": LakeResource(uri=str(tmp_path / "lake"))},
+                      run_config=RunConfig({"confidence_calibration": CalibrationConfig(
+                          expression_error=0.2, au_error=0.2, min_audit_faces=20, transfer={"unlabelled": "sim"})}))
+    assert res.success
+    md = res.asset_materializations_for_node("confidence_calibration")[0].metadata
+    part = md["certified_per_partition"].value["sim__good"]
+    assert part["expression"]["certified_bound"] == 0.2 and part["expression"]["audit_faces"] > 20
+    assert {"realized_error_in_sample", "coverage", "threshold"} <= set(part["expression"])
+    assert "data:image/png;base64," in md["risk_coverage"].value
+    cset = read_current_certificates(lake)
+    assert cset is not None and cset.version == md["certificates_version"].value
+    versions = dict(next(c for c in cset.certificates if c.source == "sim").versions)
+    acc, info = selective_acceptance(lake, "sim", versions, True)
+    assert info["status"] == "applied" and acc is not None and not info["refused"]
+    acc, info = selective_acceptance(lake, "sim", {**versions, "knowledge": "other"}, True)
+    assert acc is None and "refused" in info["refused"][0]
+    acc, info = selective_acceptance(lake, "wild", versions, True)
+    assert acc is None and "no certificate for source 'wild'" in info["refused"][0]
+    acc, info = selective_acceptance(lake, "unlabelled", versions, True)
+    assert acc is not None and "transferred from sim, not measured" in info["applied"]["expression"]["bound"]
+
+
+def test_bad_targets_and_no_audit_faces_certify_nothing_without_failing(tmp_path):
+    from dagster import RunConfig
+
+    from assets.calibration import CalibrationConfig
+
+    lake = Lake(str(tmp_path / "lake"))
+    write_batch(lake, "good", 1, NoiseModel())
+    res = materialize([confidence_calibration], instance=DagsterInstance.ephemeral(),
+                      resources={"lake": LakeResource(uri=str(tmp_path / "lake"))},
+                      run_config=RunConfig({"confidence_calibration": CalibrationConfig(
+                          expression_error=0.0, au_error=1.0, min_audit_faces=10_000)}))
+    assert res.success
+    md = res.asset_materializations_for_node("confidence_calibration")[0].metadata
+    assert set(md["target_problems"].value) == {"expression", "aus"}
+    assert md["certification"].value["sim/expression"]["status"] == "not certified"
+    res = materialize([confidence_calibration], instance=DagsterInstance.ephemeral(),
+                      resources={"lake": LakeResource(uri=str(tmp_path / "lake"))},
+                      run_config=RunConfig({"confidence_calibration": CalibrationConfig(min_audit_faces=10_000)}))
+    rep = res.asset_materializations_for_node("confidence_calibration")[0].metadata["certification"].value
+    assert "too few audit faces" in rep["sim/expression"]["reason"]
+
+
+def test_unreadable_certificate_artefact_is_refused_not_raised(tmp_path):
+    import polars as pl
+
+    from assets.annotation import selective_acceptance
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write_partition("certificates_current", {}, pl.DataFrame({"version": ["x"], "created_at": [""],
+                                                                    "artefact_json": ["{not json"]}))
+    acc, info = selective_acceptance(lake, "sim", {}, True)
+    assert acc is None and info["status"] == "refused" and "unreadable" in info["refused"][0]

@@ -71,3 +71,106 @@ def test_apply_abstains_below_threshold_only_for_matching_source_and_versions(tm
     path.write_text(text)
     with pytest.raises(ValueError, match="altered"):
         load(path)
+
+
+# ---- pipeline pieces (issue 15 item 1) -------------------------------------------------------
+
+from seke.annotation import Labels  # noqa: E402
+from seke.selective import (Acceptance, CertificateSet, SelectiveTargets, certify_losses, face_score,  # noqa: E402
+                            fit_certificates, hb_p_value, select_for)
+from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS  # noqa: E402
+
+
+def test_hb_p_value_is_valid_and_small_when_the_loss_is_far_below_target():
+    assert hb_p_value(0.0, 0, 0.1) == 1.0
+    assert hb_p_value(0.02, 500, 0.1) < 1e-6
+    assert hb_p_value(0.2, 500, 0.1) == 1.0
+
+
+def test_au_certificate_treats_the_face_as_the_unit():
+    """23 AU decisions of one face are correlated: the per-face mean loss keeps the guarantee."""
+    rng = np.random.default_rng(3)
+    target, delta, violations = 0.10, 0.10, 0
+    for _ in range(60):
+        def faces(n):
+            c = rng.uniform(0.5, 1.0, n)
+            # a face is either mostly right or mostly wrong: strong within-face correlation
+            bad = rng.random(n) > c
+            loss = np.where(bad, rng.uniform(0.2, 0.6, n), rng.uniform(0.0, 0.05, n))
+            return c, loss
+        cert = certify_losses(*faces(800), target, delta, bounded=True, granularity="aus")
+        c, loss = faces(20000)
+        acc = c >= cert.threshold if cert.threshold is not None else np.zeros(len(c), bool)
+        violations += bool(acc.any() and loss[acc].mean() > target)
+    assert violations <= 12
+
+
+def row(fid, expr="happiness", p=0.9, status="accepted", origin="generated", aus=(12,), au_p=0.9):
+    probs = [0.0] * len(EXPRESSIONS)
+    probs[EXPRESSIONS.index(expr)] = p
+    return {"face_id": fid, "source": "s", "batch": "b", "status": status, "expression": expr,
+            "expression_probs": probs, "expression_confidence": p, "expression_origin": origin,
+            "aus": list(aus), "au_probs": [au_p if a in aus else 1 - au_p for a in AU_CATALOGUE], "au_origin": origin,
+            "valence": None, "arousal": None, "va_origin": None, "uncertainty_va": None}
+
+
+def test_targets_validation_never_raises_and_names_the_problem():
+    bad = SelectiveTargets(expression_error=0.0, au_error=1.0, confidence=0.9)
+    assert set(bad.problems()) == {"expression", "aus"} and bad.active() == {}
+    assert "must lie in (0, 1)" in bad.problems()["expression"]
+    assert SelectiveTargets(confidence=1.0).active() == {}
+    assert SelectiveTargets(expression_error=float("nan")).problems()["expression"]
+
+
+def test_fit_certificates_too_few_faces_nan_scores_and_transfer():
+    gold = {f"f{i}": Labels(expression="happiness", aus={a: float(a == 12) for a in AU_CATALOGUE}) for i in range(400)}
+    rows = [row(f"f{i}") for i in range(400)]
+    rows[0]["expression_probs"] = [float("nan")] * len(EXPRESSIONS)
+    rows[0]["expression_confidence"] = float("nan")
+    key = ("s", (("annotator", "a"), ("knowledge", "k"), ("prompt", "p")))
+    few = ("tiny", (("annotator", "a"), ("knowledge", "k"), ("prompt", "p")))
+    certs, report = fit_certificates({key: rows, few: [row("f1")]}, gold,
+                                     SelectiveTargets(transfer={"unlabelled": "s"}, min_audit_faces=50))
+    assert report["s/expression"]["status"] == "certified" and report["s/expression"]["dropped_non_finite"] == 1
+    assert report["tiny/expression"]["status"] == "not certified" and "too few audit faces" in report["tiny/expression"]["reason"]
+    assert not any(c.source == "tiny" for c in certs)
+    moved = [c for c in certs if c.source == "unlabelled"]
+    assert moved and all(c.transferred_from == "s" for c in moved)
+    assert report["unlabelled/expression"]["status"] == "transferred"
+    cset = CertificateSet.make(certs)
+    assert CertificateSet.from_json(cset.to_json()) == cset
+    V2 = dict(key[1])
+    use, refused = select_for(cset, "s", V2)
+    assert set(use) == {"expression", "aus"} and not refused
+    use, refused = select_for(cset, "s", {**V2, "annotator": "b"})
+    assert not use and "refused" in refused[0] and "annotator" in refused[0]
+    use, refused = select_for(cset, "other", V2)
+    assert not use and "no certificate for source 'other'" in refused[0]
+
+
+def test_acceptance_abstains_generated_labels_below_the_threshold():
+    cert = Certificate("s", "expression", 0.1, 0.1, 0.8, 100, 0.05, 0.4, V)
+    acc = Acceptance({"expression": cert})
+    low, high, human = row("a", p=0.5), row("b", p=0.95), row("c", p=0.1, origin="human")
+    assert acc(low)["status"] == "abstained" and acc(low)["abstain_reason"] == ABSTAIN_REASON
+    assert "certified threshold 0.800" in acc(low)["verdict_reasons"]
+    assert acc(high)["status"] == "accepted" and acc(human)["status"] == "accepted"
+    nan = row("d")
+    nan["expression_probs"] = [float("nan")] * len(EXPRESSIONS)
+    nan["expression_confidence"] = None
+    assert face_score(nan, "expression") is None and acc(nan)["status"] == "abstained"
+
+
+def test_run_sampling_applies_acceptance_and_counts_it():
+    from seke.annotation import PromptSpec
+    from seke.annotators.simulated import SimulatedAnnotator, simulate_faces
+    from seke.knowledge import knowledge_v1
+    from seke.sv_uamc import SamplingConfig, run_sampling
+
+    kn = knowledge_v1()
+    faces, truth = simulate_faces(40, kn, seed=5)
+    prompts = {f.face_id: PromptSpec.make("t", [], f.known.missing_granularities()) for f in faces}
+    strict = Acceptance({"expression": Certificate("sim", "expression", 0.1, 0.1, 0.999, 100, 0.0, 0.1, V)})
+    res = run_sampling(faces, prompts, SimulatedAnnotator(truth, seed=5, knowledge=kn), kn, SamplingConfig(),
+                       acceptance=strict)
+    assert strict.abstained > 0 and res.stats["abstain_reasons"].get(ABSTAIN_REASON) == strict.abstained
