@@ -79,6 +79,23 @@ class Behaviour:
     rate_window_s: float = 1.0             # limits enforced per window (OpenAI quantizes per second)
     usage_rule: str = "legacy"             # legacy (200 + chars/40) | openai (tiktoken + image tiles)
     image_token_rule: str = "openai-tile"
+    # simulated models (benchmarks): truth per image sha and a noise level per model name; a
+    # model's belief about a face is wrong with probability noise (systematically: the next
+    # class), each sample departs from the belief with probability noise / 2, and its
+    # verification accepts a candidate iff it equals the verifier's own belief
+    truth: dict[str, str] | None = None
+    model_noise: dict[str, float] | None = None
+
+
+def _u(*key: object) -> float:
+    h = hashlib.sha256(":".join(map(str, key)).encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def simulated_belief(image_sha: str, model: str, truth: str, noise: float) -> str:
+    if _u(image_sha, model, "belief") < noise:
+        return EXPRESSIONS[(EXPRESSIONS.index(truth) + 1) % len(EXPRESSIONS)]
+    return truth
 
 
 class RateBuckets:
@@ -156,15 +173,32 @@ _AU_ROW = re.compile(r"^- (\w+): ((?:AU\d+ \([\d.]+\)(?:, )?)+)$", re.MULTILINE)
 _VA_ROW = re.compile(r"^- (\w+): valence ([+-][\d.]+) ± [\d.]+, arousal ([+-][\d.]+)", re.MULTILINE)
 
 
-def good_answer(image_sha: str, index: int, body: dict[str, Any]) -> str:
+_CAND_EXPR = re.compile(r"Candidate labels proposed for this face:\n(?:- .*\n)*?- expression: (\w+)")
+
+
+def good_answer(image_sha: str, index: int, body: dict[str, Any], behaviour: "Behaviour | None" = None) -> str:
     """A knowledge-following model: keeps the human facts stated in the prompt, answers the
     expression 'seen' in the image (deterministic from its bytes) otherwise, and takes AUs and
     VA from the knowledge tables in the prompt (falling back to built-in prototypes)."""
     text = _prompt_text(body)
+    sim = behaviour is not None and behaviour.truth is not None and image_sha in behaviour.truth
+    belief = None
+    if sim:
+        model = str(body.get("model", ""))
+        belief = simulated_belief(image_sha, model, behaviour.truth[image_sha],
+                                  (behaviour.model_noise or {}).get(model, 0.0))
     if "Candidate labels" in text:
+        cand = _CAND_EXPR.search(text)
+        if sim and cand is not None and cand.group(1) != belief:
+            return json.dumps({"verdict": "reject", "reasons": [f"looks like {belief}"], "corrected": None})
         return json.dumps({"verdict": "accept", "reasons": ["visible evidence matches"], "corrected": None})
     fact = _FACT_EXPR.search(text)
-    expr = fact.group(1) if fact and fact.group(1) in _VA else truth_for(image_sha)
+    expr = fact.group(1) if fact and fact.group(1) in _VA else (belief or truth_for(image_sha))
+    if sim and not (fact and fact.group(1) in _VA):
+        noise = (behaviour.model_noise or {}).get(str(body.get("model", "")), 0.0)
+        salt = body.get("seed")
+        if _u(image_sha, body.get("model"), salt, index, "sample") < noise / 2:
+            expr = EXPRESSIONS[(EXPRESSIONS.index(expr) + 2 + int(_u(image_sha, salt, index) * 6)) % len(EXPRESSIONS)]
     au_table = {m.group(1): {int(a): float(p) for a, p in re.findall(r"AU(\d+) \(([\d.]+)\)", m.group(2))}
                 for m in _AU_ROW.finditer(text)}
     present = ({a for a, p in au_table[expr].items() if p >= 0.5} if expr in au_table
@@ -394,7 +428,7 @@ class FakeOpenAIServer:
             if image_sha is None:
                 content = json.dumps({"ok": True}) if rf else "ok"
             elif action == "good":
-                content = good_answer(image_sha, i, body)
+                content = good_answer(image_sha, i, body, b)
             elif action == "fenced":
                 content = "Here is my analysis:\n```json\n" + good_answer(image_sha, i, body) + "\n```\nHope this helps."
             elif action == "malformed":
