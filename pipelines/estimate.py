@@ -54,14 +54,17 @@ def add_estimate_command(sub: Any) -> None:
 
 
 def estimate_command(args: argparse.Namespace) -> int:
-    from pipelines.ingest import configured_resources
+    from dagster import build_resources
+
+    from resources.settings import default_resources
 
     if not args.folder.is_dir():
         print(f"not a folder: {args.folder}")
         return 2
-    res = configured_resources()
-    lake = res["lake"].lake()
-    faces = faces_of_folder(args.folder)
-    est = estimate_for(faces, res["annotator"], lake)
+    configured = default_resources()  # read the environment now (not at code-location import)
+    with build_resources({"lake": configured["lake"], "annotator": configured["annotator"]}) as res:
+        lake = res.lake.lake()
+        faces = faces_of_folder(args.folder)
+        est = estimate_for(faces, res.annotator, lake)
     print(json.dumps(est.as_dict(), indent=2) if args.json else est.table())
     return 0
