@@ -9,8 +9,9 @@ import json
 
 import polars as pl
 import pyarrow as pa
-from dagster import (AssetCheckResult, Backoff, RetryPolicy, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
-                     AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset)
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
+                     AssetSpec, Backoff, Config, Failure, MaterializeResult, MetadataValue, RetryPolicy,
+                     multi_asset)
 from pydantic import Field
 
 from seke.calibration import read_current_calibration
@@ -31,8 +32,10 @@ from seke.audit import AUDIT_FLOORS, audit_check, audit_report, gold_for_hidden
 from seke.evaluate import png_markdown
 from seke.label_plots import partition_plots
 from seke.records import face_items, known_labels
+from seke.estimate import Estimate, estimate_run, history_from_lake
 from seke.selective import Acceptance, read_current_certificates, select_for
 from seke.sv_uamc import SamplingConfig, run_sampling
+
 
 class _SamplingRunMethods(Config):
     def sampling(self) -> SamplingConfig:
@@ -53,6 +56,9 @@ SamplingRunConfig = derived(
     selective=(bool, Field(True, description="apply the certified thresholds of the current certificate set "
                                              "(refit_calibration) that match this source and these "
                                              "annotator/knowledge/prompt versions; labels below abstain")),
+    dry_run=(bool, Field(False, description="estimate calls, tokens and USD per annotator from the real "
+                                            "prompts and stop before any model call (the step fails on "
+                                            "purpose with the estimate in its metadata; nothing is written)")),
 )
 
 
@@ -78,6 +84,35 @@ def selective_acceptance(store, source: str, versions: dict[str, str], enabled: 
                         for g, c in use.items()}}
     info["status"] = "applied" if use else "not certified"
     return (Acceptance(use) if use else None), info
+
+
+def _estimate(items, prompts: pl.DataFrame, annotator: AnnotatorResource, store, cfg: SamplingConfig) -> Estimate:
+    """The run's cost estimate from the real prompts and the lake's statistics (no call)."""
+    members, strategy, verifier = annotator.estimate_plan()
+    return estimate_run(items, prompt_specs(prompts), members, cfg, history_from_lake(store), strategy, verifier)
+
+
+def _estimate_vs_actual(est: Estimate, s_df: pl.DataFrame, stats: dict) -> dict:
+    """Metadata: what the estimate said before the run beside what the run spent."""
+    actual_usd = float(s_df["cost_usd"].sum() or 0.0) if s_df.height else 0.0
+    paid = s_df.filter(~pl.col("cache_hit")) if s_df.height else s_df
+    actual_in = int(paid["prompt_tokens"].sum() or 0) if paid.height else 0
+    actual_out = int(paid["completion_tokens"].sum() or 0) if paid.height else 0
+    def err(e: float, a: float) -> float:
+        return round((e - a) / a, 4) if a else 0.0
+    return {
+        "estimate_usd": MetadataValue.float(round(est.usd, 6)),
+        "estimate_calls": MetadataValue.float(round(est.calls, 1)),
+        "estimate_input_tokens": MetadataValue.int(int(est.input_tokens)),
+        "estimate_output_tokens": MetadataValue.int(int(est.output_tokens)),
+        "estimate_vs_actual": MetadataValue.json({
+            "usd": [round(est.usd, 6), round(actual_usd, 6), err(est.usd, actual_usd)],
+            "calls": [round(est.calls, 1), int(stats.get("calls", 0)), err(est.calls, stats.get("calls", 0))],
+            "input_tokens": [int(est.input_tokens), actual_in, err(est.input_tokens, actual_in)],
+            "output_tokens": [int(est.output_tokens), actual_out, err(est.output_tokens, actual_out)],
+            "columns": ["estimate", "actual", "relative_error"], "encoding": est.encoding,
+            "note": "actual excludes verification tokens (not in mc_samples) and cache hits"}),
+    }
 
 
 def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:
@@ -122,8 +157,16 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     hidden = {r["face_id"]: r["audit_hidden"] for r in prompts.iter_rows(named=True) if r["audit_hidden"]}
     items = face_items(faces, part["source"], hidden)
     splits = {r["face_id"]: r["split"] for r in faces.iter_rows(named=True) if r["split"]}
-    engine = annotator.build(k, store)
     cfg = config.sampling()
+    estimate = _estimate(items, prompts, annotator, store, cfg)
+    if config.dry_run:
+        context.log.info("dry run estimate:\n" + estimate.table())
+        raise Failure(description=f"dry run: estimate only, no model called, nothing written "
+                                  f"(expected ${estimate.usd:.4f}, {estimate.calls:.0f} calls)",
+                      metadata={"estimate": MetadataValue.json(estimate.as_dict()),
+                                "estimate_usd": MetadataValue.float(round(estimate.usd, 6))},
+                      allow_retries=False)
+    engine = annotator.build(k, store)
     calibration = read_current_calibration(store)
     prompt_versions = sorted({v for v in prompts["prompt_version"].to_list() if v}) if prompts.height else []
     versions = {"annotator": f"{engine.backend}/{engine.model}", "knowledge": k.version,
@@ -140,6 +183,7 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         if hasattr(engine, "close"):  # VLLM: release the loop thread and HTTP connections
             engine.close()
     endpoint_stats = engine.stats.as_metadata() if hasattr(engine, "stats") else {}
+    member_stats = engine.member_stats() if hasattr(engine, "member_stats") else {}
 
     samples = schemas.conform(pa.Table.from_pylist(result.samples) if result.samples
                               else schemas.MC_SAMPLES.empty_table(), schemas.MC_SAMPLES)
@@ -180,6 +224,10 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         "tokens": MetadataValue.int(int((s_df["prompt_tokens"].sum() or 0) + (s_df["completion_tokens"].sum() or 0))) if s_df.height else MetadataValue.int(0),
         "cost_usd": MetadataValue.float(float(s_df["cost_usd"].sum() or 0.0)) if s_df.height else MetadataValue.float(0.0),
         "mean_latency_ms": MetadataValue.float(float(s_df["latency_ms"].mean() or 0.0)) if s_df.height else MetadataValue.float(0.0),
+        **({"pool": MetadataValue.json(json.loads(json.dumps(
+            {"strategy": stats.get("pool_strategy"), "members": stats.get("pool"), "endpoints": member_stats},
+            default=str)))} if member_stats else {}),
+        **_estimate_vs_actual(estimate, s_df, stats),
     }, check_results=[r for r in results if r.asset_key.to_user_string() == "mc_samples"])
     yield MaterializeResult(asset_key="verified_labels", metadata={
         **table_metadata(labels, commits["verified_labels"], ["face_id", "status", "expression", "expression_confidence",

@@ -209,6 +209,7 @@ def verified_labels() -> _Suite:
     _in_set(s, "gx_verified_labels", "verdict", ["none", "accept", "correct", "reject"],
             "self-verification verdicts")
     _not_null(s, "gx_verified_labels", "abstain_reason", row_condition='status == "abstained"')
+    _between(s, "gx_verified_labels", "escalations", 0, None, "cascade escalations are a count")
     # An accepted face carries every granularity, except one withheld on purpose (its human
     # label was invalid at ingest, and no guess may stand in for it).
     for g, columns in (("expression", ("expression",)), ("va", ("valence", "arousal")), ("aus", ("aus",))):

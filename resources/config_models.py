@@ -31,7 +31,7 @@ def dataclass_fields(dc: type, exclude: tuple[str, ...] = ()) -> dict[str, tuple
     return out
 
 
-def derived(name: str, base: type, dc: type, doc: str, exclude: tuple[str, ...] = (),
+def derived(name: str, base: type, dc: type, doc: str, /, exclude: tuple[str, ...] = (),
             **extra: tuple[Any, Any]) -> type:
     """A subclass of ``base`` (a Dagster ``Config`` or ``ConfigurableResource`` carrying the
     methods) whose fields are the dataclass's fields (minus ``exclude``) plus ``extra``."""

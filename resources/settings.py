@@ -38,7 +38,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SEKE_REVIEW_DIR", "./review", "Label Studio review queue (`queue/`) and reviewed exports (`exports/`)"),
     Setting("SEKE_DUCKDB_PATH", "./lake/warehouse.duckdb", "the analysts' DuckDB file"),
     Setting("SEKE_EXECUTOR", "multiprocess", "`k8s` runs each step as a Kubernetes job (dagster-k8s, the `k8s` extra)"),
-    Setting("SEKE_ANNOTATOR", "offline", "`offline` or `vllm`"),
+    Setting("SEKE_ANNOTATOR", "offline", "`offline`, `vllm` or `pool`"),
+    Setting("SEKE_ANNOTATOR_POOL", "—", "`pool`: JSON list of members, e.g. `[{\"name\": \"offline\", \"kind\": \"offline\"}, {\"name\": \"gpt4o\", \"model\": \"gpt-4o\", \"price_input_per_1m\": 2.5, \"price_output_per_1m\": 10, \"rpm\": 500}]` (fields: PoolMember + VLLM endpoint fields)"),
+    Setting("SEKE_POOL_STRATEGY", "cascade", "`cascade` (cheapest first, unresolved faces escalate) or `jury` (another model verifies)"),
+    Setting("SEKE_POOL_VERIFIER", "—", "pool member that verifies every face (unset: cascade self-verifies, jury picks another model)"),
     Setting("SEKE_SEED", "0", "seed of the offline annotator's test-time augmentation"),
     Setting("SEKE_KNOWLEDGE_VERSION", "v2", "`v1` literature tables, `v2` + P(AU | expression) estimated from CK+"),
     Setting("SEKE_CACHE_DIR", "~/.cache/seke", "where fetched model files, sample photos and downloaded S3 batches live"),
@@ -58,6 +61,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SEKE_VLLM_TOP_P", "—", "nucleus sampling"),
     Setting("SEKE_VLLM_SEED", "—", "base seed; sample i uses seed + i"),
     Setting("SEKE_VLLM_MAX_TOKENS", "1200", "completion token cap"),
+    Setting("SEKE_VLLM_RPM", "—", "requests per minute of the endpoint, honoured across all concurrent requests of a step"),
+    Setting("SEKE_VLLM_TPM", "—", "tokens per minute of the endpoint (prompt + n·max_tokens per request)"),
+    Setting("SEKE_VLLM_IMAGE_TOKENS", "openai-tile", "image token rule for estimates and TPM: `openai-tile`, `qwen-vl` or a fixed count"),
     Setting("SEKE_VLLM_CAPABILITIES", "auto", "`auto` (probe the endpoint) or e.g. `n,json_schema,logprobs`"),
     Setting("SEKE_VLLM_CAPABILITY_TTL_S", "86400", "how long detected endpoint capabilities are reused"),
     Setting("SEKE_VLLM_BATCH_PRICE_FACTOR", "0.5", "Batch API price relative to online prices"),
@@ -113,6 +119,18 @@ def given(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def pool_members(value: str) -> list[Any]:
+    """``SEKE_ANNOTATOR_POOL``: a JSON list of member objects (PoolMemberConfig fields)."""
+    import json
+
+    from resources.annotator import PoolMemberConfig
+
+    members = json.loads(value)
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise ValueError("SEKE_ANNOTATOR_POOL must be a JSON list of objects")
+    return [PoolMemberConfig(**m) for m in members]
+
+
 def executor_kind() -> str:
     return (raw("SEKE_EXECUTOR") or "multiprocess").lower()
 
@@ -155,6 +173,8 @@ def default_resources() -> dict[str, Any]:
         temperature=env_parsed("SEKE_VLLM_TEMPERATURE", float),
         top_p=env_parsed("SEKE_VLLM_TOP_P", float), seed=env_int("SEKE_VLLM_SEED"),
         max_tokens=env_int("SEKE_VLLM_MAX_TOKENS"), capabilities=env_str("SEKE_VLLM_CAPABILITIES"),
+        rpm=env_parsed("SEKE_VLLM_RPM", float), tpm=env_parsed("SEKE_VLLM_TPM", float),
+        image_token_rule=env_str("SEKE_VLLM_IMAGE_TOKENS"),
         capability_ttl_s=env_parsed("SEKE_VLLM_CAPABILITY_TTL_S", float),
         batch_price_factor=env_parsed("SEKE_VLLM_BATCH_PRICE_FACTOR", float),
         cache_enabled=env_parsed("SEKE_VLLM_CACHE", flag)))
@@ -167,7 +187,9 @@ def default_resources() -> dict[str, Any]:
             allowed_roots=env_parsed("SEKE_LANDING_ALLOWED_ROOTS",
                                      lambda v: [p for p in v.split(os.pathsep) if p]))),
         "annotator": AnnotatorResource(vllm=vllm, weights_dir=cache_dir(), **given(
-            kind=env_str("SEKE_ANNOTATOR"), seed=env_int("SEKE_SEED"))),
+            kind=env_str("SEKE_ANNOTATOR"), seed=env_int("SEKE_SEED"),
+            pool=env_parsed("SEKE_ANNOTATOR_POOL", pool_members),
+            pool_strategy=env_str("SEKE_POOL_STRATEGY"), pool_verifier=env_str("SEKE_POOL_VERIFIER"))),
         "duckdb": WarehouseResource(**given(path=env_str("SEKE_DUCKDB_PATH"))),
         "review_dir": ReviewResource(**given(path=env_str("SEKE_REVIEW_DIR"))),
         "knowledge_tables": KnowledgeTablesResource(**given(version=env_str("SEKE_KNOWLEDGE_VERSION"))),

@@ -27,6 +27,11 @@ from seke.lake import Lake
 if TYPE_CHECKING:
     from seke.annotators.vllm_batch import VLLMBatchRunner
 
+def api_key_from(env_name: str) -> str:
+    """The API key held by the variable ``env_name`` (also used by the pool's members)."""
+    return os.environ.get(env_name) or "EMPTY"
+
+
 #: Name of the Dagster concurrency pool shared by every step that calls the VLLM endpoint.
 VLLM_POOL = "vllm"
 
@@ -37,7 +42,7 @@ class _VLLMResourceMethods(ConfigurableResource):
     def config(self) -> VLLMConfig:
         """The plain config object (reads the API key from the environment now)."""
         return VLLMConfig(**values_for(VLLMConfig, self),
-                          api_key=os.environ.get(self.api_key_env) or "EMPTY")  # type: ignore[attr-defined]
+                          api_key=api_key_from(self.api_key_env))  # type: ignore[attr-defined]
 
     def annotator(self, knowledge: Knowledge, lake: Lake | None) -> VLLMAnnotator:
         """A ready annotator whose answers are cached in ``lake`` (budget is per annotator = per run)."""

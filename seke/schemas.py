@@ -128,6 +128,10 @@ VERIFIED_LABELS = pa.schema([
     ("label_issue", pa.bool_()),          # suspected human expression label error (seke.label_noise,
                                           # audit-mode faces only; null = not checked); never overwritten
     ("label_issue_evidence", pa.string()),  # JSON: given/suggested class and probabilities
+    ("produced_by", pa.string()),         # annotator (pool member name, or backend/model) whose
+                                          # samples made the label; null = no sample
+    ("verified_by", pa.string()),         # annotator that verified it (null = not verified)
+    ("escalations", pa.int32()),          # cascade: times the face went to a dearer annotator
 ])
 
 FEID = pa.schema([

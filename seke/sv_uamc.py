@@ -24,6 +24,21 @@ with no parsed sample is abstained with ``all_samples_failed``.
 
 The loop is synchronous and readable; concurrency belongs to the annotator, which receives one
 batch per round for all active faces.
+
+**Pools** (:class:`seke.pool.AnnotatorPool` in place of one annotator), same loop:
+
+* ``cascade``: generators in order of price. Every face starts with the cheapest; after its
+  stage, a face is *resolved* when every missing granularity is at or below its uncertainty
+  threshold and the candidate passes the consistency gate. An unresolved face (uncertain,
+  inconsistent, or whose samples all failed — an endpoint down or answering 401) escalates to
+  the next generator with a fresh sample budget; earlier samples stay in ``mc_samples`` and in
+  the face's call count but do not vote. The last stage's faces follow the normal verify/abstain
+  rules. A stage whose whole round fails is marked failed for the rest of the run (its faces
+  move on at once, the error lands in ``stats["pool"]``).
+* ``jury``: one generator; verification goes to a *different* model (cross-model verification).
+
+Each label row says which annotator produced it (``produced_by``), which verified it
+(``verified_by``) and how often it escalated (``escalations``).
 """
 
 from __future__ import annotations
@@ -31,7 +46,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence
 
 from seke.aggregate import (AUAggregate, ExpressionAggregate, VAAggregate, aggregate_aus,
                             aggregate_expression, aggregate_va)
@@ -39,6 +54,9 @@ from seke.annotation import (Annotator, FaceItem, Labels, PromptSpec, Sample, Sa
                              Verdict, VerifyRequest)
 from seke.knowledge import Knowledge
 from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS
+
+if TYPE_CHECKING:
+    from seke.pool import AnnotatorPool
 
 Strategy = Literal["sv_uamc", "single_shot", "fixed_n"]
 STRATEGIES: tuple[str, ...] = ("sv_uamc", "single_shot", "fixed_n")
@@ -126,6 +144,9 @@ class _Face:
     prompt: PromptSpec | None
     missing: tuple[str, ...]
     samples: list[Sample] = field(default_factory=list)
+    archived: list[Sample] = field(default_factory=list)  # earlier cascade stages' samples
+    produced_by: str | None = None
+    escalations: int = 0
     stop_reason: str | None = None
     uncertainty: dict[str, float] = field(default_factory=dict)
     expr: ExpressionAggregate | None = None
@@ -136,10 +157,14 @@ class _Face:
     def ok_samples(self) -> list[Sample]:
         return [s for s in self.samples if s.ok]
 
+    @property
+    def all_samples(self) -> list[Sample]:
+        return self.archived + self.samples
+
 
 # ---- the loop --------------------------------------------------------------------------------
 
-def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], annotator: Annotator,
+def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], annotator: "Annotator | AnnotatorPool",
                  knowledge: Knowledge, config: SamplingConfig, *,
                  consistency: ConsistencyFn | None = None, calibration: Calibrator | None = None,
                  audit_hidden: Mapping[str, Sequence[str]] | None = None,
@@ -163,37 +188,119 @@ def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], a
         elif not st.missing:
             st.stop_reason = "nothing_missing"
 
+    from seke.pool import AnnotatorPool, PoolEntry, entry_for
+
+    pool = annotator if isinstance(annotator, AnnotatorPool) else None
+    stages: list[PoolEntry] = pool.generators() if pool is not None else [entry_for(annotator)]
+    pool_stats: dict[str, dict[str, Any]] = {e.name: _member_stats() for e in
+                                             (pool.members if pool is not None else stages)}
     rounds = 0
-    active = [st for st in states if st.stop_reason is None]
-    while active:
-        requests = [SampleRequest(st.face, st.prompt, min(config.round_size, config.budget - len(st.samples)),
-                                  first_index=len(st.samples), round=rounds) for st in active]
-        for st, got in zip(active, _sample(annotator, requests)):
-            st.samples.extend(got)
-            _update(st, config)
-        rounds += 1
-        active = [st for st in active if st.stop_reason is None]
+    for si, stage in enumerate(stages):
+        entering = [st for st in states if st.stop_reason is None]
+        if not entering:
+            break
+        rounds += _run_stage(stage, entering, config, rounds, pool_stats[stage.name],
+                             fail_fast=len(stages) > 1)
+        for st in entering:
+            st.produced_by = stage.name
+        if si == len(stages) - 1:
+            break
+        for st in entering:
+            if _resolved(st, config, knowledge, consistency):
+                pool_stats[stage.name]["resolved"] += 1
+                continue
+            st.archived.extend(st.samples)
+            st.samples, st.stop_reason, st.uncertainty = [], None, {}
+            st.expr = st.va = st.aus = None
+            st.escalations += 1
+            pool_stats[stage.name]["escalated"] += 1
 
     candidates = {st.face.face_id: _candidate(st) for st in states}
     scores = {fid: (consistency(lab, knowledge) if lab is not None else None) for fid, lab in candidates.items()}
 
     to_verify = [st for st in states if config.verify and _needs_verification(st, scores[st.face.face_id])]
-    verdicts = _verify(annotator, [
-        VerifyRequest(st.face, candidates[st.face.face_id], _review_reasons(st, scores[st.face.face_id], config))
-        for st in to_verify])
-    verdict_of = {st.face.face_id: v for st, v in zip(to_verify, verdicts)}
+    verifier_of = {st.face.face_id: (pool.verifier_for(st.produced_by) if pool is not None else stages[0])
+                   for st in to_verify}
+    verdict_of: dict[str, Verdict | None] = {}
+    for vname in dict.fromkeys(v.name for v in verifier_of.values()):
+        group = [st for st in to_verify if verifier_of[st.face.face_id].name == vname]
+        entry = verifier_of[group[0].face.face_id]
+        verdicts = _verify(entry.annotator, [
+            VerifyRequest(st.face, candidates[st.face.face_id], _review_reasons(st, scores[st.face.face_id], config))
+            for st in group])
+        ms = pool_stats.setdefault(vname, _member_stats())
+        ms["verify_calls"] += len(group)
+        ms["verify_failed"] += sum(v is None for v in verdicts)
+        verdict_of.update({st.face.face_id: v for st, v in zip(group, verdicts)})
 
     label_rows = []
     for st in states:
         fid = st.face.face_id
-        label_rows.append(_label_row(st, candidates[fid], scores[fid], fid in verdict_of, verdict_of.get(fid),
-                                     knowledge, config, consistency, calibration,
-                                     list((audit_hidden or {}).get(fid, [])), (splits or {}).get(fid)))
-        if acceptance is not None:
-            label_rows[-1] = acceptance(label_rows[-1])
-    sample_rows = [_sample_row(s, st, config) for st in states for s in st.samples]
-    return SamplingResult(sample_rows, label_rows, _stats(states, label_rows, rounds, len(to_verify), config))
+        row = _label_row(st, candidates[fid], scores[fid], fid in verdict_of, verdict_of.get(fid),
+                         knowledge, config, consistency, calibration,
+                         list((audit_hidden or {}).get(fid, [])), (splits or {}).get(fid))
+        row["produced_by"] = st.produced_by if st.all_samples else None
+        row["verified_by"] = verifier_of[fid].name if fid in verifier_of else None
+        row["escalations"] = st.escalations
+        label_rows.append(acceptance(row) if acceptance is not None else row)
+    sample_rows = [_sample_row(s, st, config) for st in states for s in st.all_samples]
+    stats = _stats(states, label_rows, rounds, len(to_verify), config)
+    stats["pool"] = pool_stats
+    stats["pool_strategy"] = pool.strategy if pool is not None else "single"
+    stats["produced_by"] = dict(Counter(r["produced_by"] for r in label_rows if r["produced_by"]))
+    stats["verified_by"] = dict(Counter(r["verified_by"] for r in label_rows if r["verified_by"]))
+    stats["escalations"] = sum(st.escalations for st in states)
+    return SamplingResult(sample_rows, label_rows, stats)
 
+
+def _member_stats() -> dict[str, Any]:
+    return {"faces": 0, "samples": 0, "failed_samples": 0, "resolved": 0, "escalated": 0,
+            "verify_calls": 0, "verify_failed": 0, "failed": False, "errors": {}}
+
+
+def _run_stage(stage: Any, entering: list[_Face], config: SamplingConfig, round0: int,
+               ms: dict[str, Any], fail_fast: bool) -> int:
+    """SV-UAMC rounds for ``entering`` faces with one annotator; returns the rounds run."""
+    rounds = 0
+    ms["faces"] += len(entering)
+    active = list(entering)
+    while active:
+        requests = [SampleRequest(st.face, st.prompt, min(config.round_size, config.budget - len(st.samples)),
+                                  first_index=len(st.all_samples), round=round0 + rounds) for st in active]
+        got_all = _sample(stage.annotator, requests)
+        for st, got in zip(active, got_all):
+            st.samples.extend(got)
+            _update(st, config)
+        batch = [s for got in got_all for s in got]
+        ms["samples"] += len(batch)
+        ms["failed_samples"] += sum(not s.ok for s in batch)
+        for s in batch:
+            if not s.ok and s.error:
+                key = s.error[:120]
+                if len(ms["errors"]) < 5 or key in ms["errors"]:
+                    ms["errors"][key] = ms["errors"].get(key, 0) + 1
+        rounds += 1
+        if fail_fast and batch and not any(s.ok for s in batch):
+            # the whole round failed (endpoint down, 401, budget): do not spend more on it
+            ms["failed"] = True
+            for st in active:
+                if st.stop_reason is None:
+                    st.stop_reason = "annotator_failed" if not st.ok_samples else "n_max"
+            break
+        active = [st for st in active if st.stop_reason is None]
+    return rounds
+
+
+def _resolved(st: _Face, config: SamplingConfig, knowledge: Knowledge, consistency: ConsistencyFn) -> bool:
+    """Cascade gate: certain on every missing granularity and consistent with the knowledge."""
+    if st.stop_reason in ("no_prompt", "nothing_missing"):
+        return True
+    if not st.ok_samples or not all(_produced(st, g) for g in st.missing):
+        return False
+    if any(st.uncertainty.get(g, math.inf) > config.threshold(g) for g in st.missing):
+        return False
+    candidate = _candidate(st)
+    return candidate is not None and bool(consistency(candidate, knowledge).consistent)
 
 
 def _missing_of(face: FaceItem, prompt: PromptSpec | None) -> tuple[str, ...]:
@@ -270,7 +377,7 @@ def _candidate(st: _Face) -> Labels | None:
     A missing granularity that no sample produced stays ``None`` (the face counted as uncertain
     and spent its budget on it); a face where nothing was produced has no candidate.
     """
-    if st.stop_reason in ("no_prompt", "all_samples_failed", "nothing_produced"):
+    if st.stop_reason in ("no_prompt", "all_samples_failed", "nothing_produced", "annotator_failed"):
         return None
     k = st.face.known
     return Labels(
@@ -350,7 +457,7 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
     row: dict[str, Any] = {
         "face_id": face.face_id, "subject_id": face.subject_id, "split": split,
         "status": status, "abstain_reason": reason, "strategy": config.strategy,
-        "n_samples": len(st.samples), "n_calls": len(st.samples) + (1 if was_sent else 0),
+        "n_samples": len(st.all_samples), "n_calls": len(st.all_samples) + (1 if was_sent else 0),
         "stop_reason": st.stop_reason, "verdict": verdict_name, "verdict_reasons": verdict_reasons,
         "consistency_score": score.score if score is not None else None,
         "consistency_flags": list(score.flags) if score is not None else [],
@@ -445,10 +552,10 @@ def _stats(states: Sequence[_Face], rows: Sequence[dict[str, Any]], rounds: int,
            config: SamplingConfig) -> dict[str, Any]:
     """Run statistics for Dagster metadata (plain JSON-able values)."""
     n = len(states)
-    n_samples = sum(len(st.samples) for st in states)
-    n_failed = sum(1 for st in states for s in st.samples if not s.ok)
+    n_samples = sum(len(st.all_samples) for st in states)
+    n_failed = sum(1 for st in states for s in st.all_samples if not s.ok)
     calls = n_samples + n_verify
-    sampled = [st for st in states if st.samples]
+    sampled = [st for st in states if st.all_samples]
     return {
         "strategy": config.strategy, "faces": n, "rounds": rounds,
         "samples": n_samples, "failed_samples": n_failed, "verify_calls": n_verify, "calls": calls,

@@ -74,6 +74,60 @@ class Behaviour:
     batch_polls_until_done: int = 1        # retrieve calls before a batch completes
     default_action: Any = "good"
     record: bool = True                    # keep every request (tests); off for benchmarks
+    rpm: float | None = None               # enforce requests/minute with 429 + retry-after
+    tpm: float | None = None               # enforce tokens/minute (prompt + n*max_tokens, OpenAI's rule)
+    rate_window_s: float = 1.0             # limits enforced per window (OpenAI quantizes per second)
+    usage_rule: str = "legacy"             # legacy (200 + chars/40) | openai (tiktoken + image tiles)
+    image_token_rule: str = "openai-tile"
+    # simulated models (benchmarks): truth per image sha and a noise level per model name; a
+    # model's belief about a face is wrong with probability noise (systematically: the next
+    # class), each sample departs from the belief with probability noise / 2, and its
+    # verification accepts a candidate iff it equals the verifier's own belief
+    truth: dict[str, str] | None = None
+    model_noise: dict[str, float] | None = None
+
+
+def _u(*key: object) -> float:
+    h = hashlib.sha256(":".join(map(str, key)).encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def simulated_belief(image_sha: str, model: str, truth: str, noise: float) -> str:
+    if _u(image_sha, model, "belief") < noise:
+        return EXPRESSIONS[(EXPRESSIONS.index(truth) + 1) % len(EXPRESSIONS)]
+    return truth
+
+
+class RateBuckets:
+    """Server-side leaky buckets: ``window_s`` seconds' worth of the per-minute limit."""
+
+    def __init__(self, per_minute: float, window_s: float) -> None:
+        self.capacity = per_minute * window_s / 60
+        self.rate = per_minute / 60  # units leaking per second
+        self.level = 0.0
+        self.t = time.monotonic()
+
+    def _leak(self) -> None:
+        now = time.monotonic()
+        self.level = max(0.0, self.level - (now - self.t) * self.rate)
+        self.t = now
+
+    def wait_for(self, amount: float) -> float:
+        """0 if ``amount`` fits now (and takes it), else seconds until it would fit."""
+        self._leak()
+        amount = min(amount, self.capacity)
+        if self.level + amount <= self.capacity + 1e-9:
+            self.level += amount
+            return 0.0
+        return (self.level + amount - self.capacity) / self.rate
+
+    def headers(self, kind: str, limit: float) -> dict[str, str]:
+        self._leak()
+        remaining = max(0, int(self.capacity - self.level))
+        reset = self.level / self.rate
+        return {f"x-ratelimit-limit-{kind}": str(int(limit)),
+                f"x-ratelimit-remaining-{kind}": str(remaining),
+                f"x-ratelimit-reset-{kind}": f"{reset:.3f}s"}
 
 
 @dataclass
@@ -119,15 +173,32 @@ _AU_ROW = re.compile(r"^- (\w+): ((?:AU\d+ \([\d.]+\)(?:, )?)+)$", re.MULTILINE)
 _VA_ROW = re.compile(r"^- (\w+): valence ([+-][\d.]+) ± [\d.]+, arousal ([+-][\d.]+)", re.MULTILINE)
 
 
-def good_answer(image_sha: str, index: int, body: dict[str, Any]) -> str:
+_CAND_EXPR = re.compile(r"Candidate labels proposed for this face:\n(?:- .*\n)*?- expression: (\w+)")
+
+
+def good_answer(image_sha: str, index: int, body: dict[str, Any], behaviour: "Behaviour | None" = None) -> str:
     """A knowledge-following model: keeps the human facts stated in the prompt, answers the
     expression 'seen' in the image (deterministic from its bytes) otherwise, and takes AUs and
     VA from the knowledge tables in the prompt (falling back to built-in prototypes)."""
     text = _prompt_text(body)
+    sim = behaviour is not None and behaviour.truth is not None and image_sha in behaviour.truth
+    belief = None
+    if sim:
+        model = str(body.get("model", ""))
+        belief = simulated_belief(image_sha, model, behaviour.truth[image_sha],
+                                  (behaviour.model_noise or {}).get(model, 0.0))
     if "Candidate labels" in text:
+        cand = _CAND_EXPR.search(text)
+        if sim and cand is not None and cand.group(1) != belief:
+            return json.dumps({"verdict": "reject", "reasons": [f"looks like {belief}"], "corrected": None})
         return json.dumps({"verdict": "accept", "reasons": ["visible evidence matches"], "corrected": None})
     fact = _FACT_EXPR.search(text)
-    expr = fact.group(1) if fact and fact.group(1) in _VA else truth_for(image_sha)
+    expr = fact.group(1) if fact and fact.group(1) in _VA else (belief or truth_for(image_sha))
+    if sim and not (fact and fact.group(1) in _VA):
+        noise = (behaviour.model_noise or {}).get(str(body.get("model", "")), 0.0)
+        salt = body.get("seed")
+        if _u(image_sha, body.get("model"), salt, index, "sample") < noise / 2:
+            expr = EXPRESSIONS[(EXPRESSIONS.index(expr) + 2 + int(_u(image_sha, salt, index) * 6)) % len(EXPRESSIONS)]
     au_table = {m.group(1): {int(a): float(p) for a, p in re.findall(r"AU(\d+) \(([\d.]+)\)", m.group(2))}
                 for m in _AU_ROW.finditer(text)}
     present = ({a for a, p in au_table[expr].items() if p >= 0.5} if expr in au_table
@@ -163,6 +234,11 @@ class FakeOpenAIServer:
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self._batch_polls: dict[str, int] = {}
+        b = self.behaviour
+        self._rpm = RateBuckets(b.rpm, b.rate_window_s) if b.rpm else None
+        self._tpm = RateBuckets(b.tpm, b.rate_window_s) if b.tpm else None
+        self.admitted: list[float] = []        # monotonic times of chat requests let through
+        self.throttled: list[float] = []       # monotonic times of 429s for RPM/TPM
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
@@ -258,8 +334,61 @@ class FakeOpenAIServer:
         err = self._auth_error(request)
         if err is not None:
             return err
+        limited = self._rate_limit(body)
+        if limited is not None:
+            return limited
         status, payload, headers = await self.complete(body)
-        return JSONResponse(payload, status_code=status, headers=headers)
+        return JSONResponse(payload, status_code=status, headers={**headers, **self._rate_headers()})
+
+    def request_tokens(self, body: dict[str, Any]) -> int:
+        """What the request costs against TPM at admission: prompt + n * max_tokens."""
+        n = int(body.get("n") or 1)
+        return self.prompt_tokens(body) + n * int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        if self.behaviour.usage_rule == "openai":
+            from seke.tokens import message_tokens  # the provider's published counting rule
+
+            return message_tokens(body.get("messages", []), str(body.get("model", "gpt-4o")),
+                                  rule=self.behaviour.image_token_rule)
+        return 200 + len(json.dumps(body.get("messages", []))) // 40
+
+    def completion_tokens(self, content: str | None, model: str) -> int:
+        if self.behaviour.usage_rule == "openai":
+            from seke.tokens import text_tokens
+
+            return text_tokens(content or "", model) + 1
+        return len(content or "") // 4 + 1
+
+    def _rate_limit(self, body: dict[str, Any]) -> Response | None:
+        if self._rpm is None and self._tpm is None:
+            return None
+        with self._lock:
+            waits = []
+            if self._rpm is not None:
+                waits.append(self._rpm.wait_for(1))
+            if self._tpm is not None and (not waits or waits[0] == 0):
+                w = self._tpm.wait_for(self.request_tokens(body))
+                if w > 0 and self._rpm is not None:  # give the request slot back
+                    self._rpm.level = max(0.0, self._rpm.level - 1)
+                waits.append(w)
+            wait = max(waits)
+            if wait <= 0:
+                self.admitted.append(time.monotonic())
+                return None
+            self.throttled.append(time.monotonic())
+        kind = "requests" if self._rpm is not None and waits[0] > 0 else "tokens"
+        return _error(429, f"Rate limit reached for {kind} per min. Please try again in {wait:.3f}s.",
+                      headers={"retry-after": str(max(1, round(wait))), "retry-after-ms": str(int(wait * 1000) + 1),
+                               **self._rate_headers()})
+
+    def _rate_headers(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self._rpm is not None:
+            out.update(self._rpm.headers("requests", self.behaviour.rpm or 0))
+        if self._tpm is not None:
+            out.update(self._tpm.headers("tokens", self.behaviour.tpm or 0))
+        return out
 
     async def complete(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         """The chat-completions logic (shared by the HTTP route and batch processing)."""
@@ -299,7 +428,7 @@ class FakeOpenAIServer:
             if image_sha is None:
                 content = json.dumps({"ok": True}) if rf else "ok"
             elif action == "good":
-                content = good_answer(image_sha, i, body)
+                content = good_answer(image_sha, i, body, b)
             elif action == "fenced":
                 content = "Here is my analysis:\n```json\n" + good_answer(image_sha, i, body) + "\n```\nHope this helps."
             elif action == "malformed":
@@ -321,8 +450,9 @@ class FakeOpenAIServer:
                 choice["logprobs"] = {"content": [{"token": "{", "logprob": -0.01, "bytes": [123],
                                                    "top_logprobs": []}]}
             choices.append(choice)
-        prompt_tokens = 200 + len(json.dumps(body.get("messages", []))) // 40
-        completion_tokens = sum(len(c["message"]["content"] or "") // 4 + 1 for c in choices)
+        prompt_tokens = self.prompt_tokens(body)
+        completion_tokens = sum(self.completion_tokens(c["message"]["content"], str(body.get("model", "")))
+                                for c in choices)
         return 200, {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
             "created": int(time.time()), "model": body.get("model", "fake-vlm"),

@@ -39,6 +39,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 import openai
 
 from seke.annotation import Labels, Sample, SampleRequest, Verdict, VerifyRequest
+from seke.annotators.rate_limit import REQUEST_TOKENS, EndpointLimiter
 from seke.annotators.vllm_records import (fill_sample, params_text, sample_from_record,
                                          sample_to_record, verdict_from_record, verdict_to_record)
 from seke.annotators.vllm_support import (BUDGET_EXHAUSTED, Budget, CallResult, Capabilities,
@@ -51,6 +52,7 @@ from seke.prompts import (answer_json_schema, build_verification_prompt, respons
 from seke.response_schema import (ParseError, detect_refusal, parse_annotation, parse_verdict,
                                   repair_messages)
 from seke.scrub import scrub, scrub_exception, scrub_optional, secret_list
+from seke.tokens import message_tokens
 
 log = logging.getLogger("seke.vllm")
 T = TypeVar("T")
@@ -75,6 +77,8 @@ class VLLMAnnotator:
         self.capabilities: Capabilities | None = (
             None if config.capabilities == "auto" else Capabilities.parse(config.capabilities))
         self._budget = Budget(config.max_calls, config.max_usd)
+        self.limiter = EndpointLimiter(config.rpm, config.tpm, config.rate_window_s)
+        self.stats.rate = self.limiter.stats
         self.secrets: tuple[str, ...] = secret_list([config.api_key])
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -147,9 +151,12 @@ class VLLMAnnotator:
 
     def _ensure_client(self) -> openai.AsyncOpenAI:
         if self._client is None:
+            # the limiter sits in httpx's hooks: every request the SDK sends (retries included)
+            # waits for the endpoint's RPM/TPM buckets, every response updates them
             self._client = openai.AsyncOpenAI(
                 base_url=self.config.base_url, api_key=self.config.api_key or "EMPTY",
-                timeout=self.config.timeout_s, max_retries=self.config.max_retries)
+                timeout=self.config.timeout_s, max_retries=self.config.max_retries,
+                http_client=openai.DefaultAsyncHttpxClient(event_hooks=self.limiter.hooks()))
             self._sem = asyncio.Semaphore(self.config.max_concurrency)
             self._caps_lock = asyncio.Lock()
         return self._client
@@ -162,11 +169,12 @@ class VLLMAnnotator:
     async def _probe(self, **kwargs: Any) -> tuple[bool, Any]:
         client = self._ensure_client()
         self.stats.probe_calls += 1
+        messages = [{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}]
+        if self.limiter.tpm:
+            REQUEST_TOKENS.set(self.request_tokens(messages, int(kwargs.get("n", 1)), 16))
         try:
             resp = await client.chat.completions.create(
-                model=self.model, max_tokens=16, temperature=0.0,
-                messages=[{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}],
-                **kwargs)
+                model=self.model, max_tokens=16, temperature=0.0, messages=messages, **kwargs)
         except openai.BadRequestError:
             return False, None
         except (openai.UnprocessableEntityError, openai.NotFoundError):
@@ -268,6 +276,11 @@ class VLLMAnnotator:
             body["response_format"] = rf
         return body
 
+    def request_tokens(self, messages: list[dict[str, Any]], n: int, max_tokens: int) -> int:
+        """TPM cost of one request as OpenAI counts it at admission: prompt + n * max_tokens."""
+        return message_tokens(messages, self.model, self.config.image_detail,
+                              self.config.image_token_rule) + n * max_tokens
+
     # ---- one chat call -------------------------------------------------------------------
     async def _chat(self, messages: list[dict[str, Any]], *, n: int, schema: dict[str, Any],
                     schema_name: str, temperature: float, seed: int | None) -> CallResult:
@@ -285,6 +298,8 @@ class VLLMAnnotator:
                     rf_mode = caps.response_format
                     kwargs = self.request_body(messages, n=n, schema=schema, schema_name=schema_name,
                                                temperature=temperature, seed=seed, rf_mode=rf_mode)
+                    if self.limiter.tpm:
+                        REQUEST_TOKENS.set(self.request_tokens(messages, n, self.config.max_tokens))
                     t0 = time.perf_counter()
                     try:
                         resp = await client.chat.completions.create(**kwargs)

@@ -42,6 +42,37 @@ class VLLMConfig:
     capabilities: str = field(default="auto", metadata={
         "help": "auto (probe) or a comma list among n,json_schema,json_object,logprobs"})
     image_detail: str | None = field(default=None, metadata={"help": "image detail hint (low|high|auto)"})
+    rpm: float | None = field(default=None, metadata={
+        "help": "requests per minute allowed by the endpoint (None: unlimited); honoured across "
+                "all concurrent requests of a step"})
+    tpm: float | None = field(default=None, metadata={
+        "help": "tokens per minute allowed by the endpoint (prompt + n*max_tokens per request, "
+                "as OpenAI counts them; None: unlimited)"})
+    rate_window_s: float = field(default=1.0, metadata={
+        "help": "granularity at which the provider enforces RPM/TPM (OpenAI quantizes per second)"})
+    image_token_rule: str = field(default="openai-tile", metadata={
+        "help": "how the provider counts image tokens: openai-tile | qwen-vl | a fixed integer"})
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("price_input_per_1m", "price_output_per_1m", "max_usd", "rpm", "tpm"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or v < 0 or v != v):
+                problems.append(f"{name}={v!r} must be a number >= 0")
+        for name in ("rpm", "tpm"):
+            v = getattr(self, name)
+            if v is not None and isinstance(v, (int, float)) and v == 0:
+                problems.append(f"{name}=0 would never allow a request (leave it unset for no limit)")
+        if self.max_calls is not None and self.max_calls < 0:
+            problems.append(f"max_calls={self.max_calls} must be >= 0")
+        if self.max_concurrency < 1:
+            problems.append(f"max_concurrency={self.max_concurrency} must be >= 1")
+        if self.rate_window_s <= 0:
+            problems.append(f"rate_window_s={self.rate_window_s} must be > 0")
+        if self.image_token_rule not in ("openai-tile", "qwen-vl") and not self.image_token_rule.isdigit():
+            problems.append(f"image_token_rule={self.image_token_rule!r}: use openai-tile, qwen-vl or an integer")
+        if problems:
+            raise ValueError(f"VLLM endpoint {self.model!r}: " + "; ".join(problems))
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.price_input_per_1m
@@ -87,11 +118,15 @@ class RunStats:
     cache_hits: int = 0
     budget_exhausted: int = 0
     latency_ms_total: float = 0.0
+    rate: Any = None  # the endpoint's LimiterStats (seke.annotators.rate_limit), when attached
 
     def as_metadata(self) -> dict[str, float | int]:
         d = dict(self.__dict__)
         d["mean_call_latency_ms"] = self.latency_ms_total / self.calls if self.calls else 0.0
         d.pop("latency_ms_total")
+        rate = d.pop("rate")
+        if rate is not None:
+            d.update(rate.as_metadata())
         return d
 
 

