@@ -62,13 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["SEKE_LAKE_URI"] = str(work / "lake")
     os.environ["SEKE_DUCKDB_PATH"] = str(work / "lake" / "warehouse.duckdb")
     os.environ["SEKE_REVIEW_DIR"] = str(work / "review")
+    # the batch links to the images in place: let symlinks resolve into the data folder
+    os.environ["SEKE_LANDING_ALLOWED_ROOTS"] = str(data_dir.resolve())
     os.environ["DAGSTER_HOME"] = str(work / ".dagster")
     (work / ".dagster").mkdir(parents=True, exist_ok=True)
     (work / ".dagster" / "dagster.yaml").write_text((ROOT / "infra" / "dagster.yaml").read_text())
 
     from dagster import DagsterInstance
 
-    from pipelines.demo import count, run_batch
+    import polars as pl
+
+    from pipelines.ingest import run_batch
+    from seke.lake import Lake
     from resources.landing import partition_key
 
     batch = f"train-{args.limit}" if args.limit else "train"
@@ -78,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     secs = time.perf_counter() - t0
     lake = work / "lake"
-    raw, feid, feab = (count(lake, t, column="face_id") for t in ("raw_faces", "feid", "feab"))
-    quarantined = count(lake, "quarantine", column="item_id")
-    accepted = count(lake, "verified_labels", "status = 'accepted'")
+    store = Lake(str(lake))
+    raw, feid, feab = (store.read_table(t)["face_id"].n_unique() for t in ("raw_faces", "feid", "feab"))
+    quarantined = store.read_table("quarantine")["item_id"].n_unique()
+    accepted = store.read_table("verified_labels").filter(pl.col("status") == "accepted").height
     print(f"{n} train images landed at {folder}; {raw} faces, {quarantined} quarantined, "
           f"{accepted} accepted; FEID {feid} faces, FEAB {feab} faces; {secs:.0f} s "
           f"({n / secs:.1f} images/s) → lake {lake}")

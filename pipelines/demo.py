@@ -14,7 +14,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
-from pipelines.ingest import configured_resources, ingest, run_batch  # noqa: F401  (run_batch re-exported)
+from pipelines.ingest import configured_resources, ingest
 from resources.settings import cache_dir, dagster_home
 from seke.weights import samples_dir, use_cache_dir
 

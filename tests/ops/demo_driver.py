@@ -1,6 +1,6 @@
 """Subprocess entry for the recovery test: ``python -m tests.ops.demo_driver KEY``.
 
-Runs partition ``KEY`` exactly as ``make demo`` does (:func:`pipelines.demo.run_batch`: recovery
+Runs partition ``KEY`` exactly as ``make demo`` does (:func:`pipelines.ingest.run_batch`: recovery
 sweep, then the in-process, pid-tagged runs) on the instance in ``$DAGSTER_HOME``; lake, landing
 zone and annotator come from the environment like in a deployed code location.
 """
@@ -9,7 +9,7 @@ import sys
 
 from dagster import DagsterInstance
 
-from pipelines.demo import run_batch
+from pipelines.ingest import run_batch
 
 
 def main(key: str) -> int:

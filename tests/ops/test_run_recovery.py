@@ -1,6 +1,6 @@
 """kill -9 of a run holding the `vllm` pool slot, then the next run recovers by itself.
 
-Both runs go through the demo's code path (:func:`pipelines.demo.run_batch`, in a subprocess
+Both runs go through the demo's code path (:func:`pipelines.ingest.run_batch`, in a subprocess
 like ``make demo``) on a persistent SQLite instance made from infra/dagster.yaml with the
 ``vllm`` pool limited to 1 slot. The first run talks to a local OpenAI-protocol server that
 answers slowly, so it is SIGKILLed while ``annotate_faces`` holds the only slot. Before the
