@@ -26,14 +26,14 @@ from resources.config_models import derived, values_for
 from resources.deployment import api_op_tags
 from resources.lake import LakeResource
 from seke import quarantine, schemas
-from seke.annotation import PromptSpec
 from seke.label_noise import audit_human_labels
 from seke.audit import AUDIT_FLOORS, audit_check, audit_report, gold_for_hidden
 from seke.evaluate import png_markdown
 from seke.label_plots import partition_plots
 from seke.records import face_items, known_labels
 from seke.estimate import Estimate, estimate_run, history_from_lake
-from seke.selective import Acceptance, read_current_certificates, select_for
+from seke.prompts import prompt_specs
+from seke.selective import selective_acceptance
 from seke.sv_uamc import SamplingConfig, run_sampling
 
 
@@ -60,30 +60,6 @@ SamplingRunConfig = derived(
                                             "prompts and stop before any model call (the step fails on "
                                             "purpose with the estimate in its metadata; nothing is written)")),
 )
-
-
-def selective_acceptance(store, source: str, versions: dict[str, str], enabled: bool
-                         ) -> tuple[Acceptance | None, dict]:
-    """The certified-acceptance decision for this partition and what the metadata says about it.
-    An unreadable artefact or a certificate of another version is refused with a message; the
-    batch goes on with uncertified labels."""
-    if not enabled:
-        return None, {"status": "off (run config selective=false)"}
-    try:
-        cset = read_current_certificates(store)
-    except ValueError as exc:
-        return None, {"status": "refused", "refused": [str(exc)], "note": "labels are not certified"}
-    if cset is None:
-        return None, {"status": "no certificate set (run refit_calibration with audit faces)"}
-    use, refused = select_for(cset, source, versions)
-    info = {"certificates_version": cset.version, "versions": versions, "refused": refused,
-            "applied": {g: {"threshold": c.threshold, "target": c.target, "confidence": 1 - c.delta,
-                            "certificate": c.version,
-                            "bound": (f"transferred from {c.transferred_from}, not measured on {source}"
-                                      if c.transferred_from else "measured on this source's audit faces")}
-                        for g, c in use.items()}}
-    info["status"] = "applied" if use else "not certified"
-    return (Acceptance(use) if use else None), info
 
 
 def _estimate(items, prompts: pl.DataFrame, annotator: AnnotatorResource, store, cfg: SamplingConfig) -> Estimate:
@@ -113,12 +89,6 @@ def _estimate_vs_actual(est: Estimate, s_df: pl.DataFrame, stats: dict) -> dict:
             "columns": ["estimate", "actual", "relative_error"], "encoding": est.encoding,
             "note": "actual excludes verification tokens (not in mc_samples) and cache hits"}),
     }
-
-
-def prompt_specs(prompts: pl.DataFrame) -> dict[str, PromptSpec]:
-    return {r["face_id"]: PromptSpec(r["prompt_version"], tuple(json.loads(r["messages_json"])),
-                                     tuple(r["missing"]), r["prompt_hash"])
-            for r in prompts.iter_rows(named=True)}
 
 
 @multi_asset(

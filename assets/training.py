@@ -19,7 +19,6 @@ Register in ``pipelines/definitions.py``::
 
 
 import json
-from pathlib import Path
 from typing import Any
 
 from dagster import (AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult,
@@ -31,7 +30,7 @@ from resources.data import DevDataResource
 from resources.deployment import gpu_op_tags
 from resources.gpu import GPUResource
 from seke.train.arrays import data_version, from_feid
-from seke.train.config import RECIPES, TrainConfig, recipe_differences, resolve_recipe
+from seke.train.config import TrainConfig, recipe_differences, resolve_recipe
 from seke.train.report import ablation_table
 
 MULTITASK = "feid-multitask"
@@ -230,7 +229,7 @@ def training_ablation_report(context: AssetExecutionContext, lake: ResourceParam
 
     store = lake.lake()
     fs, root = store.filesystem()
-    rows, runs, recipes = [], {}, {}
+    runs, recipes = {}, {}
     for name in (MULTITASK, ABLATION):
         latest = read_latest(root, name, fs=fs)
         if latest is None:

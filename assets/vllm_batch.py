@@ -11,7 +11,7 @@ batch could not deliver. The logic lives in :mod:`seke.annotators.vllm_batch`.
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.annotation import prompt_specs
+from seke.prompts import prompt_specs
 from assets.common import OWNERS, lake_partition, tags
 from seke.knowledge import read_current_knowledge
 from assets.partitions import batches, one_batch_per_run

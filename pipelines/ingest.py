@@ -97,8 +97,6 @@ def batch_summary(lake: Lake, db_path: str, source: str, batch: str, folder: str
                   title: str = "SEKE") -> str:
     """What the batch became: faces, quarantine reasons, accepted/abstained, FEID/FEAB rows,
     where everything is, and one DuckDB query over the warehouse."""
-    import duckdb
-
     part = {"source": source, "batch": batch}
 
     def rows(table: str) -> pl.DataFrame:

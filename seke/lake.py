@@ -25,7 +25,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Mapping
 from urllib.parse import unquote
 
 import polars as pl
@@ -95,14 +95,14 @@ def conform_for_delta(table: pa.Table, existing: pa.Schema | None) -> pa.Table:
     a string column; everything else gets its Delta-storable type.
     """
     fields = []
-    for field in table.schema:
-        if existing is not None and field.name in existing.names:
-            target = existing.field(field.name).type
-        elif pa.types.is_null(field.type):
+    for column in table.schema:
+        if existing is not None and column.name in existing.names:
+            target = existing.field(column.name).type
+        elif pa.types.is_null(column.type):
             target = pa.string()
         else:
-            target = _delta_type(field.type)
-        fields.append(pa.field(field.name, target))
+            target = _delta_type(column.type)
+        fields.append(pa.field(column.name, target))
     schema = pa.schema(fields)
     if schema == table.schema:
         return table
@@ -384,8 +384,3 @@ def _is_conflict(exc: Exception) -> bool:
         return True
     text = str(exc).lower()
     return any(s in text for s in ("already exists", "conflict", "concurrent", "version mismatch"))
-
-
-def latest_versions(lake: Lake, tables: Iterable[str]) -> dict[str, int | None]:
-    """``{table: latest version}`` for the tables a consumer reads (what it should record)."""
-    return {t: lake.version(t) for t in tables}

@@ -19,9 +19,12 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from seke.quarantine import Rejected
 
 REGISTER_VERSION = "v1"
 DATA_PACKAGE = "seke.knowledge_data"

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from seke.annotation import Labels, PromptSpec
 from seke.knowledge import Knowledge
 from seke.taxonomy import AU_CATALOGUE, AU_NAMES, EXPRESSIONS, GRANULARITIES
+
+if TYPE_CHECKING:
+    import polars as pl
 
 #: Bump when the wording/structure of the annotation template changes (changes every hash).
 ANNOTATE_VERSION = "annotate-v1"
@@ -287,3 +290,10 @@ def response_format(schema: dict[str, Any], name: str, mode: str) -> dict[str, A
 def schema_fingerprint(schema: dict[str, Any]) -> str:
     """Stable text of a schema (for cache keys and logs)."""
     return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+def prompt_specs(prompts: "pl.DataFrame") -> dict[str, PromptSpec]:
+    """The stored ``knowledge_prompts`` rows as prompt specs by face id."""
+    return {r["face_id"]: PromptSpec(r["prompt_version"], tuple(json.loads(r["messages_json"])),
+                                     tuple(r["missing"]), r["prompt_hash"])
+            for r in prompts.iter_rows(named=True)}

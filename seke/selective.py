@@ -491,3 +491,27 @@ def read_current_certificates(lake: Any) -> CertificateSet | None:
         return CertificateSet.from_json(json.loads(row["artefact_json"]))
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"certificate artefact unreadable: {type(exc).__name__}: {exc}") from exc
+
+
+def selective_acceptance(store: Any, source: str, versions: dict[str, str], enabled: bool
+                         ) -> tuple[Acceptance | None, dict]:
+    """The certified-acceptance decision for this partition and what the metadata says about it.
+    An unreadable artefact or a certificate of another version is refused with a message; the
+    batch goes on with uncertified labels."""
+    if not enabled:
+        return None, {"status": "off (run config selective=false)"}
+    try:
+        cset = read_current_certificates(store)
+    except ValueError as exc:
+        return None, {"status": "refused", "refused": [str(exc)], "note": "labels are not certified"}
+    if cset is None:
+        return None, {"status": "no certificate set (run refit_calibration with audit faces)"}
+    use, refused = select_for(cset, source, versions)
+    info = {"certificates_version": cset.version, "versions": versions, "refused": refused,
+            "applied": {g: {"threshold": c.threshold, "target": c.target, "confidence": 1 - c.delta,
+                            "certificate": c.version,
+                            "bound": (f"transferred from {c.transferred_from}, not measured on {source}"
+                                      if c.transferred_from else "measured on this source's audit faces")}
+                        for g, c in use.items()}}
+    info["status"] = "applied" if use else "not certified"
+    return (Acceptance(use) if use else None), info

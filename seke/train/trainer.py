@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from seke.train.arrays import FaceArrays
 from seke.train.augment import augment

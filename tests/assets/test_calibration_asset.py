@@ -57,7 +57,7 @@ def test_calibration_asset_fits_stores_and_warns(tmp_path):
 def test_certificates_are_fitted_stored_plotted_and_refused_for_other_versions(tmp_path):
     from dagster import RunConfig
 
-    from assets.annotation import selective_acceptance
+    from seke.selective import selective_acceptance
     from assets.calibration import CalibrationConfig
     from seke.selective import read_current_certificates
 
@@ -111,7 +111,7 @@ def test_bad_targets_and_no_audit_faces_certify_nothing_without_failing(tmp_path
 def test_unreadable_certificate_artefact_is_refused_not_raised(tmp_path):
     import polars as pl
 
-    from assets.annotation import selective_acceptance
+    from seke.selective import selective_acceptance
 
     lake = Lake(str(tmp_path / "lake"))
     lake.write_partition("certificates_current", {}, pl.DataFrame({"version": ["x"], "created_at": [""],
