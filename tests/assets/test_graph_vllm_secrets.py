@@ -90,7 +90,7 @@ def test_echoed_key_never_stored_anywhere(tmp_path, monkeypatch, capfd, caplog):
     home, lake, landing = tmp_path / "home", tmp_path / "lake", tmp_path / "landing"
     home.mkdir()
     shutil.copy(ROOT / "infra" / "dagster.yaml", home / "dagster.yaml")
-    make_landing_batch(landing, *PARTITION.split("__"), n=3)
+    make_landing_batch(landing, *PARTITION.split("__"), n=4)   # without ../shared: 4 photos hold 8 faces
     with FakeOpenAIServer(Behaviour(required_api_key=KEY, supports_n=False)) as srv:
         for name, value in {"DAGSTER_HOME": str(home), "SEKE_VLLM_BASE_URL": srv.base_url,
                             "SEKE_VLLM_MODEL": "fake-vlm", "OPENAI_API_KEY": KEY,

@@ -44,7 +44,8 @@ def test_full_partition_on_s3_is_readable_and_idempotent(s3_lake_uri, seaweedfs,
         versions1 = {t: lake.version(t) for t in TABLES}
         for t in ("raw_faces", "mc_samples", "verified_labels", "feid", "feab"):
             assert f"{prefix}{t}/_delta_log/00000000000000000000.json" in keys1, t
-            assert any(k.startswith(f"{prefix}{t}/source=ckplus/batch=s3e2e/") for k in keys1), t
+            if counts1.get(t):   # FEAB of a few sample photos may hold no face: then no data file
+                assert any(k.startswith(f"{prefix}{t}/source=ckplus/batch=s3e2e/") for k in keys1), t
         # 4 CK+ crops, or the sample photos (one group photo has 6 faces) when ../shared is absent
         assert counts1["verified_labels"] == counts1["raw_faces"] >= 4
         assert counts1["mc_samples"] >= 4
@@ -62,5 +63,5 @@ def test_full_partition_on_s3_is_readable_and_idempotent(s3_lake_uri, seaweedfs,
     assert counts2 == counts1           # re-run replaces, never appends
     for t in TABLES:                    # one new commit per table, each with one live file
         assert lake.version(t) == versions1[t] + 1, t
-        assert len(lake.files(t)) == 1, t
+        assert len(lake.files(t)) == (1 if counts1.get(t) else 0), t
     assert not [k for k in keys2 if "/_audit/" in k]   # nothing was blocked
