@@ -10,7 +10,9 @@ Reasons (keep them short and stable; dashboards group on them): the ingest reaso
 ingest section explains each), ``parse_failed`` (a sample whose
 answer could not be parsed), ``abstained`` (SV-UAMC gave up), ``inconsistent`` (abstained
 because the granularities disagree), ``review_unusable`` (a reviewer marked the face unusable),
-``review_invalid`` (a review answer that failed validation), ``gate:<check>`` (a row named by a
+``review_invalid`` (a review answer that failed validation), ``review_unknown_face`` (a review
+task for a face id the batch does not have), ``review_contradictory`` (one reviewer's differing
+answers to one face at one granularity, not counted), ``gate:<check>`` (a row named by a
 failed blocking quality gate).
 
 Details can quote server text (a failed sample's error); stages that talk to an endpoint pass
@@ -68,6 +70,8 @@ ABSTAINED = "abstained"
 INCONSISTENT = "inconsistent"
 REVIEW_UNUSABLE = "review_unusable"
 REVIEW_INVALID = "review_invalid"
+REVIEW_UNKNOWN_FACE = "review_unknown_face"      # a review task for a face id the batch never had
+REVIEW_CONTRADICTORY = "review_contradictory"    # one reviewer gave two answers to one face
 
 
 @dataclass

@@ -10,9 +10,12 @@ Round trip (no face ever changes id, so nothing already sampled is paid for twic
    :func:`labeling_config` is the matching project configuration (XML).
 2. Reviewers correct or confirm in Label Studio and export the project as JSON.
 3. :func:`import_export` reads that *export* JSON (``annotations[].result``), validates every
-   answer against the taxonomy (a bad task becomes a per-task error, never a failed batch) and
-   returns human labels in the ``review_labels`` table layout (:data:`REVIEW_LABELS`), one
-   partition per ``source``/``batch`` of the reviewed faces.
+   answer against the taxonomy (a bad annotation becomes an error, never a failed batch),
+   takes every reviewer's annotation as a vote and returns the majority consensus
+   (:mod:`seke.review_agreement`: ties sent back, contradictory answers of one reviewer and
+   tasks for unknown faces reported, not merged) in the ``review_labels`` table layout
+   (:data:`REVIEW_LABELS`), one partition per ``source``/``batch``, with Krippendorff's alpha
+   per granularity.
 4. ``raw_faces`` merges them with :func:`merge_review_labels` into its ``known_*`` columns, so the
    next materialization treats them like any other human label: the knowledge prompt injects
    them, SV-UAMC only samples what is still missing, and FEID/FEAB carry ``human`` origin.
@@ -29,12 +32,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 from xml.sax.saxutils import quoteattr
 
 import polars as pl
 import pyarrow as pa
 
+from seke.quarantine import REVIEW_CONTRADICTORY, REVIEW_INVALID, REVIEW_UNKNOWN_FACE
+from seke.review_agreement import VA_TOLERANCE, Agreement, Annotation, FaceConsensus, agreement, consensus
 from seke.taxonomy import AU_CATALOGUE, AU_NAMES, EXPRESSIONS, normalise_expression
 
 #: Names of the Label Studio controls (``from_name``) and the image object (``to_name``).
@@ -45,7 +50,11 @@ USABLE, UNUSABLE = "usable", "unusable"
 NO_AU = "none"
 
 #: Layout of the ``review_labels`` lake table (partition columns source/batch live in the path).
-#: Null label = the reviewer gave no answer for that granularity; ``aus`` [] = "no AU present".
+#: One row per reviewed face: the reviewers' consensus (:mod:`seke.review_agreement`). Null label =
+#: no reviewer answered that granularity, or it is undecided (listed in ``sent_back``: a tie, sent
+#: for one more review); ``aus`` [] = "no AU present"; ``unusable`` null = usability tied.
+#: ``reviewer`` lists every reviewer of the face (comma-separated), ``task_id``/``annotation_id``/
+#: ``reviewed_at`` are the newest annotation's, ``lead_time_s`` the reviewers' total time.
 REVIEW_LABELS = pa.schema([
     ("face_id", pa.string()),
     ("expression", pa.string()),
@@ -59,6 +68,8 @@ REVIEW_LABELS = pa.schema([
     ("annotation_id", pa.int64()),
     ("reviewed_at", pa.string()),
     ("lead_time_s", pa.float64()),
+    ("n_reviewers", pa.int32()),
+    ("sent_back", pa.list_(pa.string())),
 ])
 
 
@@ -150,33 +161,42 @@ def export_tasks(labels: pl.DataFrame, faces: pl.DataFrame, *, source: str, batc
                  model_version: str = "seke", image_mode: str = "data_url",
                  image_dir: Path | None = None, url_prefix: str = "",
                  statuses: Iterable[str] = ("abstained",),
-                 label_issues: bool = True) -> list[dict[str, Any]]:
-    """Label Studio import tasks for the faces of ``labels`` whose status is in ``statuses``.
+                 label_issues: bool = True, reasons: Mapping[str, str] | None = None,
+                 blind: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Label Studio import tasks for the faces of ``labels`` whose status is in ``statuses``,
+    the suspected human-label errors, and the faces of ``reasons`` (face id -> why: a QA
+    sample, a tie sent back); ``data.review_reason`` says which.
 
     ``labels`` is a verified_labels partition, ``faces`` the matching raw_faces partition (for
     ``crop_png``). Faces without a crop are skipped (they cannot be reviewed). The candidate
-    labels, even of abstained faces, become predictions the reviewer only has to correct.
+    labels, even of abstained faces, become predictions the reviewer only has to correct;
+    faces in ``blind`` get none, because a QA review must not be anchored on the answer it checks.
     """
-    sel = pl.col("status").is_in(list(statuses))
+    reasons = dict(reasons or {})
+    sel = pl.col("status").is_in(list(statuses)) | pl.col("face_id").is_in(list(reasons))
     if label_issues and "label_issue" in labels.columns:   # suspected human-label errors, with evidence
         sel = sel | pl.col("label_issue").fill_null(False)
     want = labels.filter(sel)
     crops = {r["face_id"]: r["crop_png"] for r in
              faces.select("face_id", "crop_png").iter_rows(named=True) if r["crop_png"]}
+    blind = set(blind)
     tasks = []
     for row in want.sort("face_id").iter_rows(named=True):
         png = crops.get(row["face_id"])
         if png is None:
             continue
+        why = reasons.get(row["face_id"]) or ("label_issue" if row.get("label_issue") else row["status"])
         data = {
             IMAGE: _image_ref(row["face_id"], png, image_mode, image_dir, url_prefix),
             "face_id": row["face_id"], "source": source, "batch": batch,
             "subject_id": row.get("subject_id") or "",
+            "review_reason": why,
             "abstain_reason": row.get("abstain_reason") or "",
             "consistency_flags": ",".join(row.get("consistency_flags") or []),
             "label_issue_evidence": row.get("label_issue_evidence") or "",
         }
-        tasks.append({"data": data, "predictions": _predictions(row, model_version)})
+        preds = [] if row["face_id"] in blind else _predictions(row, model_version)
+        tasks.append({"data": data, "predictions": preds})
     return tasks
 
 
@@ -193,31 +213,36 @@ def write_tasks(tasks: list[dict[str, Any]], path: Path) -> Path:
 
 @dataclass
 class ReviewError:
+    """One rejected task or annotation; ``reason`` is its quarantine reason."""
+
     task_id: Any
     face_id: str | None
     error: str
     source: str | None = None
     batch: str | None = None
+    reason: str = REVIEW_INVALID
+    reviewer: str | None = None
+    annotation_id: int | None = None
+
+    def detail(self) -> str:
+        who = [f"annotation {self.annotation_id}" if self.annotation_id is not None else "",
+               f"by {self.reviewer}" if self.reviewer else ""]
+        prefix = " ".join(w for w in who if w)
+        return f"{prefix}: {self.error}" if prefix else self.error
 
 
 @dataclass
 class ReviewImport:
-    """Validated human labels per (source, batch) partition, plus per-task errors."""
+    """Consensus labels per (source, batch) partition, the agreement behind them, and every
+    rejected task or annotation (invalid, unknown face, contradictory) with its reason."""
 
     partitions: dict[tuple[str, str], pl.DataFrame] = field(default_factory=dict)
     errors: list[ReviewError] = field(default_factory=list)
+    agreement: dict[tuple[str, str], dict[str, Agreement]] = field(default_factory=dict)
 
     @property
     def n_labels(self) -> int:
         return sum(f.height for f in self.partitions.values())
-
-
-def _latest_annotation(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    anns = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-    if not anns:
-        return None
-    return max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
-                                    a.get("id") or 0))
 
 
 def _reviewer(ann: Mapping[str, Any]) -> str:
@@ -269,9 +294,12 @@ def parse_annotation(result: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def import_exports(paths: Iterable[str | Path]) -> ReviewImport:
-    """Human labels from several export files (e.g. a drop folder); for a face reviewed in more
-    than one file the newest annotation wins. A file that is not valid JSON is one error."""
+def import_exports(paths: Iterable[str | Path], *,
+                   known_faces: Mapping[tuple[str, str], Collection[str]] | None = None,
+                   va_tolerance: float = VA_TOLERANCE) -> ReviewImport:
+    """Human labels from several export files (e.g. a drop folder): every annotation of a face
+    in any file is a vote (the same annotation id in two files counts once, newest version).
+    A file that is not valid JSON is one error."""
     tasks: list[Mapping[str, Any]] = []
     errors: list[ReviewError] = []
     for p in paths:
@@ -282,22 +310,51 @@ def import_exports(paths: Iterable[str | Path]) -> ReviewImport:
             tasks += loaded
         except (OSError, ValueError) as exc:
             errors.append(ReviewError(str(p), None, f"unreadable export: {exc}"))
-    result = import_export(tasks)
+    result = import_export(tasks, known_faces=known_faces, va_tolerance=va_tolerance)
     result.errors[:0] = errors
     return result
 
 
-def import_export(export: list[Mapping[str, Any]] | str | Path) -> ReviewImport:
-    """Human labels from a Label Studio JSON export (a list of tasks, or a path to one).
+def _annotation(face_id: str, task_id: Any, ann: Mapping[str, Any], labels: dict[str, Any]) -> Annotation:
+    return Annotation(face_id=face_id, reviewer=_reviewer(ann), labels=labels,
+                      annotation_id=None if ann.get("id") is None else int(ann["id"]),
+                      task_id=None if task_id is None else int(task_id),
+                      reviewed_at=str(ann.get("updated_at") or ann.get("created_at") or ""),
+                      lead_time_s=_num(ann.get("lead_time")))
 
-    Per task the latest non-cancelled annotation wins. Tasks with no annotation are skipped
-    silently (not reviewed yet); tasks whose answer fails validation become errors.
+
+def _row(face: FaceConsensus, anns: list[Annotation]) -> dict[str, Any]:
+    """A ``review_labels`` row: the consensus, who reviewed, and the newest annotation's ids."""
+    newest = max(anns, key=lambda a: (a.reviewed_at, a.annotation_id or 0))
+    notes = list(dict.fromkeys(a.labels["notes"] for a in anns if a.labels.get("notes")))
+    times = [a.lead_time_s for a in anns if a.lead_time_s is not None]
+    return {"face_id": face.face_id, "expression": face.expression, "valence": face.valence,
+            "arousal": face.arousal, "aus": face.aus, "unusable": face.unusable,
+            "notes": " | ".join(notes) or None, "reviewer": ",".join(face.reviewers),
+            "task_id": newest.task_id, "annotation_id": newest.annotation_id,
+            "reviewed_at": newest.reviewed_at, "lead_time_s": sum(times) if times else None,
+            "n_reviewers": len(face.reviewers), "sent_back": face.sent_back}
+
+
+def import_export(export: list[Mapping[str, Any]] | str | Path, *,
+                  known_faces: Mapping[tuple[str, str], Collection[str]] | None = None,
+                  va_tolerance: float = VA_TOLERANCE) -> ReviewImport:
+    """Consensus labels from a Label Studio JSON export (a list of tasks, or a path to one).
+
+    Every non-cancelled annotation of a task is one reviewer's vote
+    (:mod:`seke.review_agreement`: majority per granularity, ties sent back, contradictory
+    answers of one reviewer excluded). Tasks with no annotation are skipped silently (not
+    reviewed yet). Reported, never merged: a task whose data lacks its keys, an annotation that
+    fails validation (``review_invalid``), a task for a face id that ``known_faces`` does not
+    list for its partition (``review_unknown_face``; partitions absent from ``known_faces`` are
+    not checked), and contradictory answers (``review_contradictory``).
     """
     if isinstance(export, (str, Path)):
         export = json.loads(Path(export).read_text(encoding="utf-8"))
     result = ReviewImport()
-    rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for task in export:
+    # partition -> face -> annotation key -> newest version of that annotation
+    seen: dict[tuple[str, str], dict[str, dict[Any, Annotation]]] = {}
+    for t_index, task in enumerate(export):
         data = task.get("data") or {}
         face_id, task_id = data.get("face_id"), task.get("id")
         where = {"source": data.get("source"), "batch": data.get("batch")}
@@ -305,28 +362,48 @@ def import_export(export: list[Mapping[str, Any]] | str | Path) -> ReviewImport:
             result.errors.append(ReviewError(task_id, face_id, "task data lacks face_id/source/batch",
                                              **where))
             continue
-        ann = _latest_annotation(task)
-        if ann is None:
+        anns = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+        if not anns:
             continue
-        try:
-            labels = parse_annotation(ann.get("result") or [])
-        except (ValueError, TypeError) as exc:
-            result.errors.append(ReviewError(task_id, face_id, str(exc), **where))
+        key = (str(data["source"]), str(data["batch"]))
+        if known_faces is not None and key in known_faces and face_id not in known_faces[key]:
+            who = sorted({_reviewer(a) for a in anns})
+            result.errors.append(ReviewError(
+                task_id, face_id, f"face id unknown in {key[0]}/{key[1]}: {len(anns)} annotation(s) "
+                f"by {who} not merged", reason=REVIEW_UNKNOWN_FACE, **where))
             continue
-        labels.update(face_id=face_id, reviewer=_reviewer(ann),
-                      task_id=None if task_id is None else int(task_id),
-                      annotation_id=None if ann.get("id") is None else int(ann["id"]),
-                      reviewed_at=str(ann.get("updated_at") or ann.get("created_at") or ""),
-                      lead_time_s=_num(ann.get("lead_time")))
-        part = rows.setdefault((str(data["source"]), str(data["batch"])), {})
-        prev = part.get(face_id)
-        if prev is None or labels["reviewed_at"] >= prev["reviewed_at"]:
-            part[face_id] = labels  # the same face in two tasks: newest review wins
-    for key, by_face in rows.items():
-        table = pa.Table.from_pylist(list(by_face.values()), schema=REVIEW_LABELS)
-        frame = pl.from_arrow(table)
+        faces = seen.setdefault(key, {}).setdefault(face_id, {})
+        for a_index, ann in enumerate(anns):
+            try:
+                labels = parse_annotation(ann.get("result") or [])
+            except (ValueError, TypeError) as exc:
+                result.errors.append(ReviewError(
+                    task_id, face_id, str(exc), reviewer=_reviewer(ann) or None,
+                    annotation_id=None if ann.get("id") is None else int(ann["id"]), **where))
+                continue
+            parsed = _annotation(face_id, task_id, ann, labels)
+            ident = parsed.annotation_id if parsed.annotation_id is not None else ("task", t_index, a_index)
+            prev = faces.get(ident)
+            if prev is None or parsed.reviewed_at >= prev.reviewed_at:
+                faces[ident] = parsed  # one annotation edited in place: its newest version counts
+    for key, by_face in seen.items():
+        rows, decided = [], []
+        for face_id in sorted(by_face):
+            anns = list(by_face[face_id].values())
+            if not anns:
+                continue
+            face, contradictions = consensus(face_id, anns, va_tolerance)
+            result.errors += [ReviewError(None, c.face_id, c.detail(), source=key[0], batch=key[1],
+                                          reason=REVIEW_CONTRADICTORY, reviewer=c.reviewer or None)
+                              for c in contradictions]
+            rows.append(_row(face, anns))
+            decided.append(face)
+        if not rows:
+            continue
+        frame = pl.from_arrow(pa.Table.from_pylist(rows, schema=REVIEW_LABELS))
         assert isinstance(frame, pl.DataFrame)
         result.partitions[key] = frame.sort("face_id")
+        result.agreement[key] = agreement(decided)
     return result
 
 

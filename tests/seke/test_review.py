@@ -96,14 +96,17 @@ def _as_ls_export(tasks: list[dict]) -> list[dict]:
 def test_import_reviewed_export(partition, tmp_path: Path) -> None:
     labels, faces = partition
     export = _as_ls_export(review.export_tasks(labels, faces, source="ckplus", batch="b1"))
-    # reviewer 1 corrects the expression of the first task in a later annotation;
-    # an older cancelled annotation must be ignored
-    fix = copy.deepcopy(export[0]["annotations"][0])
-    fix.update(id=200, updated_at="2026-11-22T06:00:00Z")
+    first_export = copy.deepcopy(export)
+    # the reviewer edits the expression of the first task in Label Studio (same annotation id,
+    # newer updated_at) and the project is exported again: the edited version counts, once;
+    # a cancelled (skipped) annotation must be ignored
+    fix = export[0]["annotations"][0]
+    fix.update(updated_at="2026-11-22T06:00:00Z")
     next(r for r in fix["result"] if r["from_name"] == "expression")["value"]["choices"] = ["fear"]
-    export[0]["annotations"] += [fix, dict(fix, id=201, was_cancelled=True,
-                                           updated_at="2026-11-22T07:00:00Z", result=[])]
-    # second task: marked unusable
+    export[0]["annotations"] += [dict(copy.deepcopy(fix), id=201, was_cancelled=True,
+                                      updated_at="2026-11-22T07:00:00Z", result=[])]
+    # second task: marked unusable (also an edit after the first export)
+    export[1]["annotations"][0]["updated_at"] = "2026-11-22T06:30:00Z"
     export[1]["annotations"][0]["result"].append(
         {"from_name": "quality", "to_name": "image", "type": "choices",
          "value": {"choices": ["unusable"]}})
@@ -119,8 +122,9 @@ def test_import_reviewed_export(partition, tmp_path: Path) -> None:
     not_reviewed = dict(copy.deepcopy(export[2]), id=11, annotations=[])
     path = tmp_path / "export.json"
     review.write_tasks(export + [bad_au, bad_va, not_reviewed], path)
+    older = review.write_tasks(first_export, tmp_path / "export-older.json")
 
-    got = review.import_export(path)
+    got = review.import_exports([path, older])
     assert sorted((e.task_id, e.error.split()[0]) for e in got.errors) == [
         (9, "unknown"), (10, "valence")]
     assert list(got.partitions) == [("ckplus", "b1")]
@@ -129,7 +133,8 @@ def test_import_reviewed_export(partition, tmp_path: Path) -> None:
     rows = {r["face_id"]: r for r in frame.iter_rows(named=True)}
     assert set(rows) == {F.face_id(i) for i in (1, 3, 4)}
     r1 = rows[F.face_id(1)]
-    assert (r1["expression"], r1["annotation_id"], r1["reviewer"]) == ("fear", 200, "r@x.org")
+    assert (r1["expression"], r1["annotation_id"], r1["reviewer"]) == ("fear", 101, "r@x.org")
+    assert (r1["n_reviewers"], r1["sent_back"], r1["lead_time_s"]) == (1, [], 12.5)
     assert r1["valence"] == pytest.approx(-0.6) and r1["aus"] == [1, 4, 15]
     assert rows[F.face_id(3)]["unusable"] is True
     assert rows[F.face_id(4)]["aus"] == []  # "none" round-trips as coded-and-empty
