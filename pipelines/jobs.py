@@ -2,6 +2,7 @@
 
 from dagster import AssetSelection, define_asset_job
 
+from assets.lake_tables import LAKE_TABLE_NAMES
 from assets.partitions import batches
 from resources.deployment import annotation_run_tags, training_run_tags
 from resources.settings import annotator_kind
@@ -15,7 +16,7 @@ _ANNOTATION_TAGS = annotation_run_tags(annotator_kind())
 annotate_batch = define_asset_job(
     "annotate_batch",
     selection=(AssetSelection.groups("ingest", "annotation", "products", "review")
-               - AssetSelection.assets("vllm_batch_prefill", "warehouse", "quarantine", "vllm_cache")),
+               - AssetSelection.assets("vllm_batch_prefill", "warehouse", *LAKE_TABLE_NAMES)),
     partitions_def=batches,
     tags=_ANNOTATION_TAGS,
     description="Ingest one landing batch and run it through prompts, SV-UAMC sampling, "

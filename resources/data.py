@@ -8,12 +8,25 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources.config_models import derived, values_for
+from seke.review_qa import ReviewPolicy
 
-class ReviewResource(ConfigurableResource):
-    """The Label Studio loop's folder: ``queue/<source>__<batch>/`` is written, ``exports/*.json`` read."""
 
-    path: str = Field(default_factory=lambda: os.path.abspath("review"),
-                      description="review folder (env SEKE_REVIEW_DIR)")
+class _ReviewResourceMethods(ConfigurableResource):
+    def policy(self) -> ReviewPolicy:
+        """The QA sample and agreement settings as the science's dataclass (validated there)."""
+        return ReviewPolicy(**values_for(ReviewPolicy, self))
+
+
+#: The Label Studio loop: its folder (``queue/<source>__<batch>/`` written, ``exports/*.json``
+#: read) and every :class:`~seke.review_qa.ReviewPolicy` field (QA share and seed, VA tolerance,
+#: interval level), so the UI shows what a run used.
+ReviewResource = derived(
+    "ReviewResource", _ReviewResourceMethods, ReviewPolicy,
+    "Label Studio review folder, QA sample of accepted labels and agreement settings.",
+    path=(str, Field(default_factory=lambda: os.path.abspath("review"),
+                     description="review folder (env SEKE_REVIEW_DIR)")),
+)
 
 
 class KnowledgeTablesResource(ConfigurableResource):
