@@ -21,7 +21,9 @@ The knowledge is P(AU | expression) estimated from ../shared/data/ckplus when pr
 set, so AU figures on ckplus are dev figures; ``python -m seke.vision.calibrate_au`` prints the
 subject-wise cross-validated ones). Ends with one RESULT line carrying ``source=offline``,
 ``data=`` (sets and face counts) and the baselines beside each figure (``expr_acc_bare``: the
-bare expression model; ``au_f1_prior_only``: the knowledge-only prior). Metrics come from
+bare expression model; ``expr_acc_class_prior``: always the commonest expression of the same
+faces; ``au_f1_prior_only``: the knowledge-only prior; ``au_f1_all_present``: every AU called
+present). Metrics come from
 :mod:`seke.metrics`.
 """
 
@@ -113,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                                                  {r["set"]: r.get("split") for r in results})]
     if au_src:
         kv += [f"au_set={au_src['set']}", f"au_f1_known={au_src['au_f1_known']:.4f}", f"au_f1_prior_only={au_src['au_f1_prior_only']:.4f}",
-               f"au_f1_blind={au_src['au_f1_blind']:.4f}"]
+               f"au_f1_blind={au_src['au_f1_blind']:.4f}", f"au_f1_all_present={au_src['au_f1_all_present']:.4f}"]
     if expr_src:
         kv += [f"expr_set={expr_src['set']}", f"expr_acc={expr_src['expr_acc']:.4f}",
-               f"expr_acc_bare={expr_src['expr_acc_bare']:.4f}", f"expr_macro_f1={expr_src['expr_macro_f1']:.4f}"]
+               f"expr_acc_bare={expr_src['expr_acc_bare']:.4f}", f"expr_acc_class_prior={expr_src['expr_acc_majority']:.4f}",
+               f"expr_macro_f1={expr_src['expr_macro_f1']:.4f}"]
     if va_src:
-        kv.append(f"valence_sign_acc={va_src['valence_sign_acc']:.4f}")
+        kv += [f"valence_sign_acc={va_src['valence_sign_acc']:.4f}",
+               f"valence_sign_class_prior={va_src['valence_sign_majority']:.4f}"]
     if expr_src:
         kv.append(f"ece={expr_src['ece']:.4f}")
     print("RESULT " + " ".join(kv))

@@ -1,13 +1,16 @@
 """End-to-end speed of the offline annotator on this machine.
 
-    python bench/annotator_speed.py [--data DIR] [--faces N] [--samples K]
+    python bench/annotator_speed.py [--data DIR] [--faces N] [--samples K] [--simulated]
 
 End-to-end per face: decode the image bytes, detect the face (BlazeFace, with the padded retry
 and mesh verification for tight crops), then the annotator's sample(s): landmarks, blendshapes,
 expression model (with mirror averaging), AU models, VA, JSON answer. Baseline measured in the
 same run: the bare model invocations only (expression + landmarks + blendshapes on pre-decoded
-arrays, one view). Uses ../shared/data/fer2013 faces when present, else the cached sample photos.
-Ends with ``RESULT faces_per_s=... model_only_faces_per_s=...``.
+arrays, one view). Times ``--faces`` faces sampled (seed 0) from ../shared/data/fer2013 (or
+``--data DIR``); without them it exits 2, unless ``--simulated`` asks for the cached sample photo
+(astronaut.png at 128×128) repeated instead.
+Ends with ``RESULT source=offline data=fer2013:N faces_per_s=... model_only_faces_per_s=...``
+(``data=sample_photo:N`` with ``--simulated``).
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ from seke.weights import samples_dir  # noqa: E402
 SHARED = Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data"))
 
 
-def face_blobs(data: Path | None, n: int) -> list[bytes]:
-    d = data or SHARED / "fer2013"
-    if (d / "manifest.csv").exists():
-        man = pl.read_csv(d / "manifest.csv").sample(n, seed=0, with_replacement=False, shuffle=True) \
-            if pl.read_csv(d / "manifest.csv").height >= n else pl.read_csv(d / "manifest.csv")
-        return [(d / p).read_bytes() for p in man["image"]]
+def face_blobs(d: Path, n: int) -> list[bytes]:
+    """``n`` image files of the set at ``d`` (a seeded sample; all of them when fewer)."""
+    man = pl.read_csv(d / "manifest.csv")
+    if man.height > n:
+        man = man.sample(n, seed=0, with_replacement=False, shuffle=True)
+    return [(d / p).read_bytes() for p in man["image"]]
+
+
+def sample_photo_blobs(n: int) -> list[bytes]:
     photo = Image.open(samples_dir() / "astronaut.png").convert("RGB")
     buf = io.BytesIO()
     photo.resize((128, 128)).save(buf, format="PNG")
@@ -55,8 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--faces", type=int, default=300)
     ap.add_argument("--samples", type=int, default=1)
+    ap.add_argument("--simulated", action="store_true",
+                    help="time the cached sample photo instead of real faces (RESULT data=sample_photo)")
     args = ap.parse_args(argv)
-    blobs = face_blobs(args.data, args.faces)
+    if args.simulated:
+        blobs, data = sample_photo_blobs(args.faces), f"sample_photo:{args.faces}"
+    else:
+        d = args.data or SHARED / "fer2013"
+        if not (d / "manifest.csv").exists():
+            print(f"no data: {d}/manifest.csv not found; pass --data DIR, or --simulated for the sample photo",
+                  file=sys.stderr)
+            return 2
+        blobs = face_blobs(d, args.faces)
+        data = f"{d.name}:{len(blobs)}"
     ann = OfflineAnnotator(with_au_calibration(knowledge_v1()), seed=0, cache_size=0)
     spec = PromptSpec.make("speed", [], ["expression", "va", "aus"])
     # warm-up: build every interpreter once
@@ -84,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"end-to-end (decode, detect, {args.samples} sample(s)): {e2e:8.1f} faces/s  ({1000 * e2e_s / n:.1f} ms/face)")
     print(f"bare models (expression + landmarks + blendshapes): {model:8.1f} faces/s  ({1000 * model_s / n:.1f} ms/face)")
     print(f"ratio end-to-end / bare models: {e2e / model:.3f}")
-    print(f"RESULT faces_per_s={e2e:.1f} model_only_faces_per_s={model:.1f}")
+    print(f"RESULT source=offline data={data} faces_per_s={e2e:.1f} model_only_faces_per_s={model:.1f}")
     return 0
 
 

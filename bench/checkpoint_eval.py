@@ -5,8 +5,14 @@
 A checkpoint is a folder written by the training assets or ``bench/train_fer.py``
 (``…/models/<run>/data=…/config=…``). Each is scored with the recipe it was trained with (TTA
 included when the recipe has it): expression accuracy / macro-F1 on both sets, and on CK+ the
-mean F1 of the AU head against FACS codes. The first checkpoint is the baseline of the Δ column.
-Last line: ``RESULT`` with the first two checkpoints' figures (``a_*``, ``b_*``) and their deltas.
+mean F1 of the AU head against FACS codes. The first checkpoint is the baseline of the Δ column;
+the class prior of each set (always its commonest expression) and, on CK+, calling every AU
+present are the chance-level references, measured on the same faces. Without either dev set it
+exits 2.
+
+Last line: ``RESULT source=checkpoint data=fer2013[validation]:N,ckplus:M`` with the first two
+checkpoints' figures (``a_*``, ``b_*``), their deltas and the references (``fer_acc_class_prior``,
+``ck_acc_class_prior``, ``ck_au_f1_all_present``).
 """
 
 from __future__ import annotations
@@ -35,11 +41,36 @@ def score(path: str) -> tuple[str, dict]:
     return cfg.name, out
 
 
+def references() -> tuple[dict[str, float], dict[str, int]]:
+    """Chance-level references on the dev sets (class prior; every AU present on CK+) and the
+    face counts behind them."""
+    import numpy as np
+
+    from seke.bench_data import class_prior_rate
+    from seke.train.evaluate import au_metrics
+
+    nan = float("nan")
+    ref, counts = {"fer_acc_class_prior": nan, "ck_acc_class_prior": nan, "ck_au_f1_all_present": nan}, {}
+    fer, ck = load_fer_validation(), load_ckplus()
+    if fer is not None:
+        ref["fer_acc_class_prior"] = class_prior_rate(fer.expression[fer.expression >= 0].tolist())
+        counts["fer2013[validation]"] = len(fer)
+    if ck is not None:
+        ref["ck_acc_class_prior"] = class_prior_rate(ck.expression[ck.expression >= 0].tolist())
+        ref["ck_au_f1_all_present"] = au_metrics(np.ones_like(ck.aus), ck.aus, ck.aus_w > 0)["mean_f1"]
+        counts["ckplus"] = len(ck)
+    return ref, counts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    ref, counts = references()
+    if not counts:
+        print("no data: neither fer2013 nor ckplus found under ../shared/data (SEKE_SHARED_DATA)", file=sys.stderr)
+        return 2
     rows = [score(p) for p in args.checkpoints]
     print(f"{'metric':<42}" + "".join(f"{n[:34]:>36}" for n, _ in rows) + (f"{'Δ vs first':>12}" if len(rows) > 1 else ""))
     values = []
@@ -48,21 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         values.append(vals)
         delta = f"{vals[1] - vals[0]:>+12.4f}" if len(vals) > 1 else ""
         print(f"{ev + ' ' + head + ' ' + key:<42}" + "".join(f"{v:>36.4f}" for v in vals) + delta)
-    ck = load_ckplus()
-    if ck is not None:  # chance-level reference for the AU row: every AU called present
-        import numpy as np
-
-        from seke.train.evaluate import au_metrics
-
-        all_on = au_metrics(np.ones_like(ck.aus), ck.aus, ck.aus_w > 0)["mean_f1"]
-        print(f"{'ckplus aus mean_f1, every AU present':<42}{all_on:>36.4f}  (reference)")
+    for label, key in (("fer2013_validation accuracy, class prior", "fer_acc_class_prior"),
+                       ("ckplus accuracy, class prior", "ck_acc_class_prior"),
+                       ("ckplus aus mean_f1, every AU present", "ck_au_f1_all_present")):
+        print(f"{label:<42}{ref[key]:>36.4f}  (reference)")
     print(f"scored {len(rows)} checkpoint(s) in {time.perf_counter() - t0:.1f}s")
     keys = ("fer_acc", "fer_f1", "ck_acc", "ck_au_f1")
     parts = [f"a_{k}={v[0]:.4f}" for k, v in zip(keys, values)]
     if len(rows) > 1:
         parts += [f"b_{k}={v[1]:.4f}" for k, v in zip(keys, values)]
         parts += [f"delta_{k}={v[1] - v[0]:+.4f}" for k, v in zip(keys, values)]
-    print("RESULT " + " ".join(parts))
+    parts += [f"{k}={v:.4f}" for k, v in ref.items()]
+    print(f"RESULT source=checkpoint data={','.join(f'{k}:{v}' for k, v in counts.items())} " + " ".join(parts))
     return 0
 
 

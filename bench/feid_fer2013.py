@@ -10,7 +10,11 @@ packs for ``bench/train_fer.py`` (the FEID-vs-human-labels ablation).
     PYTHONPATH=. .venv/bin/python bench/feid_fer2013.py --work .data/fer_feid [--limit N]
 
 Prints how many faces landed, were quarantined and reached FEID/FEAB, and the annotation rate.
-Last line: ``RESULT faces=… feid_faces=… feab_faces=… quarantined=… faces_per_s=…``.
+Baseline measured in the same run: a plain walk over the landed files that only reads and
+decodes each image (the floor any ingest pays), as images/s. Without the data folder it exits 2.
+Last line: ``RESULT source=… data=fer2013[train]:N faces=… feid_faces=… feab_faces=…
+quarantined=… accepted=… faces_per_s=… decode_only_faces_per_s=…`` (``source=`` the annotator
+the jobs used: ``SEKE_ANNOTATOR``, default offline).
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     data_dir = Path(args.data_dir)
     if not (data_dir / "manifest.csv").is_file():
-        raise SystemExit(f"{data_dir}/manifest.csv not found (../shared/data absent?)")
+        print(f"no data: {data_dir}/manifest.csv not found (../shared/data absent?)", file=sys.stderr)
+        return 2
     work = Path(args.work).resolve()
     os.environ["SEKE_LANDING_DIR"] = str(work / "landing")
     os.environ["SEKE_LAKE_URI"] = str(work / "lake")
@@ -76,8 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     from seke.lake import Lake
     from resources.landing import partition_key
 
+    from seke.faces import BadImage, decode_image, read_file
+
     batch = f"train-{args.limit}" if args.limit else "train"
     folder, n = land(data_dir, work / "landing", batch, args.limit)
+    if not n:
+        print(f"no data: no split=train row in {data_dir}/manifest.csv", file=sys.stderr)
+        return 2
+    # baseline: read and decode every landed image, nothing else
+    with open(folder / "manifest.csv", newline="") as fh:
+        names = [r["image"] for r in csv.DictReader(fh)]
+    t0 = time.perf_counter()
+    for name in names:
+        try:
+            decode_image(read_file(folder / name), name)
+        except BadImage:
+            pass
+    decode_rate = n / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     if not run_batch(DagsterInstance.get(), partition_key("fer2013", batch)):
         return 1
@@ -90,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n} train images landed at {folder}; {raw} faces, {quarantined} quarantined, "
           f"{accepted} accepted; FEID {feid} faces, FEAB {feab} faces; {secs:.0f} s "
           f"({n / secs:.1f} images/s) → lake {lake}")
-    print(f"RESULT faces={raw} feid_faces={feid} feab_faces={feab} quarantined={quarantined} "
-          f"faces_per_s={n / secs:.1f}")
+    print(f"baseline: reading and decoding the same {n} files alone {decode_rate:.1f} images/s "
+          f"(platform / baseline {n / secs / decode_rate:.3f})")
+    print(f"RESULT source={os.environ.get('SEKE_ANNOTATOR', 'offline')} data=fer2013[train]:{n} faces={raw} "
+          f"feid_faces={feid} feab_faces={feab} quarantined={quarantined} accepted={accepted} "
+          f"faces_per_s={n / secs:.1f} decode_only_faces_per_s={decode_rate:.1f}")
     return 0
 
 

@@ -7,7 +7,13 @@ which was trained on FER2013 train). The offline annotator's expression model gi
 probabilities per face (as audit mode records them); 5 % of the human labels are flipped to a
 random other class present in the split; :func:`seke.label_noise.find_issues` flags suspected
 errors. Recall/precision are measured on the flips (a flagged unflipped face may be one of
-FER2013's own errors, so precision is a lower bound). Ends with one RESULT line.
+FER2013's own errors, so precision is a lower bound). Baselines measured in the same run, each
+flagging as many faces as the audit does: a seeded random pick, and the faces whose given label
+has the lowest model probability (self-confidence ranking without cleanlab). A data folder
+without manifest, or without a face of ``--split``, exits 2.
+
+Last line: ``RESULT source=offline data=fer2013[SPLIT]:N recall=… precision=… flagged_share=…
+random_recall=… low_confidence_recall=… …``.
 """
 
 from __future__ import annotations
@@ -41,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if not (args.data / "manifest.csv").exists():
-        print(f"no manifest under {args.data}", file=sys.stderr)
+        print(f"no data: no manifest under {args.data}", file=sys.stderr)
         return 2
     man = pl.read_csv(args.data / "manifest.csv", infer_schema_length=0).filter(pl.col("split") == args.split)
+    if man.is_empty():
+        print(f"no data: no row with split={args.split!r} in {args.data}/manifest.csv", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     labels, probs = [], []
     for name, expr in man.select("image", "expression").iter_rows():
@@ -73,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     recall = hits / len(flipped)
     precision = hits / len(flagged) if flagged else 0.0
     share = len(flagged) / n
+    # baselines flagging the same number of faces: at random, and by lowest P(given label)
+    flips = set(flipped.tolist())
+    pick = set(np.random.default_rng(args.seed + 1).choice(n, size=len(flagged), replace=False).tolist())
+    random_recall = len(pick & flips) / len(flips)
+    p_given = probs_a[np.arange(n), [EXPRESSIONS.index(lab) for lab in noisy]]
+    low_conf = set(np.argsort(p_given, kind="stable")[:len(flagged)].tolist())
+    low_conf_recall = len(low_conf & flips) / len(flips)
     print(f"{n} faces ({args.split}), model accuracy on the given labels {acc:.3f}; flipped {len(flipped)}; "
           f"probabilities {t1 - t0:.1f}s, cleanlab {time.perf_counter() - t1:.2f}s")
     for ms in (0.05, 0.10, 0.15):
@@ -81,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         h = len(f & set(flipped.tolist()))
         print(f"max_share={ms:.2f}: flagged {len(f)} ({len(f) / n:.3f}), recall {h / len(flipped):.3f}, "
               f"precision {h / max(1, len(f)):.3f}")
-    print(f"RESULT recall={recall:.3f} precision={precision:.3f} flagged_share={share:.3f} "
-          f"max_share={args.max_share} flip={args.flip} data=fer2013:{args.split}:{n} source=offline")
+    print(f"baselines flagging {len(flagged)} faces: random recall {random_recall:.3f}, "
+          f"lowest P(given label) recall {low_conf_recall:.3f}")
+    print(f"RESULT source=offline data={args.data.name}[{args.split}]:{n} recall={recall:.3f} "
+          f"precision={precision:.3f} flagged_share={share:.3f} random_recall={random_recall:.3f} "
+          f"low_confidence_recall={low_conf_recall:.3f} max_share={args.max_share} flip={args.flip}")
     return 0
 
 

@@ -8,6 +8,12 @@ scores on FEAB. Baseline for the throughput ratio: the bare polars join of label
 FEID construction starts from, timed in the same run.
 
     PYTHONPATH=. .venv/bin/python bench/products.py [--fer-limit N]
+
+Without ../shared/data (CK+ and FER2013) it exits 2. RESULT: ``source=human`` (the sets' own
+labels; ``source=human+offline`` etc. with ``--annotator``), ``data=`` faces per set, and the
+baselines (``baseline_accuracy``: the constant-neutral model on FEAB; ``class_prior_accuracy``:
+always the commonest gold expression of the same FEAB faces; ``feid_vs_join_ratio``: FEID build
+time over the bare join).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seke import exports  # noqa: E402
+from seke.bench_data import class_prior_rate  # noqa: E402
 from seke.evaluate import constant_baseline, evaluate  # noqa: E402
 from seke.feab import SPLIT_COLUMN, build_feab, split_benchmark  # noqa: E402
 from seke.feid import build_feid  # noqa: E402
@@ -82,15 +89,16 @@ def load(name: str, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFram
     return raw_df, lab_df
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fer-limit", type=int, default=None, help="FER2013 validation faces (default all 3,589)")
     ap.add_argument("--annotator", default="", help="also evaluate this annotator spec on FEAB (e.g. offline)")
     ap.add_argument("--eval-limit", type=int, default=0, help="faces for --annotator (0 = all FEAB faces)")
-    args = ap.parse_args()
-    if not (DATA / "ckplus" / "manifest.csv").exists():
-        print(f"shared data not found at {DATA}; set SEKE_SHARED_DATA")
-        return 1
+    args = ap.parse_args(argv)
+    missing = [s for s in ("ckplus", "fer2013") if not (DATA / s / "manifest.csv").exists()]
+    if missing:
+        print(f"no data: {', '.join(missing)} not found at {DATA}; set SEKE_SHARED_DATA", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     ck_raw, ck_lab = load("ckplus")
     fer_raw, fer_lab = load("fer2013", args.fer_limit)
@@ -181,6 +189,8 @@ def main() -> int:
         print(f"warehouse: built in {t_wh:.2f}s, mean saved-query time {t_q * 1000:.0f} ms; "
               f"CK+ P(AU12 | happiness) = {au12[0]}")
 
+    gold = feab.filter(pl.col("task") == "expression")["gold_expression"].drop_nulls().to_list()
+    prior_acc = class_prior_rate(gold)
     t = time.perf_counter()
     res = evaluate(constant_baseline(), feab, plots=True)
     t_eval = time.perf_counter() - t
@@ -218,12 +228,15 @@ def main() -> int:
                  f"annotator_vs_constant_accuracy_ratio={r.value('expression', 'accuracy') / base_acc:.2f}")
     ratio = t_feid / t_base if t_base > 0 else float("nan")
     print(f"FEID build / baseline join time ratio: {ratio:.1f}")
-    print(f"RESULT feab_subject_overlap={overlap} ckplus_feab_face_share={ck_share:.3f} "
+    source = "human" + (f"+{args.annotator}" if args.annotator else "")
+    print(f"RESULT source={source} data=ckplus:{ck_raw.height},fer2013[validation]:{fer_raw.height} "
+          f"feab_subject_overlap={overlap} ckplus_feab_face_share={ck_share:.3f} "
           f"ckplus_max_class_dev_hash={ck_dev:.3f} ckplus_max_class_dev_greedy={g_dev:.3f} "
           f"fer_feab_max_class_dev={fer_dev:.4f} feid_records={feid.height} "
           f"feid_records_per_s={feid.height / t_feid:.0f} feid_vs_join_ratio={ratio:.1f} "
           f"feab_items={feab.height} export_llava_s={t_llava:.2f} export_hf_s={t_hf:.2f} "
-          f"warehouse_query_ms={t_q * 1000:.0f} baseline_accuracy={res.value('expression', 'accuracy'):.3f}"
+          f"warehouse_query_ms={t_q * 1000:.0f} baseline_accuracy={res.value('expression', 'accuracy'):.3f} "
+          f"class_prior_accuracy={prior_acc:.3f}"
           + extra)
     return 0
 

@@ -17,7 +17,9 @@ What it measures (targets: peak RSS <= 1 GiB, query <= 0.2 s; the lake is Delta 
    valence/arousal of accepted faces; median of ``--repeats`` runs, plus the first (cold) run.
    Baseline: the same aggregation with polars' ``scan_delta``, same run.
 
-Last line: ``RESULT peak_rss_gib=... query_s=... rows=...``.
+Last line: ``RESULT source=simulated data=synthetic:ROWS peak_rss_gib=... query_s=... polars_query_s=...
+baseline_rss_gib=... rows=...`` (generated rows, no face data; ``polars_query_s`` and
+``baseline_rss_gib`` are the baselines).
 Usage: ``python bench/scale.py [--rows 1000000] [--batches 100] [--lake DIR] [--keep]``.
 """
 
@@ -189,14 +191,14 @@ def time_queries(lake_root: Path, repeats: int) -> tuple[float, float, float, li
     return times[0], statistics.median(times), statistics.median(ptimes), result
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--batches", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--lake", type=Path, default=None, help="lake dir (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated lake")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     lake_root = args.lake or Path(tempfile.mkdtemp(prefix="seke-scale-")) / "lake"
     try:
@@ -221,8 +223,9 @@ def main() -> int:
               f"{'met' if med <= 0.2 else 'MISSED'}")
         for expr, cnt, v, a in result:
             print(f"  {expr:<10} n={cnt:>7,} valence={v:+.3f} arousal={a:+.3f}")
-        print(f"RESULT peak_rss_gib={stage['peak_rss_gib']:.3f} query_s={med:.3f} polars_query_s={pmed:.3f} "
-              f"baseline_rss_gib={base['peak_rss_gib']:.3f} rows={args.rows} data=synthetic lake=delta")
+        print(f"RESULT source=simulated data=synthetic:{args.rows} peak_rss_gib={stage['peak_rss_gib']:.3f} "
+              f"query_s={med:.3f} polars_query_s={pmed:.3f} baseline_rss_gib={base['peak_rss_gib']:.3f} "
+              f"rows={args.rows} lake=delta")
         return 0
     finally:
         if not args.keep and args.lake is None:

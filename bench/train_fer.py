@@ -6,7 +6,14 @@ Runs on a bare GPU machine (needs torch + numpy + pyarrow only; no Dagster, no l
 
 Trains on ``split == train`` and evaluates on ``split == validation`` (accuracy of the
 expression head, plain and with flip/shift test-time augmentation). ``--ablation`` trains on
-human expression labels only. Last line: ``RESULT fer_val_acc=… …``.
+human expression labels only. Asked for data it cannot find (no ``--npz``/``--data-dir``, a
+folder without manifest or ``.npz``, no train or no validation face) it exits 2.
+
+Last line: ``RESULT source=… data=… fer_val_acc=… fer_val_acc_notta=… class_prior_acc=… …``:
+``source=`` the training labels (``human``: the set's own labels; ``feid``: a packed FEID, the
+platform's labels; or what the npz's ``labels`` field says), ``data=`` the sets and face counts
+trained and scored on, and ``class_prior_acc`` the baseline measured on the same validation
+faces (always answering their commonest expression).
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from seke.bench_data import class_prior_rate
     from seke.train.arrays import from_manifest
     from seke.train.packing import load_npz
     from seke.train.run import headline, train_and_evaluate
@@ -70,21 +78,39 @@ def main(argv: list[str] | None = None) -> int:
         if path.is_dir():
             found = sorted(path.glob("*.npz"))
             if not found:
-                raise SystemExit(f"no .npz in {path}")
+                print(f"no data: no .npz in {path}", file=sys.stderr)
+                return 2
             path = found[0]
+        if not path.is_file():
+            print(f"no data: {path} not found", file=sys.stderr)
+            return 2
         arrays, meta = load_npz(path)
         train_set, val = arrays.where_split("train"), arrays.where_split("validation")
+        train_name = meta.get("set") or ("feid" if meta.get("feid_lake") else "fer2013")
+        labels = meta.get("labels") or ("feid" if meta.get("feid_lake") else "human")
     elif args.data_dir:
+        if not (Path(args.data_dir) / "manifest.csv").is_file():
+            print(f"no data: {args.data_dir}/manifest.csv not found", file=sys.stderr)
+            return 2
         train_set, _ = from_manifest(args.data_dir, splits=["train"], limit=args.limit)
         val, _ = from_manifest(args.data_dir, splits=["validation"], limit=args.val_limit)
+        train_name, labels = Path(args.data_dir).name, "human"
     else:
-        raise SystemExit("give --npz or --data-dir")
+        print("no data: give --npz or --data-dir", file=sys.stderr)
+        return 2
     rng = np.random.default_rng(args.seed)
     if args.limit and len(train_set) > args.limit:
         train_set = train_set.subset(np.sort(rng.choice(len(train_set), args.limit, replace=False)))
     if args.val_limit and len(val) > args.val_limit:
         val = val.subset(np.sort(rng.choice(len(val), args.val_limit, replace=False)))
     print(f"data: {len(train_set)} train / {len(val)} validation faces, loaded in {time.perf_counter() - t0:.1f}s")
+    if not len(train_set) or not len(val):
+        print(f"no data: {len(train_set)} train and {len(val)} validation faces", file=sys.stderr)
+        return 2
+    val_name = "fer2013" if train_name == "feid" else train_name
+    data = f"{train_name}[train]:{len(train_set)},{val_name}[validation]:{len(val)}"  # data_field's format
+    # baseline on the same validation faces: always answering their commonest expression
+    prior = class_prior_rate(val.expression[val.expression >= 0].tolist())
 
     if args.tiny:
         base, name = TrainConfig.tiny(image_size=48), "fer-tiny"
@@ -122,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fer2013 validation: accuracy {plain:.4f} (plain), {headline(summary):.4f} (reported"
           f"{', TTA 10 views' if cfg.tta else ''}); macro-F1 {ev.get('expression', {}).get('macro_f1', float('nan')):.4f}")
     dev = summary["device"]
-    print(f"RESULT fer_val_acc={headline(summary):.4f} fer_val_acc_notta={plain:.4f} "
-          f"epochs={summary['epochs_run']} train_s={summary['train_seconds']} "
+    print(f"class-prior baseline on the same validation faces: {prior:.4f}")
+    print(f"RESULT source={labels} data={data} fer_val_acc={headline(summary):.4f} fer_val_acc_notta={plain:.4f} "
+          f"class_prior_acc={prior:.4f} epochs={summary['epochs_run']} train_s={summary['train_seconds']} "
           f"images_per_s={summary['images_per_s']} device={str(dev.get('device_name', dev.get('device'))).replace(' ', '_')}")
     return 0
 

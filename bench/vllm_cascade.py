@@ -5,8 +5,8 @@ server (tests/fake_openai_server.py, in-process), which simulates models of dist
 (``model_noise``: a model's belief about a face is wrong with that probability; its samples
 stray with half of it; its verifier accepts a candidate iff it equals its own belief — so a
 model verifying itself shares its blind spots). Ground truth is the human expression of dev
-faces from ../shared/data (FER2013 ``train`` split) when present (``data=shared``), else
-synthetic faces (``data=synthetic``). Prices are per 1M tokens as published for gpt-4o-mini
+faces from ../shared/data (FER2013 ``train`` split; ``data=fer2013[train]:N``); without them it
+exits 2, unless ``--simulated`` asks for synthetic faces (``data=synthetic:N``). Prices are per 1M tokens as published for gpt-4o-mini
 and gpt-4o; tokens are the server's usage, counted by the provider's rule (tiktoken + tiles).
 
 1. cascade (offline annotator [when the weights are there] -> mini -> big) vs big alone, both
@@ -17,9 +17,11 @@ and gpt-4o; tokens are the server's usage, counted by the provider's rule (tikto
 4. estimate: ``seke.estimate`` before a cascade run on faces B, with the history of a run on
    faces A, vs the run's actual USD.
 
-Last line: ``RESULT cost_ratio=… accepted_error_delta=… jury_error_ratio=… rpm_utilisation=…
-throttled_after_warmup=… estimate_error=… source=… data=…``; the baseline (big model alone)
-is printed beside.
+Last line: ``RESULT source=… data=… cost_ratio=… accepted_error_delta=… jury_error_ratio=…
+rpm_utilisation=… throttled_after_warmup=… estimate_error=… big_alone_usd_per_accepted=…
+big_alone_error=…``: ``source=simulated`` (the models are the fake server's;
+``offline+simulated`` when the offline annotator heads the cascade) and the baseline (the big
+model alone, self-verifying) beside the ratios.
 """
 
 from __future__ import annotations
@@ -52,10 +54,10 @@ NOISE = {"sim-mini": 0.30, "sim-big": 0.08, "sim-judge": 0.10}
 SHARED = ROOT.parent / "shared" / "data" / "fer2013"
 
 
-def load_faces(n: int, offset: int = 0) -> tuple[list[FaceItem], dict[str, str], str]:
+def load_faces(n: int, offset: int = 0, simulated: bool = False) -> tuple[list[FaceItem], dict[str, str], str]:
     truth: dict[str, str] = {}
     faces: list[FaceItem] = []
-    if (SHARED / "manifest.csv").exists():
+    if not simulated:
         with open(SHARED / "manifest.csv", newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r.get("split") == "train" and r.get("expression") in EXPRESSIONS]
         for r in rows[offset * 7: offset * 7 + n * 7: 7]:  # every 7th: a spread of classes
@@ -66,7 +68,7 @@ def load_faces(n: int, offset: int = 0) -> tuple[list[FaceItem], dict[str, str],
             fid = hashlib.sha256(b).hexdigest()[:16]
             faces.append(FaceItem(fid, b, Labels(), source="fer2013"))
             truth[hashlib.sha256(b).hexdigest()] = r["expression"]
-        return faces, truth, "shared"
+        return faces, truth, "fer2013[train]"
     for i in range(offset, offset + n):
         buf = io.BytesIO()
         Image.new("RGB", (96, 96), (i % 256, (7 * i) % 256, 99)).save(buf, "PNG")
@@ -117,15 +119,21 @@ def total_cost(*anns) -> float:
     return sum(a.stats.cost_usd for a in anns if hasattr(a, "stats"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", type=int, default=120)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--rpm", type=float, default=3000.0)
-    args = ap.parse_args()
+    ap.add_argument("--simulated", action="store_true",
+                    help="synthetic faces and truth instead of FER2013 train faces (RESULT data=synthetic)")
+    args = ap.parse_args(argv)
+    if not args.simulated and not (SHARED / "manifest.csv").exists():
+        print(f"no data: {SHARED}/manifest.csv not found; pass --simulated for synthetic faces", file=sys.stderr)
+        return 2
     k = knowledge_v1()
-    faces, truth, data = load_faces(args.faces)
-    faces_b, truth_b, _ = load_faces(args.faces, offset=args.faces)
+    faces, truth, data = load_faces(args.faces, simulated=args.simulated)
+    faces_b, truth_b, _ = load_faces(args.faces, offset=args.faces, simulated=args.simulated)
+    data = f"{data}:{len(faces) + len(faces_b)}"
     truth_all = {**truth, **truth_b}
     prompts = {f.face_id: build_annotation_prompt(f.known, k) for f in faces + faces_b}
     cfg = SamplingConfig()
@@ -193,7 +201,6 @@ def main() -> None:
     # ---- 3. rate limits: 2,000 requests against an RPM/TPM-limited endpoint
     tpm = args.rpm * 1700
     lim = Behaviour(record=False, usage_rule="openai", rpm=args.rpm, tpm=tpm, latency_s=0.05)
-    synth, _, _ = load_faces(0)
     reqs_faces = [FaceItem(f"r{i}", _png(i), Labels()) for i in range(args.requests)]
     with FakeOpenAIServer(lim) as srv:
         ann = VLLMAnnotator(VLLMConfig(srv.base_url, "gpt-4o", api_key="bench", max_concurrency=64, max_retries=5,
@@ -213,10 +220,13 @@ def main() -> None:
           f"429s {len(srv.throttled)} (after warm-up {throttled_after}), utilisation {util:.3f}")
     print(f"baseline (big alone): usd_per_accepted={base_usd / max(1, base_s['accepted']):.6f} "
           f"accepted_error={base_s['error']:.3f} coverage={base_s['coverage']:.2f}")
-    print(f"RESULT cost_ratio={cost_ratio:.3f} accepted_error_delta={err_delta:+.2f} "
+    print(f"RESULT source={'offline+simulated' if off is not None else 'simulated'} data={data} "
+          f"cost_ratio={cost_ratio:.3f} accepted_error_delta={err_delta:+.2f} "
           f"jury_error_ratio={jury_ratio:.3f} rpm_utilisation={util:.3f} "
           f"throttled_after_warmup={throttled_after} estimate_error={est_err:.3f} "
-          f"source={'offline+sim' if off is not None else 'sim'} data={data}")
+          f"big_alone_usd_per_accepted={base_usd / max(1, base_s['accepted']):.6f} "
+          f"big_alone_error={base_s['error']:.3f}")
+    return 0
 
 
 def _png(i: int) -> bytes:
@@ -228,4 +238,4 @@ def _png(i: int) -> bytes:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -46,5 +46,6 @@ refit_calibration = define_asset_job("refit_calibration", selection=AssetSelecti
 train_models = define_asset_job("train_models", selection=AssetSelection.groups("training"),
                                 tags=training_run_tags(),
                                 description="Train the multi-task model on FEID and its human-labels-only "
-                                            "ablation, then write the comparison (CPU: compact recipe, "
-                                            "about 40 minutes on 2 cores; GPU: full recipe).")
+                                            "ablation, then write the comparison (CPU: compact recipe; GPU: full "
+                                            "recipe; each model trains up to the run config's time_limit_s, "
+                                            "default 30 minutes, then is evaluated).")

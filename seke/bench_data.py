@@ -54,3 +54,12 @@ def data_field(counts: Mapping[str, int], splits: Mapping[str, str | None] | Non
     splits = splits or {}
     return ",".join(f"{name}[{splits[name]}]:{n}" if splits.get(name) else f"{name}:{n}"
                     for name, n in counts.items())
+
+
+def class_prior_rate(labels: Iterable[object]) -> float:
+    """Share of the commonest label: the accuracy of always answering it, a baseline every
+    classifier's RESULT figure is printed beside (NaN for no labels)."""
+    counts: dict[object, int] = {}
+    for x in labels:
+        counts[x] = counts.get(x, 0) + 1
+    return max(counts.values()) / sum(counts.values()) if counts else float("nan")

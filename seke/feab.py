@@ -59,7 +59,8 @@ def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0,
       the hash of ``(seed, subject)`` mapped to [0, 1) is below ``fraction``. All faces of a
       subject land on the same side in every batch, even when batches are split separately
       (which the per-batch assets do); each expression's FEAB share is ``fraction`` only in
-      expectation (CK+, 91 subjects: 0.08–0.29 per class at 0.2).
+      expectation (CK+, 91 subjects: 0.08–0.29 per class at 0.2, the "FEAB share per
+      expression" line of ``PYTHONPATH=. python bench/products.py``).
     * ``subjects="greedy"``: subjects visited in hashed order join FEAB when that brings every
       expression's FEAB count closer to ``fraction`` of its faces — much tighter stratification,
       but a subject's side then depends on the other subjects in the frame, so use it only for

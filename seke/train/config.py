@@ -80,12 +80,18 @@ class TrainConfig:
     def compact(cls, **over: Any) -> "TrainConfig":
         """The CPU-sized recipe: same architecture family at widths 16-128, one block a stage.
 
-        ~0.31 M parameters; 398 vs 18 training images/s for the full recipe on a 2-core
-        machine (``bench/train_throughput.py``, 2026-11-29), so a FER2013-sized FEID trains for
-        tens of epochs in half an hour instead of ~25 minutes an epoch. Residual branches start active
-        (no zero-γ), and AdamW replaces SGD: on the FER2013 FEID (dev: fer2013 validation),
-        420 s on one thread reached 0.45 with AdamW (lr 2e-3, wd 0.05) vs 0.36 with SGD
-        (lr 0.05), both past FER's class-prior plateau of the first epoch.
+        0.31 M parameters (11.2 M for the full recipe; ``count_parameters(build_model(cfg))``,
+        :mod:`seke.train.model`); 398 vs 18 training images/s for the full recipe on an idle
+        2-core machine on 2026-11-29 (``PYTHONPATH=. python bench/train_throughput.py --recipe
+        compact`` and ``--recipe full``, RESULT ``images_per_s_cpu``; a busy machine gives less),
+        so a FER2013-sized FEID trains for tens of epochs in half an hour instead of ~25 minutes
+        an epoch. Residual branches start active (no zero-γ), and AdamW replaces SGD: in 420 s
+        single-thread runs on the FER2013 FEID scored on fer2013 validation, AdamW (lr 2e-3,
+        wd 0.05) got further past FER's class-prior plateau than SGD (lr 0.05). Compare with
+        ``bench/feid_fer2013.py``, ``bench/pack_fer.py --feid-lake .data/fer_feid/lake --out
+        .data/fer_feid.npz`` and ``bench/train_fer.py --npz .data/fer_feid.npz --recipe compact
+        --time-limit 420 --threads 1`` (add ``--optimizer sgd --lr 0.05`` for SGD); no figures
+        are quoted here because that comparison was not recorded with its command.
         """
         base = dict(name="compact", widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), dropout=0.2,
                     zero_init_residual=False, epochs=30, batch_size=128, optimizer="adamw", lr=2e-3,

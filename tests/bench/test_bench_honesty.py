@@ -53,3 +53,47 @@ def test_annotator_quality_without_the_asked_data_exits_non_zero(tmp_path, capsy
     root = _fer_like(tmp_path / "d", "train")
     assert aq.main(["--data", str(root / "fer2013")]) == 2
     assert "split='validation'" in capsys.readouterr().err
+
+
+# ---- issue 19 item 3: every RESULT says source=, data= and its baselines; no data -> exit 2 ----
+
+def _result(out: str) -> dict[str, str]:
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    assert len(lines) == 1, out[-2000:]
+    return dict(x.split("=", 1) for x in lines[0].split()[1:])
+
+
+def test_benches_asked_for_absent_data_exit_non_zero(tmp_path, monkeypatch, capsys):
+    nowhere = tmp_path / "nowhere"
+    fer_like = _fer_like(tmp_path / "d", "train") / "fer2013"  # a set without a validation split
+    assert _load("label_noise").main(["--data", str(nowhere)]) == 2
+    assert _load("label_noise").main(["--data", str(fer_like)]) == 2
+    assert _load("annotator_speed").main(["--data", str(nowhere)]) == 2
+    assert _load("feid_fer2013").main(["--data-dir", str(nowhere), "--work", str(tmp_path / "w")]) == 2
+    assert _load("pack_fer").main(["--data-dir", str(nowhere), "--out", str(tmp_path / "x.npz")]) == 2
+    assert _load("phash_threshold").main(["--ckplus", str(nowhere)]) == 2
+    cascade = _load("vllm_cascade")
+    monkeypatch.setattr(cascade, "SHARED", nowhere)
+    assert cascade.main(["--faces", "2"]) == 2
+    ce = _load("checkpoint_eval")
+    monkeypatch.setattr(ce, "load_fer_validation", lambda *a, **k: None)
+    monkeypatch.setattr(ce, "load_ckplus", lambda *a, **k: None)
+    assert ce.main([str(tmp_path / "ckpt")]) == 2
+    monkeypatch.setenv("SEKE_SHARED_DATA", str(nowhere))
+    assert _load("products").main([]) == 2
+    out = capsys.readouterr()
+    assert "RESULT" not in out.out and out.err.count("no data") == 9, out.err
+
+
+def test_synthetic_benches_say_so_with_their_baselines(capsys):
+    assert _load("lake_commit").main(["--rows", "50", "--repeats", "1", "--no-s3"]) == 0
+    kv = _result(capsys.readouterr().out)
+    assert kv["source"] == "simulated" and kv["data"] == "synthetic:50"
+    assert float(kv["local_hive_ms"]) > 0  # the baseline, measured in the same run
+    assert _load("vllm_throughput").main(["--faces", "4", "--n", "2", "--repeats", "1", "--latency", "0.02"]) == 0
+    kv = _result(capsys.readouterr().out)
+    assert kv["source"] == "simulated" and kv["data"] == "synthetic:4x2" and float(kv["bare_samples_per_s"]) > 0
+    assert _load("vllm_cascade").main(["--simulated", "--faces", "3", "--requests", "20", "--rpm", "6000"]) == 0
+    kv = _result(capsys.readouterr().out)
+    assert kv["source"] in ("simulated", "offline+simulated") and kv["data"] == "synthetic:6"
+    float(kv["big_alone_usd_per_accepted"]), float(kv["big_alone_error"])

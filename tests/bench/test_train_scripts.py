@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -33,7 +34,8 @@ def npz_dir(tmp_path_factory) -> Path:
     train.split[:] = "train"
     val.split[:] = "validation"
     folder = tmp_path_factory.mktemp("npz")
-    save_npz(FaceArrays.concat([train, val]), folder / "synthetic.npz", {"data_version": "synthetic"})
+    save_npz(FaceArrays.concat([train, val]), folder / "synthetic.npz",
+             {"data_version": "synthetic", "set": "synthetic", "labels": "simulated"})
     return folder
 
 
@@ -43,11 +45,27 @@ def test_train_fer_script_prints_result(npz_dir: Path, tmp_path: Path, capsys):
                                   "--device", "cpu", "--out", str(tmp_path)])
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("RESULT fer_val_acc=") and "fer_val_acc_notta=" in lines[-1]
+    assert lines[-1].startswith("RESULT source=simulated data=synthetic[train]:40,synthetic[validation]:16 ")
+    kv = dict(x.split("=", 1) for x in lines[-1].split()[1:])
+    # the baseline is measured on the same validation faces: their commonest expression's share
+    val, _ = from_feid(feid_rows(16, seed=2, start=500), image_size=48)
+    counts = np.bincount(val.expression[val.expression >= 0])
+    assert float(kv["class_prior_acc"]) == pytest.approx(counts.max() / counts.sum(), abs=1e-4)
+    for key in ("fer_val_acc", "fer_val_acc_notta"):
+        assert 0.0 <= float(kv[key]) <= 1.0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["data_version"] == "synthetic" and summary["epochs_run"] == 2
     assert summary["evaluation"]["fer2013_validation"]["faces"] == 16
     assert (Path(summary["checkpoint"]) / "manifest.json").is_file()
+
+
+def test_train_fer_without_data_exits_non_zero(tmp_path: Path, capsys):
+    train_fer = _load("train_fer")
+    assert train_fer.main(["--npz", str(tmp_path / "none.npz"), "--out", str(tmp_path)]) == 2
+    assert train_fer.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert train_fer.main(["--out", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert "RESULT" not in out.out and out.err.count("no data") == 3
 
 
 def test_throughput_script_reports_cpu_and_nan_gpu(npz_dir: Path, capsys):

@@ -77,7 +77,16 @@ def test_calibration_on_a_ckplus_subset(tmp_path):
     au12 = report.filter(pl.col("au") == 12).row(0, named=True)
     if au12["n_pos"] >= 8:
         assert au12["auc_blind"] > 0.8
-    assert report["f1_known"].drop_nans().mean() > 0.5
+    # Held-out (3-fold, subject-wise) mean F1 over the AUs with prevalence >= 5 % against the
+    # bare baselines of the same faces. Blind, the blendshape models must beat the blind prior
+    # (expression model + knowledge, no blendshapes): 0.695 vs 0.568 when written. Known, 24
+    # subjects cannot resolve the gain over the knowledge prior (0.834 vs 0.827), so only "not
+    # worse" is asserted; the gain is asserted on all of CK+ in test_shipped_tables.py.
+    from seke.vision.calibrate_au import EVAL_MIN_PREVALENCE
+
+    ev = report.filter(pl.col("prevalence") >= EVAL_MIN_PREVALENCE)
+    assert ev["f1_blind"].mean() > ev["f1_blind_prior_only"].mean(), ev
+    assert ev["f1_known"].mean() >= ev["f1_prior_only"].mean(), ev
 
 
 def test_fit_logistic_is_the_penalised_optimum():
