@@ -36,6 +36,7 @@ from seke.prompts import prompt_specs
 from seke.selective import selective_acceptance
 from seke.sv_uamc import SamplingConfig, run_sampling
 from seke.annotators.vllm_batch_rounds import BatchSettings, batch_reports
+from seke.pool import billed_usd
 
 
 class _SamplingRunMethods(Config):
@@ -78,15 +79,18 @@ SamplingRunConfig = derived(
 
 
 def _estimate(items, prompts: pl.DataFrame, annotator: AnnotatorResource, store, cfg: SamplingConfig,
-              batch_api: bool = False) -> Estimate:
-    """The run's cost estimate from the real prompts and the lake's statistics (no call)."""
+              knowledge, batch_api: bool = False) -> Estimate:
+    """The run's cost estimate from the real prompts and the lake's statistics of earlier runs
+    with the same strategy (no call)."""
     members, strategy, verifier = annotator.estimate_plan(batch_api)
-    return estimate_run(items, prompt_specs(prompts), members, cfg, history_from_lake(store), strategy, verifier)
+    return estimate_run(items, prompt_specs(prompts), members, cfg, history_from_lake(store, cfg.strategy),
+                        strategy, verifier, knowledge)
 
 
-def _estimate_vs_actual(est: Estimate, s_df: pl.DataFrame, stats: dict) -> dict:
-    """Metadata: what the estimate said before the run beside what the run spent."""
-    actual_usd = float(s_df["cost_usd"].sum() or 0.0) if s_df.height else 0.0
+def _estimate_vs_actual(est: Estimate, s_df: pl.DataFrame, stats: dict, billed: float | None = None) -> dict:
+    """Metadata: what the estimate said before the run beside what the run spent (``billed``:
+    the annotators' own accounting, verification included; else the samples' cost)."""
+    actual_usd = billed if billed is not None else (float(s_df["cost_usd"].sum() or 0.0) if s_df.height else 0.0)
     paid = s_df.filter(~pl.col("cache_hit")) if s_df.height else s_df
     actual_in = int(paid["prompt_tokens"].sum() or 0) if paid.height else 0
     actual_out = int(paid["completion_tokens"].sum() or 0) if paid.height else 0
@@ -103,7 +107,8 @@ def _estimate_vs_actual(est: Estimate, s_df: pl.DataFrame, stats: dict) -> dict:
             "input_tokens": [int(est.input_tokens), actual_in, err(est.input_tokens, actual_in)],
             "output_tokens": [int(est.output_tokens), actual_out, err(est.output_tokens, actual_out)],
             "columns": ["estimate", "actual", "relative_error"], "encoding": est.encoding,
-            "note": "actual excludes verification tokens (not in mc_samples) and cache hits"}),
+            "note": "actual usd: every billed call (samples, verification, repairs, Batch jobs); "
+                    "actual tokens: samples only (verification is not in mc_samples); cache hits are free"}),
     }
 
 
@@ -144,7 +149,7 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     items = face_items(faces, part["source"], hidden)
     splits = {r["face_id"]: r["split"] for r in faces.iter_rows(named=True) if r["split"]}
     cfg = config.sampling()
-    estimate = _estimate(items, prompts, annotator, store, cfg, config.batch_api)
+    estimate = _estimate(items, prompts, annotator, store, cfg, k, config.batch_api)
     if config.dry_run:
         context.log.info("dry run estimate:\n" + estimate.table())
         raise Failure(description=f"dry run: estimate only, no model called, nothing written "
@@ -214,7 +219,7 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         **({"pool": MetadataValue.json(json.loads(json.dumps(
             {"strategy": stats.get("pool_strategy"), "members": stats.get("pool"), "endpoints": member_stats},
             default=str)))} if member_stats else {}),
-        **_estimate_vs_actual(estimate, s_df, stats),
+        **_estimate_vs_actual(estimate, s_df, stats, billed_usd(engine)),
         **({"batch_api": MetadataValue.json(batch_api)} if batch_api else {}),
     }, check_results=[r for r in results if r.asset_key.to_user_string() == "mc_samples"])
     yield MaterializeResult(asset_key="verified_labels", metadata={
