@@ -35,11 +35,19 @@ from seke.estimate import Estimate, estimate_run, history_from_lake
 from seke.prompts import prompt_specs
 from seke.selective import selective_acceptance
 from seke.sv_uamc import SamplingConfig, run_sampling
+from seke.annotators.vllm_batch_rounds import BatchSettings, batch_reports
+from seke.pool import billed_usd
 
 
 class _SamplingRunMethods(Config):
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(**values_for(SamplingConfig, self))
+
+    def batch(self) -> BatchSettings | None:
+        if not self.batch_api:  # type: ignore[attr-defined]
+            return None
+        return BatchSettings(poll_s=self.batch_poll_s, timeout_s=self.batch_timeout_s,  # type: ignore[attr-defined]
+                             verify=self.batch_verify)  # type: ignore[attr-defined]
 
     def gates(self) -> GateConfig:
         return GateConfig(self.gate_consistency_floor, self.gate_flag_rate_ceiling)  # type: ignore[attr-defined]
@@ -59,18 +67,30 @@ SamplingRunConfig = derived(
     dry_run=(bool, Field(False, description="estimate calls, tokens and USD per annotator from the real "
                                             "prompts and stop before any model call (the step fails on "
                                             "purpose with the estimate in its metadata; nothing is written)")),
+    batch_api=(bool, Field(False, description="buy every SV-UAMC round (only the faces still uncertain) and "
+                                              "the verifications through the OpenAI Batch API, one job each, "
+                                              "at the batch price; what a job does not return goes online "
+                                              "(backfills: a job may take up to 24 h)")),
+    batch_poll_s=(float, Field(BatchSettings.poll_s, description="seconds between Batch job status polls")),
+    batch_timeout_s=(float, Field(BatchSettings.timeout_s, description="a job still running after this "
+                                  "long is cancelled and its unfinished requests go online")),
+    batch_verify=(bool, Field(BatchSettings.verify, description="with batch_api: verification jobs too")),
 )
 
 
-def _estimate(items, prompts: pl.DataFrame, annotator: AnnotatorResource, store, cfg: SamplingConfig) -> Estimate:
-    """The run's cost estimate from the real prompts and the lake's statistics (no call)."""
-    members, strategy, verifier = annotator.estimate_plan()
-    return estimate_run(items, prompt_specs(prompts), members, cfg, history_from_lake(store), strategy, verifier)
+def _estimate(items, prompts: pl.DataFrame, annotator: AnnotatorResource, store, cfg: SamplingConfig,
+              knowledge, batch_api: bool = False) -> Estimate:
+    """The run's cost estimate from the real prompts and the lake's statistics of earlier runs
+    with the same strategy (no call)."""
+    members, strategy, verifier = annotator.estimate_plan(batch_api)
+    return estimate_run(items, prompt_specs(prompts), members, cfg, history_from_lake(store, cfg.strategy),
+                        strategy, verifier, knowledge)
 
 
-def _estimate_vs_actual(est: Estimate, s_df: pl.DataFrame, stats: dict) -> dict:
-    """Metadata: what the estimate said before the run beside what the run spent."""
-    actual_usd = float(s_df["cost_usd"].sum() or 0.0) if s_df.height else 0.0
+def _estimate_vs_actual(est: Estimate, s_df: pl.DataFrame, stats: dict, billed: float | None = None) -> dict:
+    """Metadata: what the estimate said before the run beside what the run spent (``billed``:
+    the annotators' own accounting, verification included; else the samples' cost)."""
+    actual_usd = billed if billed is not None else (float(s_df["cost_usd"].sum() or 0.0) if s_df.height else 0.0)
     paid = s_df.filter(~pl.col("cache_hit")) if s_df.height else s_df
     actual_in = int(paid["prompt_tokens"].sum() or 0) if paid.height else 0
     actual_out = int(paid["completion_tokens"].sum() or 0) if paid.height else 0
@@ -87,7 +107,8 @@ def _estimate_vs_actual(est: Estimate, s_df: pl.DataFrame, stats: dict) -> dict:
             "input_tokens": [int(est.input_tokens), actual_in, err(est.input_tokens, actual_in)],
             "output_tokens": [int(est.output_tokens), actual_out, err(est.output_tokens, actual_out)],
             "columns": ["estimate", "actual", "relative_error"], "encoding": est.encoding,
-            "note": "actual excludes verification tokens (not in mc_samples) and cache hits"}),
+            "note": "actual usd: every billed call (samples, verification, repairs, Batch jobs); "
+                    "actual tokens: samples only (verification is not in mc_samples); cache hits are free"}),
     }
 
 
@@ -128,7 +149,7 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
     items = face_items(faces, part["source"], hidden)
     splits = {r["face_id"]: r["split"] for r in faces.iter_rows(named=True) if r["split"]}
     cfg = config.sampling()
-    estimate = _estimate(items, prompts, annotator, store, cfg)
+    estimate = _estimate(items, prompts, annotator, store, cfg, k, config.batch_api)
     if config.dry_run:
         context.log.info("dry run estimate:\n" + estimate.table())
         raise Failure(description=f"dry run: estimate only, no model called, nothing written "
@@ -136,7 +157,7 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
                       metadata={"estimate": MetadataValue.json(estimate.as_dict()),
                                 "estimate_usd": MetadataValue.float(round(estimate.usd, 6))},
                       allow_retries=False)
-    engine = annotator.build(k, store)
+    engine = annotator.build(k, store, batch=config.batch())
     calibration = read_current_calibration(store)
     prompt_versions = sorted({v for v in prompts["prompt_version"].to_list() if v}) if prompts.height else []
     versions = {"annotator": f"{engine.backend}/{engine.model}", "knowledge": k.version,
@@ -154,6 +175,7 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
             engine.close()
     endpoint_stats = engine.stats.as_metadata() if hasattr(engine, "stats") else {}
     member_stats = engine.member_stats() if hasattr(engine, "member_stats") else {}
+    batch_api = batch_reports(engine)
 
     samples = schemas.conform(pa.Table.from_pylist(result.samples) if result.samples
                               else schemas.MC_SAMPLES.empty_table(), schemas.MC_SAMPLES)
@@ -197,7 +219,8 @@ def annotate_faces(context: AssetExecutionContext, config: SamplingRunConfig, la
         **({"pool": MetadataValue.json(json.loads(json.dumps(
             {"strategy": stats.get("pool_strategy"), "members": stats.get("pool"), "endpoints": member_stats},
             default=str)))} if member_stats else {}),
-        **_estimate_vs_actual(estimate, s_df, stats),
+        **_estimate_vs_actual(estimate, s_df, stats, billed_usd(engine)),
+        **({"batch_api": MetadataValue.json(batch_api)} if batch_api else {}),
     }, check_results=[r for r in results if r.asset_key.to_user_string() == "mc_samples"])
     yield MaterializeResult(asset_key="verified_labels", metadata={
         **table_metadata(labels, commits["verified_labels"], ["face_id", "status", "expression", "expression_confidence",

@@ -5,6 +5,9 @@ job (about half the online price), poll until it finishes and collect the answer
 content-addressed response cache. ``annotate_faces`` then finds those samples as free cache
 hits and only spends online calls on later adaptive rounds, verification and the answers the
 batch could not deliver. The logic lives in :mod:`seke.annotators.vllm_batch`.
+
+To buy *every* round and the verifications through the Batch API instead, run
+``annotate_faces`` with ``batch_api`` (the ``vllm_backfill`` job does).
 """
 
 
@@ -52,12 +55,12 @@ def vllm_batch_prefill(context: AssetExecutionContext, config: BatchPrefillConfi
         try:
             sub = runner.submit(requests, metadata={"partition": context.partition_key})
             if sub.batch_id is None:
-                got_status, collected, unparsed, errors, cost = "nothing to submit", 0, 0, 0, 0.0
+                got_status, collected, unparsed, errors, missing, cost = "nothing to submit", 0, 0, 0, 0, 0.0
             else:
                 context.log.info(f"batch {sub.batch_id}: {sub.lines} requests, {sub.samples} samples")
                 got = runner.wait(sub.batch_id, poll_s=config.poll_s, timeout_s=config.timeout_s)
-                got_status, collected, unparsed, errors, cost = (got.status, got.collected, got.unparsed,
-                                                                 got.errors, got.cost_usd)
+                got_status, collected, unparsed, errors, missing, cost = (
+                    got.status, got.collected, got.unparsed, got.errors, got.missing, got.cost_usd)
         finally:
             runner.close()
     return MaterializeResult(metadata={
@@ -70,5 +73,6 @@ def vllm_batch_prefill(context: AssetExecutionContext, config: BatchPrefillConfi
         "samples_collected": MetadataValue.int(collected),
         "samples_unparsed_left_for_online": MetadataValue.int(unparsed),
         "failed_request_lines": MetadataValue.int(errors),
+        "missing_request_lines": MetadataValue.int(missing),
         "cost_usd": MetadataValue.float(round(cost, 6)),
     })

@@ -15,13 +15,19 @@ and gpt-4o; tokens are the server's usage, counted by the provider's rule (tikto
 3. 2,000 requests against an endpoint limited to RPM/TPM (scaled to finish in ~40 s):
    utilisation of the RPM limit in steady state and 429s after warm-up (first 5 %).
 4. estimate: ``seke.estimate`` before a cascade run on faces B, with the history of a run on
-   faces A, vs the run's actual USD.
+   faces A, vs the run's actual USD (``estimate_error``); and ``estimate_error_in_sample``: the
+   estimate for A+B from the history of A+B, which removes the luck of which faces escalate and
+   leaves the estimator's own counting. Read ``estimate_error`` with the faces per stage printed
+   above it: the big model costs ~13x the mini per face and sees 0-2 faces of 120, so at this
+   size one face more or less in B moves the actual by ~50-80 % (with data=shared, six disjoint
+   sets of 120 cost $0.020-$0.080 for the same cascade); only thousands of faces make the A->B
+   figure a measure of the estimator rather than of the draw.
 
 Last line: ``RESULT source=… data=… cost_ratio=… accepted_error_delta=… jury_error_ratio=…
-rpm_utilisation=… throttled_after_warmup=… estimate_error=… big_alone_usd_per_accepted=…
-big_alone_error=…``: ``source=simulated`` (the models are the fake server's;
-``offline+simulated`` when the offline annotator heads the cascade) and the baseline (the big
-model alone, self-verifying) beside the ratios.
+rpm_utilisation=… throttled_after_warmup=… estimate_error=… estimate_error_in_sample=…
+big_alone_usd_per_accepted=… big_alone_error=…``: ``source=simulated`` (the models are the fake
+server's; ``offline+simulated`` when the offline annotator heads the cascade) and the baseline
+(the big model alone, self-verifying) beside the ratios.
 """
 
 from __future__ import annotations
@@ -191,11 +197,22 @@ def main(argv: list[str] | None = None) -> int:
         mini_b, big_b = vllm(srv, "sim-mini", "mini"), vllm(srv, "sim-big", "big")
         mb = ([PoolEntry("offline", off, unit_cost=0.0)] if off is not None else []) + [
             PoolEntry("mini", mini_b, unit_cost=0.001), PoolEntry("big", big_b, unit_cost=0.01)]
-        run_sampling(faces_b, prompts, AnnotatorPool(mb, "cascade"), k, cfg)
+        casc_b = run_sampling(faces_b, prompts, AnnotatorPool(mb, "cascade"), k, cfg)
         actual_b = total_cost(mini_b, big_b)
         est_err = abs(est.usd - actual_b) / actual_b if actual_b else float("nan")
+        # the same arithmetic without the luck of the draw: history and target are the same faces
+        # (A and B), so only the estimator's own counting (rounds, tokens, prices) can be off
+        hist_ab = History.from_frames(pl.DataFrame(casc.samples + casc_b.samples),
+                                      pl.DataFrame(casc.labels + casc_b.labels))
+        est_ab = estimate_run(faces + faces_b, prompts, est_members, cfg, hist_ab, "cascade")
+        actual_ab = casc_usd + actual_b
+        est_err_in = abs(est_ab.usd - actual_ab) / actual_ab if actual_ab else float("nan")
+        stages = lambda res: {n: m["faces"] for n, m in res.stats["pool"].items()}  # noqa: E731
         print(f"[4] estimate  : ${est.usd:.4f} vs actual ${actual_b:.4f} (error {est_err:.1%}); "
               f"encoding {est.encoding}")
+        print(f"    faces per stage: A {stages(casc)}  B {stages(casc_b)}  (the big model costs "
+              f"~${big_usd_per_face(casc, casc_b):.4f} per face it sees: one face more or less moves the total)")
+        print(f"    in-sample : ${est_ab.usd:.4f} vs actual ${actual_ab:.4f} on A+B (error {est_err_in:.1%})")
         for a in (mini, big2, gen, judge, mini_b, big_b):
             a.close()
     # ---- 3. rate limits: 2,000 requests against an RPM/TPM-limited endpoint
@@ -224,9 +241,17 @@ def main(argv: list[str] | None = None) -> int:
           f"cost_ratio={cost_ratio:.3f} accepted_error_delta={err_delta:+.2f} "
           f"jury_error_ratio={jury_ratio:.3f} rpm_utilisation={util:.3f} "
           f"throttled_after_warmup={throttled_after} estimate_error={est_err:.3f} "
+          f"estimate_error_in_sample={est_err_in:.3f} "
           f"big_alone_usd_per_accepted={base_usd / max(1, base_s['accepted']):.6f} "
           f"big_alone_error={base_s['error']:.3f}")
     return 0
+
+
+def big_usd_per_face(*runs) -> float:
+    """Mean USD the big model cost per face it sampled, over ``runs`` (0 when it saw none)."""
+    rows = [r for res in runs for r in res.samples if r["model"] == "sim-big"]
+    n = len({r["face_id"] for r in rows})
+    return sum(r["cost_usd"] or 0.0 for r in rows) / n if n else 0.0
 
 
 def _png(i: int) -> bytes:

@@ -32,7 +32,8 @@ def faces_of_folder(folder: Path) -> list[Any]:
     return out
 
 
-def estimate_for(faces: list[Any], annotator: Any, lake: Lake, config: Any = None) -> Estimate:
+def estimate_for(faces: list[Any], annotator: Any, lake: Lake, config: Any = None,
+                 batch_api: bool = False) -> Estimate:
     from seke.knowledge import knowledge_v1, read_current_knowledge
     from seke.prompts import build_annotation_prompt
     from seke.sv_uamc import SamplingConfig
@@ -42,15 +43,18 @@ def estimate_for(faces: list[Any], annotator: Any, lake: Lake, config: Any = Non
     except RuntimeError:
         knowledge = knowledge_v1()
     prompts = {f.face_id: build_annotation_prompt(f.known, knowledge, f.withheld) for f in faces}
-    members, strategy, verifier = annotator.estimate_plan()
-    return estimate_run(faces, prompts, members, config or SamplingConfig(), history_from_lake(lake),
-                        strategy, verifier)
+    config = config or SamplingConfig()
+    members, strategy, verifier = annotator.estimate_plan(batch_api)
+    return estimate_run(faces, prompts, members, config, history_from_lake(lake, config.strategy),
+                        strategy, verifier, knowledge)
 
 
 def add_estimate_command(sub: Any) -> None:
     p = sub.add_parser("estimate", help="expected calls, tokens and USD per annotator for a folder, before any call")
     p.add_argument("folder", type=Path)
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.add_argument("--batch-api", action="store_true",
+                   help="price every round at the Batch API price (annotate_faces batch_api / vllm_backfill)")
 
 
 def estimate_command(args: argparse.Namespace) -> int:
@@ -65,6 +69,6 @@ def estimate_command(args: argparse.Namespace) -> int:
     with build_resources({"lake": configured["lake"], "annotator": configured["annotator"]}) as res:
         lake = res.lake.lake()
         faces = faces_of_folder(args.folder)
-        est = estimate_for(faces, res.annotator, lake)
+        est = estimate_for(faces, res.annotator, lake, batch_api=getattr(args, "batch_api", False))
     print(json.dumps(est.as_dict(), indent=2) if args.json else est.table())
     return 0

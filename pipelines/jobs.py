@@ -30,13 +30,19 @@ refresh_warehouse = define_asset_job("refresh_warehouse", selection=AssetSelecti
 #: Re-materialize the knowledge tables (run when the tables or their sources change).
 refresh_knowledge = define_asset_job("refresh_knowledge", selection=AssetSelection.assets("knowledge"))
 
-#: OpenAI Batch API prefill for large backfills: ingest, prompts, then submit/poll/collect the
-#: first SV-UAMC round of every face into the response cache at the batch price.
+#: Large backfills through the OpenAI Batch API at the batch price: ingest, prompts, then every
+#: SV-UAMC round (only the faces still uncertain) and the verifications as Batch jobs, online
+#: only for what a job does not return (``annotate_faces`` with ``batch_api``; a job may take up
+#: to 24 h). ``vllm_batch_prefill`` (first round only, into the cache) stays available on its own.
 vllm_backfill = define_asset_job(
     "vllm_backfill",
-    selection=AssetSelection.assets("raw_faces", "knowledge_prompts", "vllm_batch_prefill", "review_labels"),
+    selection=AssetSelection.assets("raw_faces", "knowledge_prompts", "mc_samples", "verified_labels",
+                                    "review_labels"),
     partitions_def=batches,
     tags=_ANNOTATION_TAGS,
+    config={"ops": {"annotate_faces": {"config": {"batch_api": True}}}},
+    description="Ingest one batch and annotate it with every SV-UAMC round and verification bought "
+                "through the OpenAI Batch API (half price; online only for what a job does not return).",
 )
 
 #: Refit the confidence calibration on every audited face in the lake.

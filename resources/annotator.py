@@ -24,6 +24,7 @@ from seke.lake import Lake
 from seke.pool import AnnotatorPool, PoolEntry, PoolMember, validate_members
 
 if TYPE_CHECKING:
+    from seke.annotators.vllm_batch_rounds import BatchSettings
     from seke.estimate import EstimateMember
 
 
@@ -91,8 +92,13 @@ class AnnotatorResource(ConfigurableResource):
         return [(pm, cfg.endpoint_config() if pm.kind == "vllm" else None)
                 for pm, cfg in zip(members, self.pool or [])]
 
-    def build_pool(self, knowledge: Knowledge, lake: Lake) -> AnnotatorPool:
+    def build_pool(self, knowledge: Knowledge, lake: Lake,
+                   batch: Optional["BatchSettings"] = None) -> AnnotatorPool:
+        """The members, built; with ``batch``, every VLLM member buys through the Batch API."""
+        from dataclasses import replace
+
         from seke.annotators.vllm import VLLMAnnotator
+        from seke.annotators.vllm_batch_rounds import BatchRoundAnnotator
         from seke.cache import CapabilityMemo, ResponseCache
 
         checked = self.validate_pool()  # raises before any client exists
@@ -105,40 +111,51 @@ class AnnotatorResource(ConfigurableResource):
                                       secrets=[vcfg.api_key])
                 memo = CapabilityMemo(lake, ttl_s=raw.capability_ttl_s) if lake is not None else None
                 ann = VLLMAnnotator(vcfg, knowledge, cache, memo)
+                if batch is not None:
+                    ann = BatchRoundAnnotator(ann, lake, replace(batch, price_factor=raw.batch_price_factor))
             ann.name = pm.name  # type: ignore[attr-defined]
             entries.append(PoolEntry(pm.name, ann, pm.role_set(), pm.unit_cost()))
         return AnnotatorPool(entries, self.pool_strategy, self.pool_verifier)
 
-    def estimate_plan(self) -> tuple[list["EstimateMember"], str, Optional[str]]:
-        """Who would be called, in cascade order, with their prices (for seke.estimate)."""
+    def estimate_plan(self, batch_api: bool = False) -> tuple[list["EstimateMember"], str, Optional[str]]:
+        """Who would be called, in cascade order, with their prices (for seke.estimate); with
+        ``batch_api`` the VLLM members' token prices carry their ``batch_price_factor``."""
         from seke.estimate import EstimateMember
 
         def caps_n(cfg: VLLMConfig) -> bool:
             return cfg.capabilities == "auto" or "n" in {c.strip() for c in cfg.capabilities.split(",")}
 
-        def of(name: str, cfg: VLLMConfig, per_call: float = 0.0, verifies: bool = True) -> EstimateMember:
-            return EstimateMember(name, cfg.model, cfg.price_input_per_1m, cfg.price_output_per_1m, per_call,
-                                  cfg.image_detail, cfg.image_token_rule, caps_n(cfg), "vllm", verifies)
+        def of(name: str, cfg: VLLMConfig, per_call: float = 0.0, verifies: bool = True,
+               factor: float = 1.0) -> EstimateMember:
+            f = factor if batch_api else 1.0
+            return EstimateMember(name, cfg.model, cfg.price_input_per_1m * f, cfg.price_output_per_1m * f,
+                                  per_call, cfg.image_detail, cfg.image_token_rule, caps_n(cfg), "vllm", verifies)
 
         if self.kind == "pool":
             members = []
+            factors = {m.name: m.batch_price_factor for m in (self.pool or [])}
             for pm, vcfg in sorted(self.validate_pool(), key=lambda mc: mc[0].unit_cost()):
                 if vcfg is None:
                     members.append(EstimateMember(pm.name, "offline", 0.0, 0.0, pm.price_per_call,
                                                   kind="offline", verifies="verify" in pm.role_set()))
                 else:
-                    members.append(of(pm.name, vcfg, pm.price_per_call, "verify" in pm.role_set()))
+                    members.append(of(pm.name, vcfg, pm.price_per_call, "verify" in pm.role_set(),
+                                      factors[pm.name]))
             return members, self.pool_strategy, self.pool_verifier
         if self.kind == "vllm":
             cfg = self.endpoint().config()
-            return [of(f"vllm/{cfg.model}", cfg)], "single", None
+            return [of(f"vllm/{cfg.model}", cfg, factor=self.endpoint().batch_price_factor)], "single", None
         return [EstimateMember("offline", "offline", kind="offline")], "single", None
 
-    def build(self, knowledge: Knowledge, lake: Lake) -> "Annotator | AnnotatorPool":
+    def build(self, knowledge: Knowledge, lake: Lake,
+              batch: Optional["BatchSettings"] = None) -> "Annotator | AnnotatorPool":
+        """The annotator of the run; ``batch``: VLLM endpoints buy every round and verification
+        through the OpenAI Batch API (the offline models have nothing to batch)."""
         if self.kind == "offline":
             return self._offline(knowledge)
         if self.kind == "vllm":
-            return self.endpoint().annotator(knowledge, lake)
+            ann = self.endpoint().annotator(knowledge, lake)
+            return ann if batch is None else self.endpoint().batch_annotator(ann, lake, batch)
         if self.kind == "pool":
-            return self.build_pool(knowledge, lake)
+            return self.build_pool(knowledge, lake, batch)
         raise ValueError(f"unknown annotator kind {self.kind!r}: use offline, vllm or pool")

@@ -26,6 +26,7 @@ from seke.lake import Lake
 
 if TYPE_CHECKING:
     from seke.annotators.vllm_batch import VLLMBatchRunner
+    from seke.annotators.vllm_batch_rounds import BatchRoundAnnotator, BatchSettings
 
 def api_key_from(env_name: str) -> str:
     """The API key held by the variable ``env_name`` (also used by the pool's members)."""
@@ -59,6 +60,17 @@ class _VLLMResourceMethods(ConfigurableResource):
 
         return VLLMBatchRunner(annotator, lake,
                                price_factor=self.batch_price_factor)  # type: ignore[attr-defined]
+
+    def batch_annotator(self, annotator: VLLMAnnotator, lake: Lake | None,
+                        settings: "BatchSettings") -> "BatchRoundAnnotator":
+        """Every SV-UAMC round and verification through the Batch API (same cache, online for
+        what a job does not return), priced with this endpoint's ``batch_price_factor``."""
+        from dataclasses import replace
+
+        from seke.annotators.vllm_batch_rounds import BatchRoundAnnotator
+
+        return BatchRoundAnnotator(annotator, lake, replace(
+            settings, price_factor=self.batch_price_factor))  # type: ignore[attr-defined]
 
 
 #: The endpoint resource: every :class:`VLLMConfig` field but the key, plus where the key is

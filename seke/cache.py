@@ -110,6 +110,11 @@ class ResponseCache:
                 self.hits += 1
             return hit
 
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is stored (not counted as a hit or a miss)."""
+        with self._lock:
+            return key in self._entries
+
     def put(self, entry: CacheEntry) -> None:
         result_json = json.dumps(entry.result, sort_keys=True)
         if self._secrets:

@@ -7,17 +7,25 @@ annotator would attach it) and counted like the provider bills:
   ``encoding``), images by the provider's rule at the configured detail (OpenAI tiles, Qwen-VL
   patches), plus chat framing;
 * a request with ``n`` choices bills its prompt once; without ``n`` every sample is a request;
-* the expected samples per face, completion tokens per sample, the share of faces verified and
-  (for a cascade) the share of faces reaching each member come from the stored statistics of
-  earlier runs (``mc_samples`` / ``verified_labels`` in the lake) when there are some for that
-  model; otherwise from stated priors (``source`` says which, per annotator).
+* the expected samples per face, *requests* (rounds) per face, completion tokens per sample,
+  the share of faces verified and (for a cascade) the share of faces reaching each member come
+  from the stored statistics of earlier runs (``mc_samples`` / ``verified_labels`` in the lake,
+  runs of the same strategy) when there are some for that model; a model without history takes
+  the completion length of the other models of the history (same prompts, same answer schema)
+  before a prior; otherwise stated priors (``source`` says which, per annotator);
+* verification is counted with the real verification prompt of each face (a candidate with
+  every missing granularity filled), not the sampling prompt.
+
+Why rounds are counted, not derived: a face that stops after one round of ``k`` costs one
+prompt; deriving requests as ``ceil(mean samples / k)`` turned a mean of 3.1 samples (most
+faces one round, a few more) into two prompts for *every* face — the over-count behind
+bench/vllm_cascade.py's 111 % estimate error.
 
 Nothing here calls a model.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -30,6 +38,7 @@ PRIOR_SAMPLES_PER_FACE = 4.5       # sv_uamc with k=3, n_max=10 on the simulated
 PRIOR_COMPLETION_TOKENS = 350      # one JSON answer with expression probs, VA, 23 AUs, rationale
 PRIOR_VERIFY_SHARE = 0.25
 PRIOR_ESCALATION_SHARE = 0.35      # share of a cascade stage's faces that reach the next one
+PRIOR_VERIFY_COMPLETION_TOKENS = 150  # a verdict, its reasons, rarely a correction
 
 
 @dataclass(frozen=True)
@@ -53,26 +62,39 @@ class History:
     """Per-model statistics of earlier runs (from the lake)."""
 
     samples_per_face: dict[str, float] = field(default_factory=dict)
+    rounds_per_face: dict[str, float] = field(default_factory=dict)    # distinct rounds = n-requests
     completion_per_sample: dict[str, float] = field(default_factory=dict)
     face_share: dict[str, float] = field(default_factory=dict)   # share of faces a model sampled
     verify_share: float | None = None
+    verify_share_by: dict[str, float] = field(default_factory=dict)  # verifier name -> share of faces
     faces: int = 0
 
     @staticmethod
-    def from_frames(mc_samples: Any | None, verified_labels: Any | None = None) -> "History":
-        """From polars frames of ``mc_samples`` / ``verified_labels`` (any partitions)."""
+    def from_frames(mc_samples: Any | None, verified_labels: Any | None = None,
+                    strategy: str | None = None) -> "History":
+        """From polars frames of ``mc_samples`` / ``verified_labels`` (any partitions); with
+        ``strategy``, only rows of runs with that sampling strategy (where the column exists)."""
         import polars as pl
 
         h = History()
+        if strategy is not None:
+            if mc_samples is not None and "strategy" in mc_samples.columns:
+                mc_samples = mc_samples.filter(pl.col("strategy") == strategy)
+            if verified_labels is not None and "strategy" in verified_labels.columns:
+                verified_labels = verified_labels.filter(pl.col("strategy") == strategy)
         if mc_samples is not None and mc_samples.height:
             total = mc_samples["face_id"].n_unique()
             h.faces = total
+            rounds = ([pl.struct("face_id", "round").n_unique().alias("rounds")]
+                      if "round" in mc_samples.columns else [])
             per = mc_samples.group_by("model").agg(
-                pl.len().alias("n"), pl.col("face_id").n_unique().alias("faces"),
+                pl.len().alias("n"), pl.col("face_id").n_unique().alias("faces"), *rounds,
                 pl.col("completion_tokens").filter((pl.col("completion_tokens") > 0)
                                                    & ~pl.col("cache_hit").fill_null(False)).mean().alias("ct"))
             for r in per.iter_rows(named=True):
                 h.samples_per_face[r["model"]] = r["n"] / max(1, r["faces"])
+                if "rounds" in r:
+                    h.rounds_per_face[r["model"]] = r["rounds"] / max(1, r["faces"])
                 h.face_share[r["model"]] = r["faces"] / max(1, total)
                 if r["ct"] is not None:
                     h.completion_per_sample[r["model"]] = float(r["ct"])
@@ -80,14 +102,24 @@ class History:
             sampled = verified_labels.filter(pl.col("n_samples") > 0)
             if sampled.height:
                 h.verify_share = float((sampled["verdict"] != "none").sum()) / sampled.height
+                if "verified_by" in sampled.columns:
+                    by = sampled.filter(pl.col("verdict") != "none")["verified_by"].drop_nulls().value_counts()
+                    h.verify_share_by = {str(r[0]): r[1] / sampled.height for r in by.iter_rows()}
         return h
 
 
-def history_from_lake(lake: Any) -> History:
-    """Statistics of every earlier run stored in the lake (``mc_samples``, ``verified_labels``)."""
+    def other_completion(self, model: str) -> float | None:
+        """Mean completion tokens per sample of the *other* models (same prompts and schema)."""
+        others = [v for m, v in self.completion_per_sample.items() if m != model]
+        return sum(others) / len(others) if others else None
+
+
+def history_from_lake(lake: Any, strategy: str | None = None) -> History:
+    """Statistics of every earlier run stored in the lake (``mc_samples``, ``verified_labels``),
+    with ``strategy`` only those of runs with that sampling strategy."""
     mc = lake.read_table("mc_samples") if lake.exists("mc_samples") else None
     vl = lake.read_table("verified_labels") if lake.exists("verified_labels") else None
-    return History.from_frames(mc, vl)
+    return History.from_frames(mc, vl, strategy)
 
 
 @dataclass
@@ -162,14 +194,57 @@ def _prompt_tokens(face: FaceItem, prompt: PromptSpec, m: EstimateMember) -> tup
     return total, image_tokens(w, h, m.image_detail, m.image_token_rule)
 
 
+def _verify_prompt_tokens(face: FaceItem, prompt: PromptSpec, m: EstimateMember, knowledge: Any) -> int:
+    """Prompt tokens of one verification request: the real verification prompt with a
+    candidate that fills every generated granularity (the prompt lists the candidate)."""
+    from seke.annotation import Labels
+    from seke.annotators.vllm_support import with_image
+    from seke.prompts import build_verification_prompt
+    from seke.taxonomy import AU_CATALOGUE
+
+    if m.kind == "offline":
+        return 0
+    k = face.known
+    cand = Labels(k.expression or "neutral", k.valence if k.valence is not None else 0.0,
+                  k.arousal if k.arousal is not None else 0.0,
+                  k.aus if k.aus is not None else {au: 1.0 for au in AU_CATALOGUE[:3]})
+    spec = build_verification_prompt(cand, k, knowledge, tuple(f"uncertain_{g}" for g in prompt.missing))
+    msgs = with_image(spec.messages, face.image_png, m.image_detail)
+    return message_tokens(msgs, m.model, m.image_detail, m.image_token_rule, image=face.image_png)
+
+
+def _add_verification(out: list[MemberEstimate], vm: EstimateMember, n_ver: float, todo: Sequence[FaceItem],
+                      prompts: Mapping[str, PromptSpec], knowledge: Any, origin: str, share: float) -> None:
+    """Add ``n_ver`` verification calls of ``vm`` (real verification prompts) to its estimate."""
+    est = next((e for e in out if e.name == vm.name), None)
+    if est is None:
+        est = MemberEstimate(vm.name, vm.model, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, "verifier")
+        out.append(est)
+    pt = [_verify_prompt_tokens(f, prompts[f.face_id], vm, knowledge) for f in todo] if n_ver else []
+    mean_pt = sum(pt) / len(pt) if pt else 0.0
+    ct = PRIOR_VERIFY_COMPLETION_TOKENS if vm.kind != "offline" else 0
+    est.verify_calls += n_ver
+    est.input_tokens += n_ver * mean_pt
+    est.output_tokens += n_ver * ct
+    est.usd += (n_ver * mean_pt * vm.price_input_per_1m + n_ver * ct * vm.price_output_per_1m) / 1e6 \
+        + n_ver * vm.price_per_call
+    est.source += f"; verify share {origin} {share:.2f}"
+
+
 def estimate_run(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], members: Sequence[EstimateMember],
                  config: SamplingConfig = SamplingConfig(), history: History | None = None,
-                 strategy: str = "single", verifier: str | None = None) -> Estimate:
+                 strategy: str = "single", verifier: str | None = None,
+                 knowledge: Any | None = None) -> Estimate:
     """Expected calls, tokens and USD per annotator for sampling ``faces`` (see module doc).
 
     ``members`` are in cascade order (cheapest first); a ``jury`` samples with the first and
-    verifies with ``verifier`` (default: the second)."""
+    verifies with ``verifier`` (default: the second). ``knowledge`` (default v1) renders the
+    verification prompts."""
     history = history or History()
+    if knowledge is None:
+        from seke.knowledge import knowledge_v1
+
+        knowledge = knowledge_v1()
     todo = [f for f in faces if prompts.get(f.face_id) is not None and prompts[f.face_id].missing]
     gens = list(members) if strategy == "cascade" else list(members[:1])
     if strategy == "jury":
@@ -179,7 +254,6 @@ def estimate_run(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], m
     share = 1.0
     out: list[MemberEstimate] = []
     verify_share = history.verify_share if history.verify_share is not None else PRIOR_VERIFY_SHARE
-    last_faces = 0.0
     for i, m in enumerate(gens):
         src = []
         if i > 0:
@@ -196,40 +270,42 @@ def estimate_run(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], m
         else:
             src.append("samples:history")
         ct = history.completion_per_sample.get(m.model)
-        if ct is None:
+        if m.kind == "offline":
+            ct = 0.0
+        elif ct is not None:
+            src.append("completion:history")
+        elif (ct := history.other_completion(m.model)) is not None:
+            src.append("completion:history of other models")
+        else:
             ct = PRIOR_COMPLETION_TOKENS
             src.append("completion:prior")
-        else:
-            src.append("completion:history")
         n_faces = share * len(todo)
-        rounds = math.ceil(spf / config.round_size) if config.round_size else spf
+        rounds = history.rounds_per_face.get(m.model) if "samples:history" in src else None
+        if rounds is None:  # expected rounds of k (the last may be short); never more than spf
+            rounds = spf / config.round_size if config.round_size else spf
         requests_per_face = rounds if (m.supports_n and config.round_size > 1) else spf
         pt = [_prompt_tokens(f, prompts[f.face_id], m) for f in todo]
         mean_pt = sum(p for p, _ in pt) / len(pt) if pt else 0.0
         mean_img = sum(i_ for _, i_ in pt) / len(pt) if pt else 0.0
         calls = n_faces * requests_per_face
         inp = calls * mean_pt
-        outp = n_faces * spf * (ct if m.kind != "offline" else 0)
+        outp = n_faces * spf * ct
         usd = (inp * m.price_input_per_1m + outp * m.price_output_per_1m) / 1e6 + calls * m.price_per_call
         out.append(MemberEstimate(m.name, m.model, n_faces, n_faces * spf, calls, 0.0,
                                   int(round(mean_pt * calls)), int(round(mean_img * calls)), inp, outp, usd,
                                   ", ".join(src)))
-        last_faces = n_faces
     if config.verify and out:
-        # verification of the last stage's uncertain/inconsistent faces
-        vm = next((m for m in members if m.name == vname), gens[-1])
-        est = next((e for e in out if e.name == vm.name), None)
-        if est is None:
-            est = MemberEstimate(vm.name, vm.model, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, "verifier")
-            out.append(est)
-        n_ver = last_faces * verify_share
-        pt = [_prompt_tokens(f, prompts[f.face_id], vm) for f in todo]
-        mean_pt = (sum(p for p, _ in pt) / len(pt) if pt else 0.0) + (200 if vm.kind != "offline" else 0)
-        ct = 150 if vm.kind != "offline" else 0
-        est.verify_calls += n_ver
-        est.input_tokens += n_ver * mean_pt
-        est.output_tokens += n_ver * ct
-        est.usd += (n_ver * mean_pt * vm.price_input_per_1m + n_ver * ct * vm.price_output_per_1m) / 1e6 \
-            + n_ver * vm.price_per_call
-        est.source += f"; verify share {'history' if history.verify_share is not None else 'prior'} {verify_share:.2f}"
+        # verification of the uncertain/inconsistent faces; the shares are over every sampled
+        # face of the history, so they apply to every face, whichever stage produced it. Who
+        # verified (verified_labels.verified_by) is taken from the history when it names
+        # members of this pool (a cascade's producers verify their own faces, often the free
+        # offline stage); else the configured / last stage verifies them all.
+        by_name = {m.name: m for m in members}
+        shares = {n: v for n, v in history.verify_share_by.items() if n in by_name}
+        if not shares or (vname is not None and vname not in shares):
+            vm0 = by_name.get(vname or "", gens[-1])
+            shares = {vm0.name: verify_share}
+        for name, share_v in shares.items():
+            _add_verification(out, by_name[name], len(todo) * share_v, todo, prompts, knowledge,
+                              "history" if history.verify_share is not None else "prior", share_v)
     return Estimate(len(todo), out, encoding(members[0].model if members else "gpt-4o").name, strategy)

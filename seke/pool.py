@@ -167,3 +167,12 @@ class AnnotatorPool:
     def member_stats(self) -> dict[str, dict[str, float | int]]:
         return {e.name: e.annotator.stats.as_metadata() for e in self.members
                 if hasattr(getattr(e.annotator, "stats", None), "as_metadata")}
+
+
+def billed_usd(engine: Any) -> float | None:
+    """What a run's annotator(s) were billed, verification, repairs and Batch jobs included
+    (their own accounting); None when no annotator keeps one (the offline models)."""
+    members = getattr(engine, "members", None)
+    anns = [e.annotator for e in members] if members is not None else [engine]
+    costs = [float(a.stats.cost_usd) for a in anns if hasattr(getattr(a, "stats", None), "cost_usd")]
+    return sum(costs) if costs else None

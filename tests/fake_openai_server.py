@@ -24,6 +24,21 @@ requests after the script runs out get ``default_action``):
 ``("status", code, headers, message)`` (error body with that message, e.g. one echoing the key) |
 ``("sleep", seconds)`` (answers good after sleeping: the client should time out) |
 ``("text", content)`` (exact content for every choice).
+
+Batch jobs (``/v1/files`` + ``/v1/batches``, OpenAI's semantics): a job is processed when it
+has been polled ``batch_polls_until_done`` times. ``script_batches`` queues one plan per job
+created, to simulate what real jobs do at their worst:
+
+``{"expire_after": m}`` — the completion window runs out after ``m`` lines: status
+``expired``, the first ``m`` answers in the output file, the rest in the error file with code
+``batch_expired`` (never processed, never billed); ``{"drop_every": k}`` — a partial output
+file: every ``k``-th line (the k-th, 2k-th, ...) is missing from both files (never processed);
+``{"status": "failed"}`` — validation failed, nothing processed, no files; ``{"never": True}``
+— stays ``in_progress`` until cancelled (``POST /v1/batches/{id}/cancel``).
+
+``billed`` lists every request the server answered and would charge for (online chat
+requests with a 200, and processed batch lines), so a test can prove that nothing is paid
+twice: :func:`request_identity` names a request by what determines its answer.
 """
 
 from __future__ import annotations
@@ -72,6 +87,7 @@ class Behaviour:
     required_api_key: str | None = None
     echo_key_in_401: bool = False          # 401 body quotes the presented key, OpenAI style (sk-abcdef****wxyz)
     batch_polls_until_done: int = 1        # retrieve calls before a batch completes
+    supports_batch: bool = True            # False: /v1/files and /v1/batches answer 404 (vLLM, Ollama)
     default_action: Any = "good"
     record: bool = True                    # keep every request (tests); off for benchmarks
     rpm: float | None = None               # enforce requests/minute with 429 + retry-after
@@ -136,6 +152,13 @@ class Recorded:
     body: dict[str, Any]
     headers: dict[str, str]
     t: float
+
+
+def request_identity(body: dict[str, Any]) -> str:
+    """What determines an answer (messages, seed, n, temperature, model): two requests with the
+    same identity buy the same sample(s) twice."""
+    keep = {k: body.get(k) for k in ("model", "messages", "seed", "n", "temperature")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
 def image_sha_from_body(body: dict[str, Any]) -> str | None:
@@ -215,6 +238,16 @@ def good_answer(image_sha: str, index: int, body: dict[str, Any], behaviour: "Be
                        "aus": aus, "rationale": f"visible evidence typical of {expr}"})
 
 
+def scripted_answer(expr: str) -> tuple[str, str]:
+    """A ``("text", ...)`` action: a well-formed answer naming ``expr`` with its prototype VA and
+    AUs (script a few different ones to make a face uncertain)."""
+    v, a = _VA[expr]
+    aus = {f"AU{au}": {"p": 0.9 if au in _AUS[expr] else 0.05, "intensity": "C" if au in _AUS[expr] else "0"}
+           for au in ALL_AUS}
+    return ("text", json.dumps({"expression": expr, "valence": v, "arousal": a, "aus": aus,
+                                "rationale": f"looks like {expr}"}))
+
+
 def _error(status: int, message: str, param: str | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": "invalid_request_error",
@@ -234,6 +267,9 @@ class FakeOpenAIServer:
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self._batch_polls: dict[str, int] = {}
+        self._batch_plans: deque[dict[str, Any]] = deque()
+        self._plan_of: dict[str, dict[str, Any]] = {}
+        self.billed: list[tuple[str, dict[str, Any]]] = []   # ("online" | "batch", request body)
         b = self.behaviour
         self._rpm = RateBuckets(b.rpm, b.rate_window_s) if b.rpm else None
         self._tpm = RateBuckets(b.tpm, b.rate_window_s) if b.tpm else None
@@ -247,6 +283,7 @@ class FakeOpenAIServer:
             Route("/v1/files/{file_id}/content", self._files_content, methods=["GET"]),
             Route("/v1/batches", self._batches_create, methods=["POST"]),
             Route("/v1/batches/{batch_id}", self._batches_get, methods=["GET"]),
+            Route("/v1/batches/{batch_id}/cancel", self._batches_cancel, methods=["POST"]),
         ])
         self._server = None
         self._thread: threading.Thread | None = None
@@ -262,6 +299,16 @@ class FakeOpenAIServer:
         sha = hashlib.sha256(image).hexdigest()
         with self._lock:
             self._per_image.setdefault(sha, deque()).extend(actions)
+
+    def script_batches(self, plans: list[dict[str, Any]]) -> None:
+        """One plan per batch job created next (see the module docstring); ``{}`` is normal."""
+        with self._lock:
+            self._batch_plans.extend(plans)
+
+    def billed_identities(self, with_image: bool = True) -> list[str]:
+        """:func:`request_identity` of every billed request (image-bearing ones by default)."""
+        return [request_identity(b) for _, b in self.billed
+                if not with_image or image_sha_from_body(b) is not None]
 
     def _next_action(self, image_sha: str) -> Any:
         with self._lock:
@@ -338,6 +385,8 @@ class FakeOpenAIServer:
         if limited is not None:
             return limited
         status, payload, headers = await self.complete(body)
+        if status == 200 and self.behaviour.record:
+            self.billed.append(("online", body))
         return JSONResponse(payload, status_code=status, headers={**headers, **self._rate_headers()})
 
     def request_tokens(self, body: dict[str, Any]) -> int:
@@ -462,8 +511,13 @@ class FakeOpenAIServer:
         }, {}
 
     # ---- files + batches (minimal protocol) ----------------------------------------------
+    def _no_batch(self) -> Response | None:
+        if not self.behaviour.supports_batch:
+            return _error(404, "Not Found")
+        return None
+
     async def _files_create(self, request: Request) -> Response:
-        err = self._auth_error(request)
+        err = self._no_batch() or self._auth_error(request)
         if err is not None:
             return err
         raw = await request.body()
@@ -501,7 +555,7 @@ class FakeOpenAIServer:
         return Response(f["content"], media_type="application/octet-stream")
 
     async def _batches_create(self, request: Request) -> Response:
-        err = self._auth_error(request)
+        err = self._no_batch() or self._auth_error(request)
         if err is not None:
             return err
         body = await request.json()
@@ -518,38 +572,70 @@ class FakeOpenAIServer:
                  "request_counts": {"total": 0, "completed": 0, "failed": 0}}
         self.batches[bid] = batch
         self._batch_polls[bid] = 0
+        with self._lock:
+            self._plan_of[bid] = self._batch_plans.popleft() if self._batch_plans else {}
         return JSONResponse(batch)
 
     async def _batches_get(self, request: Request) -> Response:
+        err = self._no_batch()
+        if err is not None:
+            return err
         bid = request.path_params["batch_id"]
         batch = self.batches.get(bid)
         if batch is None:
             return _error(404, "No such batch")
         self._batch_polls[bid] += 1
-        if batch["status"] != "completed":
-            if self._batch_polls[bid] >= self.behaviour.batch_polls_until_done:
+        if batch["status"] in ("validating", "in_progress"):
+            if self._plan_of.get(bid, {}).get("never"):
+                batch["status"] = "in_progress"
+            elif self._batch_polls[bid] >= self.behaviour.batch_polls_until_done:
                 await self._run_batch(batch)
             else:
                 batch["status"] = "in_progress"
         return JSONResponse(batch)
 
+    async def _batches_cancel(self, request: Request) -> Response:
+        bid = request.path_params["batch_id"]
+        batch = self.batches.get(bid)
+        if batch is None:
+            return _error(404, "No such batch")
+        if batch["status"] in ("validating", "in_progress"):
+            batch["status"] = "cancelled"   # nothing was processed yet: no output file
+        return JSONResponse(batch)
+
     async def _run_batch(self, batch: dict[str, Any]) -> None:
-        lines = self.files[batch["input_file_id"]]["content"].decode().splitlines()
+        plan = self._plan_of.get(batch["id"], {})
+        if plan.get("status") == "failed":
+            batch["status"] = "failed"
+            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "line": 1,
+                                                            "message": "simulated validation failure"}]}
+            return
+        lines = [ln for ln in self.files[batch["input_file_id"]]["content"].decode().splitlines() if ln.strip()]
+        expire_after, drop_every = plan.get("expire_after"), int(plan.get("drop_every") or 0)
         out, errs = [], []
-        for line in lines:
-            if not line.strip():
-                continue
+        for i, line in enumerate(lines):
             req = json.loads(line)
+            if drop_every and (i + 1) % drop_every == 0:
+                continue                      # a partial output file: this line is simply absent
+            if expire_after is not None and i >= expire_after:
+                errs.append(json.dumps({"id": f"batch_req_{uuid.uuid4().hex[:8]}", "custom_id": req["custom_id"],
+                                        "response": None,
+                                        "error": {"code": "batch_expired", "message": "This request could not "
+                                                  "be executed before the completion window expired."}}))
+                continue
             status, payload, _ = await self.complete(req["body"])
+            if status == 200 and self.behaviour.record:
+                self.billed.append(("batch", req["body"]))
             rec = {"id": f"batch_req_{uuid.uuid4().hex[:8]}", "custom_id": req["custom_id"],
                    "response": {"status_code": status, "request_id": uuid.uuid4().hex[:8], "body": payload},
                    "error": None}
             (out if status == 200 else errs).append(json.dumps(rec))
-        batch["request_counts"] = {"total": len(out) + len(errs), "completed": len(out), "failed": len(errs)}
-        batch["output_file_id"] = self._new_file(("\n".join(out) + "\n").encode(), "batch_output", "out.jsonl")["id"]
+        batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(errs)}
+        if out:
+            batch["output_file_id"] = self._new_file(("\n".join(out) + "\n").encode(), "batch_output", "out.jsonl")["id"]
         if errs:
             batch["error_file_id"] = self._new_file(("\n".join(errs) + "\n").encode(), "batch_output", "err.jsonl")["id"]
-        batch["status"] = "completed"
+        batch["status"] = "expired" if expire_after is not None and expire_after < len(lines) else "completed"
 
 
 def main() -> None:

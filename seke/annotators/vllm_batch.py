@@ -7,10 +7,16 @@ content-addressed response cache (:mod:`seke.cache`), then run the normal online
 ``sample_batch`` — every collected sample is a free cache hit, and only what the batch did not
 deliver (errors, unparseable answers, later adaptive rounds, verification) goes online.
 
+The same runner serves every SV-UAMC round (:mod:`seke.annotators.vllm_batch_rounds`): what a
+line asks for and how its answer is stored live in :mod:`seke.annotators.batch_lines`, shared
+with verification lines.
+
 The manifest (which custom_id stands for which cache keys) is written to the lake table
 ``vllm_batches`` (one partition per batch), so a sensor or a later step in another process can
-poll and collect. Unparseable batch answers are not cached and not repaired here: the online
-path asks again with its one repair attempt.
+poll and collect. A collection reports, per cache key, what came back; lines missing from the
+output file (an expired, failed or cancelled job, a partial file, the error file) are left for
+the online path and their calls are given back to the run's budget (they were never billed).
+Unparseable answers follow the ``malformed`` policy of :mod:`seke.annotators.batch_lines`.
 
 Secrets: batch answers are scrubbed of the API key (:mod:`seke.scrub`) before they are parsed or
 cached, and an SDK error whose text quotes the key is re-raised scrubbed, so neither the cache
@@ -23,26 +29,25 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
 
 import openai
 import polars as pl
 
-from seke.annotation import Labels, Sample, SampleRequest
+from seke.annotation import Sample, SampleRequest, Verdict, VerifyRequest
+from seke.annotators.batch_lines import BatchLine, Malformed, sample_lines, store_answer, verify_lines
 from seke.annotators.vllm import VLLMAnnotator
-from seke.annotators.vllm_records import fill_sample, params_text, sample_to_record
-from seke.annotators.vllm_support import redact_url, with_image
-from seke.cache import CacheEntry, cache_key, image_sha256
+from seke.annotators.vllm_support import Capabilities, redact_url
 from seke.lake import Lake
-from seke.prompts import answer_json_schema
-from seke.response_schema import ParseError, detect_refusal, parse_annotation
-from seke.scrub import scrub_exception, scrub_optional
+from seke.scrub import scrub_exception
 
 log = logging.getLogger("seke.vllm")
 
 BATCH_TABLE = "vllm_batches"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
+#: Statuses in which the Batch API endpoint itself is missing (vLLM, Ollama, LM Studio).
+UNSUPPORTED_STATUS = (404, 405, 501)
 
 
 @dataclass
@@ -50,29 +55,40 @@ class BatchSubmission:
     batch_id: str | None
     input_file_id: str | None
     lines: int
-    samples: int
+    samples: int           # results asked for (samples, or verdicts for a verification job)
     cached: int
-    not_submitted: int     # samples left out because of the per-run call budget
+    not_submitted: int     # results left out because of the per-run call budget
+    keys: list[str] = field(default_factory=list)   # cache keys of the submitted lines
 
 
 @dataclass
 class BatchCollection:
     status: str
-    collected: int = 0     # samples written to the cache (parsed, or refused: the model's answer)
-    unparsed: int = 0      # left for the online path (not cached)
-    errors: int = 0        # request lines the batch failed (not cached)
+    collected: int = 0     # results written to the cache (parsed, refused, or quarantined)
+    unparsed: int = 0      # left for the online path (not cached; policy "online")
+    errors: int = 0        # request lines the batch failed (error file, non-200): not cached
+    missing: int = 0       # request lines with no trace in either file (a partial output)
+    malformed: int = 0     # answers stored as failed results (refused, or unparseable with "quarantine")
     cost_usd: float = 0.0
+    results: dict[str, Sample | Verdict] = field(default_factory=dict)  # cache key -> what came back
+
+    @property
+    def usable(self) -> int:
+        return self.collected - self.malformed
 
 
 class VLLMBatchRunner:
     """Submit / poll / collect OpenAI batches for an annotator's endpoint, model and cache."""
 
-    def __init__(self, annotator: VLLMAnnotator, lake: Lake | None,
-                 price_factor: float = 0.5) -> None:
+    def __init__(self, annotator: VLLMAnnotator, lake: Lake | None, price_factor: float = 0.5,
+                 malformed: Malformed = "online") -> None:
         self.ann = annotator
         self.lake = lake
         self.price_factor = price_factor
+        self.malformed = malformed
         self._manifests: dict[str, pl.DataFrame] = {}
+        self._collected: dict[str, BatchCollection] = {}
+        self._submitted: set[str] = set()   # jobs whose calls this runner took from the budget
         cfg = annotator.config
         self._client = openai.OpenAI(base_url=cfg.base_url, api_key=cfg.api_key or "EMPTY",
                                      timeout=cfg.timeout_s, max_retries=cfg.max_retries)
@@ -92,67 +108,70 @@ class VLLMBatchRunner:
             raise clean from None
 
     # ---- submit --------------------------------------------------------------------------
+    def _caps(self) -> Capabilities:
+        ann = self.ann
+        return ann.capabilities or ann._run(ann.detect_capabilities)
+
     def submit(self, requests: Sequence[SampleRequest], metadata: dict[str, str] | None = None) -> BatchSubmission:
         """Write the JSONL of every uncached sample, upload it and create the batch."""
-        ann = self.ann
-        caps = ann.capabilities or ann._run(ann.detect_capabilities)
-        params = ann._params(ann.config.temperature)
-        lines, rows = [], []
-        n_samples = cached = skipped = 0
-        budget = ann._budget
-        for req in requests:
-            img_sha = image_sha256(req.face.image_png)
-            keys = {i: cache_key(ann.model, req.prompt.prompt_hash, img_sha, params, i)
-                    for i in range(req.first_index, req.first_index + req.n)}
-            misses = [i for i, k in keys.items() if ann.cache.get(k) is None]
-            cached += len(keys) - len(misses)
-            if not misses:
+        lines, cached = sample_lines(self.ann, requests, self._caps())
+        return self.submit_lines(lines, cached, {"seke": "mc_samples", **(metadata or {})})
+
+    def submit_verify(self, requests: Sequence[VerifyRequest],
+                      metadata: dict[str, str] | None = None) -> BatchSubmission:
+        """The same for verification requests (one line per uncached verdict)."""
+        lines, cached = verify_lines(self.ann, requests, self._caps())
+        return self.submit_lines(lines, cached, {"seke": "verification", **(metadata or {})})
+
+    def submit_lines(self, planned: Sequence[BatchLine], cached: int,
+                     metadata: dict[str, str]) -> BatchSubmission:
+        """Upload the lines the call budget allows and create the batch (one job).
+
+        Each line takes one call from the run's budget now; if the upload or the job creation
+        fails, the calls are given back and the error is raised (scrubbed of the key)."""
+        budget = self.ann._budget
+        lines: list[BatchLine] = []
+        skipped = 0
+        for line in planned:
+            if not budget.acquire():
+                skipped += len(line.keys)
                 continue
-            groups = [misses] if (caps.n and len(misses) > 1) else [[i] for i in misses]
-            messages = with_image(req.prompt.messages, req.face.image_png, ann.config.image_detail)
-            schema = answer_json_schema(req.prompt.missing)
-            for g in groups:
-                if not budget.acquire():
-                    skipped += len(g)
-                    continue
-                budget.settle(0.0)
-                seed = None if ann.config.seed is None else ann.config.seed + g[0]
-                body = ann.request_body(messages, n=len(g), schema=schema, schema_name="seke_annotation",
-                                        temperature=ann.config.temperature, seed=seed,
-                                        rf_mode=caps.response_format)
-                custom_id = f"seke-{keys[g[0]][:24]}-{len(g)}"
-                lines.append(json.dumps({"custom_id": custom_id, "method": "POST",
-                                         "url": "/v1/chat/completions", "body": body},
-                                        separators=(",", ":")))
-                rows.append({"custom_id": custom_id, "face_id": req.face.face_id,
-                             "keys": json.dumps([keys[i] for i in g]),
-                             "indices": json.dumps(g), "round": req.round,
-                             "prompt_hash": req.prompt.prompt_hash, "image_sha256": img_sha,
-                             "missing": json.dumps(list(req.prompt.missing)),
-                             "params": params_text(params)})
-                n_samples += len(g)
+            budget.settle(0.0)
+            lines.append(line)
         if not lines:
             return BatchSubmission(None, None, 0, 0, cached, skipped)
-        payload = ("\n".join(lines) + "\n").encode()
-        with self._scrubbed_errors():
-            f = self._client.files.create(file=("seke-batch.jsonl", payload, "application/jsonl"),
-                                          purpose="batch")
-            batch = self._client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
-                                                completion_window="24h",
-                                                metadata={"seke": "mc_samples", **(metadata or {})})
-        manifest = pl.DataFrame(rows).with_columns(pl.lit(ann.model).alias("model"),
-                                                   pl.lit(time.time()).alias("submitted_at"))
+        payload = ("\n".join(line.jsonl() for line in lines) + "\n").encode()
+        try:
+            with self._scrubbed_errors():
+                f = self._client.files.create(file=("seke-batch.jsonl", payload, "application/jsonl"),
+                                              purpose="batch")
+                batch = self._client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                    completion_window="24h", metadata=metadata)
+        except BaseException:
+            budget.release(len(lines))
+            raise
+        manifest = pl.DataFrame([line.row for line in lines]).with_columns(
+            pl.lit(self.ann.model).alias("model"), pl.lit(time.time()).alias("submitted_at"))
         self._manifests[batch.id] = manifest
+        self._submitted.add(batch.id)
         if self.lake is not None:
             self.lake.write_partition(BATCH_TABLE, {"batch": batch.id}, manifest)
-        log.info("VLLM batch %s submitted to %s: %d requests, %d samples (%d cached, %d over budget)",
-                 batch.id, redact_url(ann.config.base_url), len(lines), n_samples, cached, skipped)
-        return BatchSubmission(batch.id, f.id, len(lines), n_samples, cached, skipped)
+        self.ann.stats.batch_jobs += 1
+        n = sum(len(line.keys) for line in lines)
+        log.info("VLLM batch %s submitted to %s: %d requests, %d results (%d cached, %d over budget)",
+                 batch.id, redact_url(self.ann.config.base_url), len(lines), n, cached, skipped)
+        return BatchSubmission(batch.id, f.id, len(lines), n, cached, skipped,
+                               [k for line in lines for k in line.keys])
 
     # ---- poll / collect ------------------------------------------------------------------
     def status(self, batch_id: str) -> str:
         with self._scrubbed_errors():
             return str(self._client.batches.retrieve(batch_id).status)
+
+    def cancel(self, batch_id: str) -> str:
+        """Ask the endpoint to stop the job (what it finished stays in its output file)."""
+        with self._scrubbed_errors():
+            return str(self._client.batches.cancel(batch_id).status)
 
     def _manifest(self, batch_id: str) -> pl.DataFrame:
         if batch_id not in self._manifests:
@@ -162,9 +181,15 @@ class VLLMBatchRunner:
         return self._manifests[batch_id]
 
     def collect(self, batch_id: str) -> BatchCollection:
-        """If the batch is finished, parse its output into the cache (idempotent)."""
+        """If the batch is finished, parse its output into the cache (idempotent: a batch this
+        runner already collected is not parsed, counted or given back to the budget again)."""
+        if batch_id in self._collected:
+            return self._collected[batch_id]
         with self._scrubbed_errors():
-            return self._collect(batch_id)
+            out = self._collect(batch_id)
+        if out.status in TERMINAL:
+            self._collected[batch_id] = out
+        return out
 
     def _collect(self, batch_id: str) -> BatchCollection:
         ann = self.ann
@@ -173,68 +198,109 @@ class VLLMBatchRunner:
         if batch.status not in TERMINAL:
             return out
         manifest = {r["custom_id"]: r for r in self._manifest(batch_id).iter_rows(named=True)}
+        seen: set[str] = set()
         if batch.output_file_id:
-            text = self._client.files.content(batch.output_file_id).text
-            for line in text.splitlines():
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
+            for rec in self._records(batch.output_file_id):
                 row = manifest.get(rec.get("custom_id"))
-                resp = rec.get("response") or {}
-                if row is None:
+                if row is None or row["custom_id"] in seen:
                     continue
-                if resp.get("status_code") != 200:
+                seen.add(row["custom_id"])
+                resp = rec.get("response") or {}
+                if resp.get("status_code") != 200 or not isinstance(resp.get("body"), dict):
                     out.errors += 1
                     continue
-                self._collect_one(row, resp["body"], out)
+                if all(ann.cache.has(k) for k in json.loads(row["keys"])):
+                    continue   # collected before (another process, an earlier run): not counted twice
+                got = store_answer(ann, row, resp["body"], self.price_factor, self.malformed)
+                out.results.update(got.results)
+                out.collected += len(got.results)
+                out.malformed += got.malformed
+                out.unparsed += got.unparsed
+                out.cost_usd += got.cost_usd
+                body = resp["body"]
+                usage = body.get("usage") or {}
+                ann.stats.batch_calls += 1
+                ann.stats.prompt_tokens += int(usage.get("prompt_tokens", 0))
+                ann.stats.completion_tokens += int(usage.get("completion_tokens", 0))
         if batch.error_file_id:
-            text = self._client.files.content(batch.error_file_id).text
-            out.errors += sum(1 for line in text.splitlines() if line.strip())
+            for rec in self._records(batch.error_file_id):
+                if rec.get("custom_id") in manifest and rec["custom_id"] not in seen:
+                    seen.add(rec["custom_id"])
+                    out.errors += 1
+        out.missing = len(manifest) - len(seen)
+        # lines that never came back were never billed: their calls return to the run's budget
+        if batch_id in self._submitted:
+            ann._budget.release(out.errors + out.missing)
+        ann._budget.usd += out.cost_usd
+        ann.stats.cost_usd += out.cost_usd
         ann.cache.flush()
-        log.info("VLLM batch %s %s: %d samples cached, %d unparsed, %d failed lines, $%.4f",
-                 batch_id, out.status, out.collected, out.unparsed, out.errors, out.cost_usd)
+        log.info("VLLM batch %s %s: %d results cached (%d malformed), %d unparsed, %d failed lines, "
+                 "%d missing lines, $%.4f", batch_id, out.status, out.collected, out.malformed,
+                 out.unparsed, out.errors, out.missing, out.cost_usd)
         return out
 
-    def _collect_one(self, row: dict[str, Any], body: dict[str, Any], out: BatchCollection) -> None:
-        ann = self.ann
-        keys, indices = json.loads(row["keys"]), json.loads(row["indices"])
-        missing = tuple(json.loads(row["missing"]))
-        choices = sorted(body.get("choices", []), key=lambda c: c.get("index", 0))
-        usage = body.get("usage") or {}
-        k = max(1, len(choices))
-        pt, ct = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-        for j, (key, idx) in enumerate(zip(keys, indices)):
-            if j >= len(choices):
-                out.unparsed += 1
+    def _records(self, file_id: str) -> Iterator[dict]:
+        """The JSON records of an output/error file; a broken line is skipped, never fatal."""
+        text = self._client.files.content(file_id).text
+        for line in text.splitlines():
+            if not line.strip():
                 continue
-            msg = choices[j].get("message") or {}
-            # scrubbed whole, before the refusal is cut to 200 characters or anything is cached
-            text = scrub_optional(msg.get("content"), ann.secrets)
-            refusal = scrub_optional(msg.get("refusal"), ann.secrets)
-            s = Sample(face_id=row["face_id"], index=idx, round=int(row["round"]), labels=Labels(),
-                       raw_text=text or "", backend=ann.backend, model=ann.model,
-                       temperature=ann.config.temperature, prompt_tokens=pt // k,
-                       completion_tokens=ct // k)
-            s.cost_usd = ann.config.cost(s.prompt_tokens, s.completion_tokens) * self.price_factor
-            refused = detect_refusal(text, refusal)
-            if refused is not None:
-                s.parse_status, s.error = "failed", f"refusal: {refused[:200]}"
-            else:
-                try:
-                    fill_sample(s, parse_annotation(text, missing))
-                except ParseError:
-                    out.unparsed += 1   # the online path will ask again, with its repair attempt
-                    continue
-            ann.cache.put(CacheEntry(key, "sample", ann.model, row["prompt_hash"], row["image_sha256"],
-                                     idx, row["params"], sample_to_record(s)))
-            out.collected += 1
-            out.cost_usd += s.cost_usd
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("VLLM batch file %s: a line is not JSON; its request counts as missing", file_id)
+                continue
+            if isinstance(rec, dict):
+                yield rec
 
-    def wait(self, batch_id: str, poll_s: float = 30.0, timeout_s: float = 24 * 3600) -> BatchCollection:
-        """Poll until the batch is terminal (or ``timeout_s``), then collect."""
+    def open_batches(self, keys: set[str]) -> list[str]:
+        """Batches in the manifest table that hold any of ``keys`` and that this runner has not
+        collected: a job submitted by a step that crashed (or was retried) while it ran. Waiting
+        for it, instead of submitting the same requests again, is what keeps a retried step from
+        paying twice."""
+        if self.lake is None or not keys or not self.lake.exists(BATCH_TABLE):
+            return []
+        m = self.lake.read_table(BATCH_TABLE)
+        if m.is_empty() or "batch" not in m.columns:
+            return []
+        m = m.filter(pl.col("model") == self.ann.model).select("batch", "keys")
+        found: list[str] = []
+        for bid, ks in m.iter_rows():
+            if bid not in self._collected and bid not in found and not keys.isdisjoint(json.loads(ks)):
+                found.append(bid)
+        return found
+
+    def wait(self, batch_id: str, poll_s: float = 30.0, timeout_s: float = 24 * 3600,
+             cancel_on_timeout: bool = False, grace_s: float = 600.0) -> BatchCollection:
+        """Poll until the batch is terminal (or ``timeout_s``), then collect.
+
+        ``cancel_on_timeout``: a job still running at the deadline is cancelled, and its
+        cancellation awaited for up to ``grace_s``, so that what it did not finish can be asked
+        online without buying it twice. A poll that fails (network) is retried until the
+        deadline."""
         deadline = time.monotonic() + timeout_s
         while True:
-            status = self.status(batch_id)
-            if status in TERMINAL or time.monotonic() > deadline:
+            try:
+                status = self.status(batch_id)
+            except openai.APIError as exc:
+                log.warning("VLLM batch %s: poll failed (%s); retrying", batch_id, type(exc).__name__)
+                status = "unknown"
+            if status in TERMINAL:
                 return self.collect(batch_id)
+            if time.monotonic() > deadline:
+                if not cancel_on_timeout:
+                    return self.collect(batch_id)
+                return self._cancel_and_collect(batch_id, poll_s, grace_s)
             time.sleep(poll_s)
+
+    def _cancel_and_collect(self, batch_id: str, poll_s: float, grace_s: float) -> BatchCollection:
+        log.warning("VLLM batch %s: not finished in time; cancelling it", batch_id)
+        end = time.monotonic() + grace_s
+        try:
+            status = self.cancel(batch_id)
+            while status not in TERMINAL and time.monotonic() < end:
+                time.sleep(poll_s)
+                status = self.status(batch_id)
+        except openai.APIError as exc:
+            log.warning("VLLM batch %s: cancel failed (%s)", batch_id, type(exc).__name__)
+        return self.collect(batch_id)

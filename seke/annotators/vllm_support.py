@@ -117,6 +117,14 @@ class RunStats:
     cost_usd: float = 0.0
     cache_hits: int = 0
     budget_exhausted: int = 0
+    # Batch API (seke.annotators.vllm_batch): jobs created, answered lines billed, and per-item
+    # outcomes of the every-round mode: usable answers, answers stored failed (malformed or
+    # refused: quarantined), items the batch did not return that went online instead
+    batch_jobs: int = 0
+    batch_calls: int = 0
+    batch_ok: int = 0
+    batch_failed: int = 0
+    batch_retried_online: int = 0
     latency_ms_total: float = 0.0
     rate: Any = None  # the endpoint's LimiterStats (seke.annotators.rate_limit), when attached
 
@@ -204,6 +212,11 @@ class Budget:
     def settle(self, usd: float) -> None:
         self.in_flight -= 1
         self.usd += usd
+
+    def release(self, calls: int) -> None:
+        """Give back calls that were counted but never billed (Batch API lines that did not
+        come back): the online retry of those requests must not find the budget spent."""
+        self.calls = max(0, self.calls - calls)
 
 
 @dataclass

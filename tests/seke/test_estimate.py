@@ -81,3 +81,57 @@ def test_cascade_estimate_uses_history_reach():
     assert [m.name for m in est.members] == ["mini", "gpt"]
     assert est.members[0].faces == pytest.approx(10) and est.members[1].faces == pytest.approx(2)
     assert est.usd == pytest.approx(sum(m.usd for m in est.members))
+
+
+def test_requests_are_the_rounds_of_the_history_not_the_ceiling_of_mean_samples():
+    """Most faces stop after one round of 3, one face of ten needs a second: 3.3 samples and 1.1
+    requests per face. ceil(3.3 / 3) = 2 requests for every face was the old over-count."""
+    k = knowledge_v1()
+    faces = _faces(10)
+    prompts = {f.face_id: build_annotation_prompt(f.known, k) for f in faces}
+    m = EstimateMember("gpt", "gpt-4o", 2.5, 10.0)
+    rows = [(f"h{i}", r) for i in range(10) for r in ([0, 0, 0] + ([1, 1, 1] if i == 0 else []))]
+    hist = History.from_frames(pl.DataFrame({
+        "face_id": [f for f, _ in rows], "round": [r for _, r in rows], "model": ["gpt-4o"] * len(rows),
+        "completion_tokens": [300] * len(rows), "cache_hit": [False] * len(rows)}))
+    assert hist.samples_per_face["gpt-4o"] == pytest.approx(3.3)
+    assert hist.rounds_per_face["gpt-4o"] == pytest.approx(1.1)
+    mem = estimate_run(faces, prompts, [m], SamplingConfig(verify=False), hist).members[0]
+    assert mem.calls == pytest.approx(11) and mem.samples == pytest.approx(33)
+
+
+def test_history_of_another_strategy_and_other_models_completion():
+    k = knowledge_v1()
+    faces = _faces(4)
+    prompts = {f.face_id: build_annotation_prompt(f.known, k) for f in faces}
+    frame = pl.DataFrame({
+        "face_id": ["a", "a", "a", "b", "b", "b"] + ["c"] * 10, "round": [0] * 6 + list(range(10)),
+        "strategy": ["sv_uamc"] * 6 + ["fixed_n"] * 10, "model": ["gpt-4o-mini"] * 16,
+        "completion_tokens": [400] * 6 + [100] * 10, "cache_hit": [False] * 16})
+    hist = History.from_frames(frame, strategy="sv_uamc")
+    assert hist.samples_per_face == {"gpt-4o-mini": 3.0} and hist.completion_per_sample["gpt-4o-mini"] == 400
+    # a model without history answers the same schema: the other models' completion length
+    est = estimate_run(faces, prompts, [EstimateMember("gpt", "gpt-4o", 2.5, 10.0)],
+                       SamplingConfig(verify=False), hist)
+    assert "completion:history of other models" in est.members[0].source
+    assert est.members[0].output_tokens == pytest.approx(4 * 4.5 * 400)
+
+
+def test_verification_is_priced_with_the_verification_prompt_and_the_verifier_of_the_history():
+    from seke.annotators.vllm_support import with_image
+
+    k = knowledge_v1()
+    faces = [FaceItem(f"f{i}", png(48, 48, i), Labels()) for i in range(4)]
+    prompts = {f.face_id: build_annotation_prompt(f.known, k) for f in faces}
+    off = EstimateMember("offline", "offline", kind="offline")
+    big = EstimateMember("big", "gpt-4o", 2.5, 10.0)
+    labels = pl.DataFrame({"n_samples": [3] * 4, "verdict": ["accept", "reject", "none", "none"],
+                           "verified_by": ["offline", "big", None, None]})
+    hist = History.from_frames(None, labels)
+    assert hist.verify_share == 0.5 and hist.verify_share_by == {"offline": 0.25, "big": 0.25}
+    est = estimate_run(faces, prompts, [off, big], SamplingConfig(), hist, "cascade")
+    by = {m.name: m for m in est.members}
+    assert by["offline"].verify_calls == pytest.approx(1) and by["big"].verify_calls == pytest.approx(1)
+    sampling = message_tokens(with_image(prompts["f0"].messages, faces[0].image_png), "gpt-4o")
+    verify_in = by["big"].input_tokens - by["big"].calls * sampling
+    assert verify_in > 0 and verify_in != pytest.approx(sampling + 200)   # the real verification prompt
