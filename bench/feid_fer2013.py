@@ -32,22 +32,41 @@ sys.path.insert(0, str(ROOT))
 
 def land(data_dir: Path, landing: Path, batch: str, limit: int | None) -> tuple[Path, int]:
     """``landing/fer2013/<batch>/`` with a train-only manifest and the images linked, not copied."""
-    folder = landing / "fer2013" / batch
-    folder.mkdir(parents=True, exist_ok=True)
     with open(data_dir / "manifest.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "train"]
     if limit:
         rows = rows[:limit]
-    for r in rows:  # one symlink per image: the batch holds exactly the manifest's files
+    folder = landing / "fer2013" / batch
+    land_rows(data_dir, folder, rows, ["image", "split", "expression"])
+    return folder, len(rows)
+
+
+def land_rows(data_dir: Path, folder: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
+    """A landing batch at ``folder`` holding ``rows`` of ``data_dir``'s manifest (``columns`` of
+    it) with one symlink per image, so the batch holds exactly the manifest's files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in rows:
         link = folder / r["image"]
         if not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to((data_dir / r["image"]).resolve())
     with open(folder / "manifest.csv", "w", newline="") as fh:  # written last: the batch is landed
-        w = csv.DictWriter(fh, fieldnames=["image", "split", "expression"])
+        w = csv.DictWriter(fh, fieldnames=columns)
         w.writeheader()
-        w.writerows({k: r[k] for k in ("image", "split", "expression")} for r in rows)
-    return folder, len(rows)
+        w.writerows({k: r[k] for k in columns} for r in rows)
+
+
+def use_work_dir(work: Path, data_dirs: list[Path]) -> None:
+    """Point the platform (landing, lake, warehouse, review, Dagster instance) at ``work``; the
+    landed batches link into ``data_dirs``, which the landing guard must therefore allow."""
+    os.environ["SEKE_LANDING_DIR"] = str(work / "landing")
+    os.environ["SEKE_LAKE_URI"] = str(work / "lake")
+    os.environ["SEKE_DUCKDB_PATH"] = str(work / "lake" / "warehouse.duckdb")
+    os.environ["SEKE_REVIEW_DIR"] = str(work / "review")
+    os.environ["SEKE_LANDING_ALLOWED_ROOTS"] = os.pathsep.join(str(d.resolve()) for d in data_dirs)
+    os.environ["DAGSTER_HOME"] = str(work / ".dagster")
+    (work / ".dagster").mkdir(parents=True, exist_ok=True)
+    (work / ".dagster" / "dagster.yaml").write_text((ROOT / "infra" / "dagster.yaml").read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,15 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no data: {data_dir}/manifest.csv not found (../shared/data absent?)", file=sys.stderr)
         return 2
     work = Path(args.work).resolve()
-    os.environ["SEKE_LANDING_DIR"] = str(work / "landing")
-    os.environ["SEKE_LAKE_URI"] = str(work / "lake")
-    os.environ["SEKE_DUCKDB_PATH"] = str(work / "lake" / "warehouse.duckdb")
-    os.environ["SEKE_REVIEW_DIR"] = str(work / "review")
-    # the batch links to the images in place: let symlinks resolve into the data folder
-    os.environ["SEKE_LANDING_ALLOWED_ROOTS"] = str(data_dir.resolve())
-    os.environ["DAGSTER_HOME"] = str(work / ".dagster")
-    (work / ".dagster").mkdir(parents=True, exist_ok=True)
-    (work / ".dagster" / "dagster.yaml").write_text((ROOT / "infra" / "dagster.yaml").read_text())
+    use_work_dir(work, [data_dir])
 
     from dagster import DagsterInstance
 

@@ -1,25 +1,36 @@
-"""Training throughput (images/s) of the multi-task net on GPU vs CPU, same model and batch.
+"""Training throughput (images/s) of the multi-task net: CPU variants before/after, and GPU vs CPU.
 
-    PYTHONPATH=. python3 bench/train_throughput.py [--npz .data/fer2013_48.npz] [--batch 256]
+    .venv/bin/python bench/train_throughput.py --recipe compact [--npz .data/fer2013_48.npz] [--compile]
 
-Each device runs the real training step (gather a batch of device-resident uint8 faces,
-augment on the device, forward under autocast where the recipe uses it, masked multi-task
-loss, backward, SGD step): warm-up steps first, then timed steps with the device synchronised
-around the timed region. The CPU — the baseline — is measured in the same run with fewer steps.
-On CUDA the cuDNN autotuner mode (``deterministic=False``) is timed as well. Faces come from the
-packed npz when given, else random pixels (throughput does not depend on content).
+Every variant runs the real training step (gather a batch of device-resident uint8 faces,
+augment on the device, forward under autocast where the variant uses it, masked multi-task
+loss, backward, optimizer step) on the same data. On the CPU the variants are timed in
+interleaved rounds (each round times every variant for a few steps; the median round counts),
+so load from other processes on a shared machine hits them alike:
 
-Last line: ``RESULT gpu_cpu_ratio=… images_per_s_gpu=… images_per_s_cpu=…`` (gpu keys = nan
-when no GPU is visible).
+* ``cpu fp32 contiguous`` — the CPU recipe before 2026-12-02 (the baseline);
+* ``cpu fp32 channels_last``, ``cpu bf16 contiguous`` — each change alone;
+* ``cpu bf16 channels_last`` — what the recipe does now (``amp="auto"`` picks bf16 on CPUs
+  with native bf16, see :func:`seke.train.tensors.cpu_has_native_bf16`);
+* ``--compile``: the same under ``torch.compile`` (inductor; compile time printed separately).
+
+Batch sizes are compared with ``--batch``. On CUDA the recipe default, the cuDNN autotuner and
+fp32 are timed too. Faces come from the packed npz when given, else random pixels (throughput
+does not depend on content).
+
+Last line: ``RESULT source=… data=… images_per_s_cpu=… images_per_s_cpu_before=…
+cpu_speedup=… gpu_cpu_ratio=… images_per_s_gpu=…`` (gpu keys = nan when no GPU is visible).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,12 +42,13 @@ from seke.train.config import TrainConfig  # noqa: E402
 from seke.train.device import device_info  # noqa: E402
 from seke.train.losses import Targets  # noqa: E402
 from seke.train.model import build_model  # noqa: E402
-from seke.train.trainer import (amp_dtype, make_optimizer, seed_everything, to_device_images,  # noqa: E402
-                                train_step)
+from seke.train.trainer import (amp_dtype, make_optimizer, memory_format, seed_everything,  # noqa: E402
+                                to_device_images, train_step)
 
 
-def images_per_second(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, device: str,
-                      warmup: int, steps: int) -> float:
+def make_stepper(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, device: str,
+                 compile_model: bool = False) -> Callable[[], None]:
+    """One training step of ``cfg`` on ``device`` as a closure (model, optimizer and data built once)."""
     seed_everything(cfg.seed, cfg.deterministic)
     cuda = device.startswith("cuda")
     data = to_device_images(images, cfg.image_size, device)
@@ -45,52 +57,57 @@ def images_per_second(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, 
     ones = torch.ones(n, device=device)
     va = torch.zeros(n, 2, device=device)
     aus = torch.zeros(n, cfg.n_aus, device=device)
-    fmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
+    fmt = memory_format(cfg)
     model = build_model(cfg).to(device).to(memory_format=fmt).train()
     opt = make_optimizer(model, cfg)
+    net = torch.compile(model) if compile_model else model
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if (cuda and dtype == torch.float16) else None
     g = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    def step(i: int) -> None:
+    def step() -> None:
         idx = torch.randint(0, n, (b,), device=device, generator=g)
-        x = augment(images_f(data[idx]), cfg, g).contiguous(memory_format=fmt)
+        x = augment(data[idx].float().div_(255.0), cfg, g).contiguous(memory_format=fmt)
         t = Targets(expr[idx], ones[idx], va[idx], ones[idx], aus[idx], ones[idx])
-        train_step(model, opt, scaler, x, t, cfg, dtype, cuda)
+        train_step(net, opt, scaler, x, t, cfg, dtype, cuda)
+        if cuda:
+            torch.cuda.synchronize()
 
-    for i in range(warmup):
-        step(i)
-    if cuda:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    if cuda:
-        torch.cuda.synchronize()
-    return steps * b / (time.perf_counter() - t0)
+    return step
 
 
-def images_f(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255.0)
+def interleaved(steppers: dict[str, tuple[Callable[[], None], int]], rounds: int, steps: int,
+                warmup: int) -> dict[str, float]:
+    """Median images/s of each stepper over ``rounds`` rounds of ``steps`` steps, interleaved."""
+    for step, _ in steppers.values():
+        for _ in range(warmup):
+            step()
+    rates: dict[str, list[float]] = {k: [] for k in steppers}
+    for _ in range(rounds):
+        for name, (step, batch) in steppers.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates[name].append(steps * batch / (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in rates.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--npz", default=None, help="packed faces (file or folder); default random pixels")
-    ap.add_argument("--recipe", default="full", choices=["full", "compact"],
-                    help="full (the GPU recipe) or compact (the CPU-sized net)")
+    ap.add_argument("--recipe", default="compact", choices=["full", "compact"],
+                    help="compact (the CPU recipe, default) or full (the GPU recipe)")
     ap.add_argument("--batch", type=int, default=0, help="0 = the recipe's batch size")
     ap.add_argument("--gpu-steps", type=int, default=200)
-    ap.add_argument("--cpu-steps", type=int, default=3)
-    ap.add_argument("--widths", default="", help="e.g. 16,32,64,128 for a smaller net (default: recipe)")
+    ap.add_argument("--cpu-steps", type=int, default=4, help="steps per variant per round")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds on the CPU")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile variants")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     base = TrainConfig.compact() if args.recipe == "compact" else TrainConfig()
     cfg = replace(base, batch_size=args.batch or base.batch_size)
-    if args.widths:
-        cfg = replace(cfg, widths=tuple(int(w) for w in args.widths.split(",")))
     if args.npz:
         from seke.train.packing import load_npz
 
@@ -99,40 +116,61 @@ def main(argv: list[str] | None = None) -> int:
         arrays, _ = load_npz(p)
         arrays = arrays.where_split("train") if (arrays.split == "train").any() else arrays
         images, labels = arrays.images[:8192], np.maximum(arrays.expression[:8192], 0)
-        source = f"{p.name} ({len(images)} faces)"
+        source, data = "human", f"{p.stem}:{len(images)}"
     else:
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (4096, 48, 48), dtype=np.uint8)
         labels = rng.integers(0, 7, 4096).astype(np.int64)
-        source = "random pixels (4096 faces)"
+        source, data = "simulated", "random_pixels:4096"
     n_params = sum(p.numel() for p in build_model(cfg).parameters())
-    print(f"model: widths={cfg.widths} blocks={cfg.blocks} {n_params:,} parameters, "
-          f"input {cfg.image_size}px, batch {cfg.batch_size}; data: {source}")
-    gpu = cpu = float("nan")
-    rows = []
+    print(f"model: {cfg.name} widths={cfg.widths} blocks={cfg.blocks} {n_params:,} parameters, "
+          f"input {cfg.image_size}px, batch {cfg.batch_size}; data: {data}")
+    gpu = float("nan")
+    rows: list[tuple[str, float]] = []
     if torch.cuda.is_available():
         info = device_info("cuda")
         print(f"GPU: {info.get('device_name')} {info.get('memory_gib')} GiB, torch {info['torch']}, "
               f"amp={amp_dtype(cfg, 'cuda')}")
-        gpu = images_per_second(images, labels, cfg, "cuda", warmup=30, steps=args.gpu_steps)
-        rows.append(("cuda deterministic (recipe default)", gpu))
-        fast = images_per_second(images, labels, replace(cfg, deterministic=False), "cuda", 30, args.gpu_steps)
-        rows.append(("cuda cudnn autotuner (--fast)", fast))
-        fp32 = images_per_second(images, labels, replace(cfg, amp="off"), "cuda", 10, max(20, args.gpu_steps // 4))
-        rows.append(("cuda fp32 (no AMP)", fp32))
+        gpu_variants = {"cuda deterministic (recipe default)": cfg,
+                        "cuda cudnn autotuner (--fast)": replace(cfg, deterministic=False),
+                        "cuda fp32 (no AMP)": replace(cfg, amp="off")}
+        measured = interleaved({k: (make_stepper(images, labels, c, "cuda"), c.batch_size)
+                                for k, c in gpu_variants.items()}, rounds=3, steps=args.gpu_steps // 3, warmup=30)
+        gpu = measured["cuda deterministic (recipe default)"]
+        rows += list(measured.items())
     else:
         print("GPU: none visible to torch — measuring the CPU only (gpu figures = nan)")
     cpu_info = device_info("cpu")
     print(f"CPU: {cpu_info.get('device_name')}, {torch.get_num_threads()} torch threads, "
-          f"{cpu_info.get('cpu_count')} cores")
-    cpu = images_per_second(images, labels, cfg, "cpu", warmup=1, steps=args.cpu_steps)
-    rows.append(("cpu fp32 (baseline)", cpu))
-    print(f"{'variant':<40} {'images/s':>10} {'vs cpu':>8}")
+          f"{cpu_info.get('cpu_count')} cores, recipe amp on cpu = {amp_dtype(cfg, 'cpu')}")
+    before = "cpu fp32 contiguous (recipe before; baseline)"
+    after = "cpu bf16 channels_last (recipe now)" if amp_dtype(cfg, "cpu") is not None \
+        else "cpu fp32 channels_last (recipe now; no native bf16)"
+    cpu_variants = {before: replace(cfg, amp="off", channels_last=False),
+                    "cpu fp32 channels_last": replace(cfg, amp="off", channels_last=True),
+                    "cpu bf16 contiguous": replace(cfg, amp="bf16", channels_last=False),
+                    after: cfg}
+    steppers = {k: (make_stepper(images, labels, c, "cpu"), c.batch_size) for k, c in cpu_variants.items()}
+    if args.compile:
+        for k, c in (("cpu fp32 channels_last + torch.compile", replace(cfg, amp="off")),
+                     ("recipe now + torch.compile", cfg)):
+            t0 = time.perf_counter()
+            step = make_stepper(images, labels, c, "cpu", compile_model=True)
+            step()
+            print(f"{k}: compiled in {time.perf_counter() - t0:.1f}s")
+            steppers[k] = (step, c.batch_size)
+    cpu_rates = interleaved(steppers, rounds=args.rounds, steps=args.cpu_steps, warmup=2)
+    rows += list(cpu_rates.items())
+    cpu, cpu_before = cpu_rates[after], cpu_rates[before]
+    print(f"{'variant':<52} {'images/s':>10} {'vs before':>10}")
     for name, v in rows:
-        print(f"{name:<40} {v:>10.1f} {v / cpu:>8.1f}x")
+        print(f"{name:<52} {v:>10.1f} {v / cpu_before:>9.2f}x")
     epoch_s = 28709 / gpu if gpu == gpu else float("nan")
-    print(f"one FER2013-train epoch (28,709 faces): {epoch_s:.1f}s on GPU, {28709 / cpu:.0f}s on CPU")
-    print(f"RESULT gpu_cpu_ratio={gpu / cpu:.2f} images_per_s_gpu={gpu:.1f} images_per_s_cpu={cpu:.1f}")
+    print(f"one FER2013-train epoch (28,709 faces): {epoch_s:.1f}s on GPU, {28709 / cpu:.0f}s on CPU "
+          f"({28709 / cpu_before:.0f}s before)")
+    print(f"RESULT source={source} data={data} recipe={cfg.name} batch={cfg.batch_size} "
+          f"images_per_s_cpu={cpu:.1f} images_per_s_cpu_before={cpu_before:.1f} "
+          f"cpu_speedup={cpu / cpu_before:.2f} gpu_cpu_ratio={gpu / cpu:.2f} images_per_s_gpu={gpu:.1f}")
     return 0
 
 

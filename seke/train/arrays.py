@@ -18,7 +18,7 @@ import hashlib
 import io
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from PIL import Image
@@ -162,8 +162,11 @@ def from_feid(table: Any, image_size: int = 48, *, missing_confidence: float = 1
 
 
 def from_manifest(folder: str | Path, image_size: int = 48, *, splits: Iterable[str] | None = None,
-                  limit: int | None = None) -> tuple[FaceArrays, list[dict[str, str]]]:
+                  limit: int | None = None, keep: Callable[[dict[str, str]], bool] | None = None
+                  ) -> tuple[FaceArrays, list[dict[str, str]]]:
     """A ``../shared/data`` set (``manifest.csv`` + ``images/``) with its human labels.
+
+    ``keep`` selects manifest rows (e.g. CK+ subjects held out of a training set).
 
     Expression labels are human (weight 1); ``auN`` columns (CK+) give human AU labels. The
     face id is the sha256 of the file bytes (stable, though not the platform's crop face_id).
@@ -174,6 +177,8 @@ def from_manifest(folder: str | Path, image_size: int = 48, *, splits: Iterable[
     if splits is not None:
         wanted = set(splits)
         rows = [r for r in rows if r.get("split", "") in wanted]
+    if keep is not None:
+        rows = [r for r in rows if keep(r)]
     if limit is not None and limit < len(rows):
         # manifests are sorted by label: take a seeded random sample, not the first rows
         pick = np.sort(np.random.default_rng(0).choice(len(rows), size=limit, replace=False))

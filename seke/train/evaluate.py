@@ -19,7 +19,7 @@ from seke.train.arrays import FaceArrays, from_feid
 from seke.train.augment import tta_views
 from seke.train.config import TrainConfig
 from seke.train.model import MultiTaskNet
-from seke.train.tensors import amp_dtype, to_device_images
+from seke.train.tensors import amp_dtype, memory_format, to_device_images
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def predict(model: MultiTaskNet, images: np.ndarray, device: str, cfg: TrainConf
         return {"expression_probs": np.zeros((0, cfg.n_expressions), np.float32),
                 "va": np.zeros((0, 2), np.float32), "au_probs": np.zeros((0, cfg.n_aus), np.float32)}
     data = to_device_images(images, cfg.image_size, device)
-    fmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
+    fmt = memory_format(cfg)
     for start in range(0, len(data), cfg.eval_batch_size):
         x = data[start:start + cfg.eval_batch_size].float().div_(255.0)
         views = tta_views(x) if tta else [x]

@@ -32,7 +32,7 @@ from seke.train.device import device_info, pick_device
 from seke.train.evaluate import evaluate_arrays
 from seke.train.losses import Targets, multitask_loss
 from seke.train.model import MultiTaskNet, build_model, count_parameters
-from seke.train.tensors import amp_dtype, to_device_images  # noqa: F401  (re-exported)
+from seke.train.tensors import amp_dtype, memory_format, to_device_images  # noqa: F401  (re-exported)
 
 Logger = Callable[[str], None]
 
@@ -148,7 +148,7 @@ def train(arrays: FaceArrays, cfg: TrainConfig, *, device: str = "auto", log: Lo
         aus_w=torch.from_numpy(aw).to(dev))
     model = build_model(cfg).to(dev)
     cuda = dev.startswith("cuda")
-    fmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
+    fmt = memory_format(cfg)
     model = model.to(memory_format=fmt)
     opt = make_optimizer(model, cfg)
     dtype = amp_dtype(cfg, dev)
