@@ -8,8 +8,9 @@ blind spots, so ``jury`` sends verification to a different model.
 A cheap stage can also be *confidently wrong* (its samples agree, the knowledge tables find
 nothing inconsistent), and uncertainty cannot catch that. So by default (``cross_check``) a face
 a cheaper cascade stage resolved is re-checked by a different model — the next, dearer stage, or
-the configured verifier — with one verification call before it is final; if that model does not
-accept the label, the face escalates like an unresolved one. In a ``jury`` with ``cross_check``
+the configured verifier — with one verification call before it is final; if it does not accept
+the label, the next dearer checker is asked, and only when every checker asked disagrees does
+the face escalate like an unresolved one. In a ``jury`` with ``cross_check``
 every face is verified by another model. ``verified_labels.checked_by`` lists the check calls.
 
 :class:`PoolMember` is the plain description of one member (name, kind, roles, price); the
