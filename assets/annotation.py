@@ -84,7 +84,8 @@ def _estimate(items, prompts: pl.DataFrame, annotator: AnnotatorResource, store,
     with the same strategy (no call)."""
     members, strategy, verifier = annotator.estimate_plan(batch_api)
     return estimate_run(items, prompt_specs(prompts), members, cfg, history_from_lake(store, cfg.strategy),
-                        strategy, verifier, knowledge)
+                        strategy, verifier, knowledge,
+                        cross_check=bool(getattr(annotator, "pool_cross_check", True)))
 
 
 def _estimate_vs_actual(est: Estimate, s_df: pl.DataFrame, stats: dict, billed: float | None = None) -> dict:

@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    cascade   : accepted {casc_s['accepted']:4d} error {casc_s['error']:.3f} "
               f"USD {casc_usd:.4f} per accepted {casc_usd / max(1, casc_s['accepted']):.6f} "
               f"produced_by {casc.stats['produced_by']}")
+        print(f"    cross-check: {casc.stats['check_calls']} check calls; per stage "
+              + "; ".join(f"{n}: checks {m['check_calls']}, disagreed {m['check_disagreed']}"
+                          for n, m in casc.stats['pool'].items()))
         cost_ratio = (casc_usd / max(1, casc_s["accepted"])) / (base_usd / max(1, base_s["accepted"]))
         err_delta = (casc_s["error"] - base_s["error"]) * 100
         # the same cascade without the offline first stage (mini -> big)
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         jury_s = score(jury, faces, truth)
         jury_ratio = jury_s["error"] / base_s["error"] if base_s["error"] else float("nan")
         print(f"[2] jury      : accepted {jury_s['accepted']:4d} error {jury_s['error']:.3f} "
-              f"(self-verification {base_s['error']:.3f}) verified_by {jury.stats['verified_by']}")
+              f"(self-verification {base_s['error']:.3f}) verified_by {jury.stats['verified_by']} "
+              f"coverage {jury_s['coverage']:.2f} (self {base_s['coverage']:.2f})")
         # ---- 4. estimate on faces B from the history of the cascade on faces A
         hist = History.from_frames(pl.DataFrame(casc.samples), pl.DataFrame(casc.labels))
         est_members = ([EstimateMember("offline", off.model, kind="offline")] if off is not None else []) + [
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
           f"accepted_error={base_s['error']:.3f} coverage={base_s['coverage']:.2f}")
     print(f"RESULT source={'offline+simulated' if off is not None else 'simulated'} data={data} "
           f"cost_ratio={cost_ratio:.3f} accepted_error_delta={err_delta:+.2f} "
-          f"jury_error_ratio={jury_ratio:.3f} rpm_utilisation={util:.3f} "
+          f"jury_error_ratio={jury_ratio:.3f} jury_coverage={jury_s['coverage']:.2f} rpm_utilisation={util:.3f} "
           f"throttled_after_warmup={throttled_after} estimate_error={est_err:.3f} "
           f"estimate_error_in_sample={est_err_in:.3f} "
           f"big_alone_usd_per_accepted={base_usd / max(1, base_s['accepted']):.6f} "

@@ -46,7 +46,8 @@ def estimate_for(faces: list[Any], annotator: Any, lake: Lake, config: Any = Non
     config = config or SamplingConfig()
     members, strategy, verifier = annotator.estimate_plan(batch_api)
     return estimate_run(faces, prompts, members, config, history_from_lake(lake, config.strategy),
-                        strategy, verifier, knowledge)
+                        strategy, verifier, knowledge,
+                        cross_check=bool(getattr(annotator, "pool_cross_check", True)))
 
 
 def add_estimate_command(sub: Any) -> None:

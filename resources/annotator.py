@@ -73,6 +73,10 @@ class AnnotatorResource(ConfigurableResource):
     pool_verifier: Optional[str] = Field(default=None, description="member that verifies every face "
                                                                     "(env SEKE_POOL_VERIFIER; unset: "
                                                                     "cascade self, jury another model)")
+    pool_cross_check: bool = Field(default=True, description="a face a cheaper cascade stage resolved is "
+                                   "re-checked by another member (one verification call) and escalates "
+                                   "if it disagrees; jury: every face is verified by another model "
+                                   "(env SEKE_POOL_CROSS_CHECK)")
 
     def endpoint(self) -> VLLMResource:  # type: ignore[valid-type]
         return self.vllm or VLLMResource()
@@ -115,7 +119,7 @@ class AnnotatorResource(ConfigurableResource):
                     ann = BatchRoundAnnotator(ann, lake, replace(batch, price_factor=raw.batch_price_factor))
             ann.name = pm.name  # type: ignore[attr-defined]
             entries.append(PoolEntry(pm.name, ann, pm.role_set(), pm.unit_cost()))
-        return AnnotatorPool(entries, self.pool_strategy, self.pool_verifier)
+        return AnnotatorPool(entries, self.pool_strategy, self.pool_verifier, self.pool_cross_check)
 
     def estimate_plan(self, batch_api: bool = False) -> tuple[list["EstimateMember"], str, Optional[str]]:
         """Who would be called, in cascade order, with their prices (for seke.estimate); with

@@ -42,6 +42,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SEKE_ANNOTATOR", "offline", "`offline`, `vllm` or `pool`"),
     Setting("SEKE_ANNOTATOR_POOL", "—", "`pool`: JSON list of members, e.g. `[{\"name\": \"offline\", \"kind\": \"offline\"}, {\"name\": \"gpt4o\", \"model\": \"gpt-4o\", \"price_input_per_1m\": 2.5, \"price_output_per_1m\": 10, \"rpm\": 500}]` (fields: PoolMember + VLLM endpoint fields)"),
     Setting("SEKE_POOL_STRATEGY", "cascade", "`cascade` (cheapest first, unresolved faces escalate) or `jury` (another model verifies)"),
+    Setting("SEKE_POOL_CROSS_CHECK", "1", "`pool`: a face a cheaper cascade stage resolved is re-checked by another member (one verification call) before it is final, and escalates if that member disagrees; in a jury every face is verified by another model. `0` turns it off"),
     Setting("SEKE_POOL_VERIFIER", "—", "pool member that verifies every face (unset: cascade self-verifies, jury picks another model)"),
     Setting("SEKE_SEED", "0", "seed of the offline annotator's test-time augmentation"),
     Setting("SEKE_KNOWLEDGE_VERSION", "v2", "`v1` literature tables, `v2` + P(AU | expression) estimated from CK+"),
@@ -190,7 +191,8 @@ def default_resources() -> dict[str, Any]:
         "annotator": AnnotatorResource(vllm=vllm, weights_dir=cache_dir(), **given(
             kind=env_str("SEKE_ANNOTATOR"), seed=env_int("SEKE_SEED"),
             pool=env_parsed("SEKE_ANNOTATOR_POOL", pool_members),
-            pool_strategy=env_str("SEKE_POOL_STRATEGY"), pool_verifier=env_str("SEKE_POOL_VERIFIER"))),
+            pool_strategy=env_str("SEKE_POOL_STRATEGY"), pool_verifier=env_str("SEKE_POOL_VERIFIER"),
+            pool_cross_check=env_parsed("SEKE_POOL_CROSS_CHECK", flag))),
         "duckdb": WarehouseResource(**given(path=env_str("SEKE_DUCKDB_PATH"))),
         "review_dir": ReviewResource(**given(path=env_str("SEKE_REVIEW_DIR"),
                                              qa_rate=env_parsed("SEKE_REVIEW_QA_RATE", float))),

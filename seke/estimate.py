@@ -67,6 +67,7 @@ class History:
     face_share: dict[str, float] = field(default_factory=dict)   # share of faces a model sampled
     verify_share: float | None = None
     verify_share_by: dict[str, float] = field(default_factory=dict)  # verifier name -> share of faces
+    check_share_by: dict[str, float] | None = None  # cross-check calls per sampled face, by checker
     faces: int = 0
 
     @staticmethod
@@ -101,9 +102,18 @@ class History:
         if verified_labels is not None and verified_labels.height:
             sampled = verified_labels.filter(pl.col("n_samples") > 0)
             if sampled.height:
-                h.verify_share = float((sampled["verdict"] != "none").sum()) / sampled.height
+                verified = pl.col("verdict") != "none"
+                if "checked_by" in sampled.columns:
+                    # a cascade cross-check that accepted the label is the face's verdict too;
+                    # only a call beyond the samples and the checks is a separate verification
+                    checks = pl.col("checked_by").list.len().fill_null(0)
+                    verified = verified & ((pl.col("n_calls") - pl.col("n_samples") - checks) > 0)
+                    by_checker = sampled.select(pl.col("checked_by").explode().drop_nulls())["checked_by"]
+                    h.check_share_by = {str(r[0]): r[1] / sampled.height
+                                        for r in by_checker.value_counts().iter_rows()}
+                h.verify_share = float(sampled.select(verified.sum()).item()) / sampled.height
                 if "verified_by" in sampled.columns:
-                    by = sampled.filter(pl.col("verdict") != "none")["verified_by"].drop_nulls().value_counts()
+                    by = sampled.filter(verified)["verified_by"].drop_nulls().value_counts()
                     h.verify_share_by = {str(r[0]): r[1] / sampled.height for r in by.iter_rows()}
         return h
 
@@ -214,7 +224,8 @@ def _verify_prompt_tokens(face: FaceItem, prompt: PromptSpec, m: EstimateMember,
 
 
 def _add_verification(out: list[MemberEstimate], vm: EstimateMember, n_ver: float, todo: Sequence[FaceItem],
-                      prompts: Mapping[str, PromptSpec], knowledge: Any, origin: str, share: float) -> None:
+                      prompts: Mapping[str, PromptSpec], knowledge: Any, origin: str, share: float,
+                      what: str = "verify") -> None:
     """Add ``n_ver`` verification calls of ``vm`` (real verification prompts) to its estimate."""
     est = next((e for e in out if e.name == vm.name), None)
     if est is None:
@@ -228,18 +239,20 @@ def _add_verification(out: list[MemberEstimate], vm: EstimateMember, n_ver: floa
     est.output_tokens += n_ver * ct
     est.usd += (n_ver * mean_pt * vm.price_input_per_1m + n_ver * ct * vm.price_output_per_1m) / 1e6 \
         + n_ver * vm.price_per_call
-    est.source += f"; verify share {origin} {share:.2f}"
+    est.source += f"; {what} share {origin} {share:.2f}"
 
 
 def estimate_run(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], members: Sequence[EstimateMember],
                  config: SamplingConfig = SamplingConfig(), history: History | None = None,
                  strategy: str = "single", verifier: str | None = None,
-                 knowledge: Any | None = None) -> Estimate:
+                 knowledge: Any | None = None, cross_check: bool = True) -> Estimate:
     """Expected calls, tokens and USD per annotator for sampling ``faces`` (see module doc).
 
     ``members`` are in cascade order (cheapest first); a ``jury`` samples with the first and
     verifies with ``verifier`` (default: the second). ``knowledge`` (default v1) renders the
-    verification prompts."""
+    verification prompts. ``cross_check`` (the pool's): a cascade's cheaper stages' resolved
+    faces cost one verification call of another member each (shares from the history's
+    ``checked_by``, else every face a stage keeps, by the next stage); a jury verifies every face."""
     history = history or History()
     if knowledge is None:
         from seke.knowledge import knowledge_v1
@@ -294,6 +307,25 @@ def estimate_run(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], m
         out.append(MemberEstimate(m.name, m.model, n_faces, n_faces * spf, calls, 0.0,
                                   int(round(mean_pt * calls)), int(round(mean_img * calls)), inp, outp, usd,
                                   ", ".join(src)))
+    if cross_check and strategy == "cascade" and len(gens) > 1 and out:
+        # cross-checks: one verification call per face a cheaper stage resolved, by another
+        # member (verified_labels.checked_by of the history; else the next stage checks every
+        # face its predecessor keeps)
+        by_name = {m.name: m for m in members}
+        if history.check_share_by is not None and history.faces:
+            for name, share_c in history.check_share_by.items():
+                if name in by_name:
+                    _add_verification(out, by_name[name], len(todo) * share_c, todo, prompts, knowledge,
+                                      "history", share_c, "check")
+        else:
+            for i in range(len(gens) - 1):
+                kept = out[i].faces - out[i + 1].faces if i + 1 < len(out) else 0.0
+                if kept > 0 and gens[i + 1].verifies:
+                    _add_verification(out, gens[i + 1], kept, todo, prompts, knowledge, "prior",
+                                      kept / max(1, len(todo)), "check")
+    jury_all = strategy == "jury" and cross_check
+    if jury_all:
+        verify_share = 1.0  # every face with a candidate goes to another model
     if config.verify and out:
         # verification of the uncertain/inconsistent faces; the shares are over every sampled
         # face of the history, so they apply to every face, whichever stage produced it. Who
@@ -301,11 +333,12 @@ def estimate_run(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], m
         # members of this pool (a cascade's producers verify their own faces, often the free
         # offline stage); else the configured / last stage verifies them all.
         by_name = {m.name: m for m in members}
-        shares = {n: v for n, v in history.verify_share_by.items() if n in by_name}
+        shares = {} if jury_all else {n: v for n, v in history.verify_share_by.items() if n in by_name}
         if not shares or (vname is not None and vname not in shares):
             vm0 = by_name.get(vname or "", gens[-1])
             shares = {vm0.name: verify_share}
         for name, share_v in shares.items():
             _add_verification(out, by_name[name], len(todo) * share_v, todo, prompts, knowledge,
+                              "jury: every face" if jury_all else
                               "history" if history.verify_share is not None else "prior", share_v)
     return Estimate(len(todo), out, encoding(members[0].model if members else "gpt-4o").name, strategy)

@@ -5,6 +5,14 @@ self-hosted VLM) can settle the easy faces; only the faces it leaves uncertain o
 need the expensive model (``cascade``). And a model checking its own answers shares its own
 blind spots, so ``jury`` sends verification to a different model.
 
+A cheap stage can also be *confidently wrong* (its samples agree, the knowledge tables find
+nothing inconsistent), and uncertainty cannot catch that. So by default (``cross_check``) a face
+a cheaper cascade stage resolved is re-checked by a different model — the next, dearer stage, or
+the configured verifier — with one verification call before it is final; if it does not accept
+the label, the next dearer checker is asked, and only when every checker asked disagrees does
+the face escalate like an unresolved one. In a ``jury`` with ``cross_check``
+every face is verified by another model. ``verified_labels.checked_by`` lists the check calls.
+
 :class:`PoolMember` is the plain description of one member (name, kind, roles, price); the
 Dagster resource (:mod:`resources.annotator`) derives its config from it and from
 :class:`seke.annotators.vllm_support.VLLMConfig`, validates every member with
@@ -126,6 +134,10 @@ class AnnotatorPool:
     members: list[PoolEntry]
     strategy: str = "cascade"
     verifier: str | None = None
+    #: cascade: a face a cheaper stage resolved is re-checked by another model (one verification
+    #: call, see :meth:`checkers_for`) before it is final, and escalates if that model disagrees;
+    #: jury: *every* face is verified by another model, not only the uncertain/inconsistent ones
+    cross_check: bool = True
 
     def generators(self) -> list[PoolEntry]:
         gens = sorted((e for e in self.members if "generate" in e.roles), key=lambda e: e.unit_cost)
@@ -144,6 +156,26 @@ class AnnotatorPool:
         if others:
             return others[0]
         return by_name[produced_by] if produced_by in by_name else self.members[0]
+
+    def checkers_for(self, produced_by: str) -> list[PoolEntry]:
+        """Who re-checks a face that the cascade stage ``produced_by`` resolved, in order of
+        preference (the next is asked when the previous one fails or disagrees): the configured
+        verifier when it is another model, then the dearer generators in cascade order, then
+        verify-only members, cheapest first. Only members with the verify role; never the
+        producer itself (a model re-checking itself shares its blind spots) nor a cheaper stage."""
+        out: list[PoolEntry] = []
+        by_name = {e.name: e for e in self.members}
+        if self.verifier is not None and self.verifier != produced_by:
+            out.append(by_name[self.verifier])
+        gens = sorted((e for e in self.members if "generate" in e.roles), key=lambda e: e.unit_cost)
+        names = [e.name for e in gens]
+        later = gens[names.index(produced_by) + 1:] if produced_by in names else gens
+        # never a cheaper stage: its "no" would overrule the dearer model that already answered
+        rest = sorted((e for e in self.members if "generate" not in e.roles), key=lambda e: e.unit_cost)
+        for e in later + rest:
+            if "verify" in e.roles and e.name != produced_by and e.name not in {o.name for o in out}:
+                out.append(e)
+        return out
 
     def close(self) -> None:
         for e in self.members:

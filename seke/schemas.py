@@ -132,6 +132,8 @@ VERIFIED_LABELS = pa.schema([
                                           # samples made the label; null = no sample
     ("verified_by", pa.string()),         # annotator that verified it (null = not verified)
     ("escalations", pa.int32()),          # cascade: times the face went to a dearer annotator
+    ("checked_by", pa.list_(pa.string())),  # cascade cross-check: who re-checked the face a cheaper
+                                          # stage resolved, one entry per check call (in n_calls)
 ])
 
 FEID = pa.schema([

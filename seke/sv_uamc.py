@@ -147,6 +147,7 @@ class _Face:
     archived: list[Sample] = field(default_factory=list)  # earlier cascade stages' samples
     produced_by: str | None = None
     escalations: int = 0
+    checked_by: list[str] = field(default_factory=list)  # cross-check calls, in order
     stop_reason: str | None = None
     uncertainty: dict[str, float] = field(default_factory=dict)
     expr: ExpressionAggregate | None = None
@@ -195,6 +196,7 @@ def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], a
     pool_stats: dict[str, dict[str, Any]] = {e.name: _member_stats() for e in
                                              (pool.members if pool is not None else stages)}
     rounds = 0
+    checked: dict[str, tuple[str, Verdict]] = {}  # face -> (checker, its accepting verdict)
     for si, stage in enumerate(stages):
         entering = [st for st in states if st.stop_reason is None]
         if not entering:
@@ -205,20 +207,35 @@ def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], a
             st.produced_by = stage.name
         if si == len(stages) - 1:
             break
+        resolved = [st for st in entering if _resolved(st, config, knowledge, consistency)]
+        ids = {id(st) for st in resolved}
         for st in entering:
-            if _resolved(st, config, knowledge, consistency):
-                pool_stats[stage.name]["resolved"] += 1
-                continue
-            st.archived.extend(st.samples)
-            st.samples, st.stop_reason, st.uncertainty = [], None, {}
-            st.expr = st.va = st.aus = None
-            st.escalations += 1
-            pool_stats[stage.name]["escalated"] += 1
+            if id(st) not in ids:
+                _escalate(st, pool_stats[stage.name])
+        if pool is not None and pool.cross_check and resolved:
+            for st, checker, verdict in _cross_check(pool, stage, resolved, pool_stats):
+                if verdict is not None and verdict.verdict == "accept":
+                    checked[st.face.face_id] = (checker, verdict)
+                    pool_stats[stage.name]["resolved"] += 1
+                elif verdict is None:  # no checker answered: the stage's own decision stands
+                    pool_stats[stage.name]["resolved"] += 1
+                    pool_stats[stage.name]["unchecked"] += 1
+                else:  # every other model asked disagrees: the dearer stage samples it afresh
+                    pool_stats[stage.name]["check_disagreed"] += 1
+                    _escalate(st, pool_stats[stage.name])
+        else:
+            pool_stats[stage.name]["resolved"] += len(resolved)
 
     candidates = {st.face.face_id: _candidate(st) for st in states}
     scores = {fid: (consistency(lab, knowledge) if lab is not None else None) for fid, lab in candidates.items()}
 
-    to_verify = [st for st in states if config.verify and _needs_verification(st, scores[st.face.face_id])]
+    # a face accepted by a cross-check is final (its checker is recorded as its verifier); in a
+    # jury with cross_check every face with a candidate goes to another model, not just the
+    # uncertain or inconsistent ones
+    verify_all = pool is not None and pool.strategy == "jury" and pool.cross_check
+    to_verify = [st for st in states if config.verify and st.face.face_id not in checked
+                 and (_needs_verification(st, scores[st.face.face_id])
+                      or (verify_all and scores[st.face.face_id] is not None and bool(st.missing)))]
     verifier_of = {st.face.face_id: (pool.verifier_for(st.produced_by) if pool is not None else stages[0])
                    for st in to_verify}
     verdict_of: dict[str, Verdict | None] = {}
@@ -236,16 +253,32 @@ def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], a
     label_rows = []
     for st in states:
         fid = st.face.face_id
-        row = _label_row(st, candidates[fid], scores[fid], fid in verdict_of, verdict_of.get(fid),
-                         knowledge, config, consistency, calibration,
-                         list((audit_hidden or {}).get(fid, [])), (splits or {}).get(fid))
+        if fid in checked:
+            row = _label_row(st, candidates[fid], scores[fid], True, checked[fid][1],
+                             knowledge, config, consistency, calibration,
+                             list((audit_hidden or {}).get(fid, [])), (splits or {}).get(fid))
+            row["n_calls"] -= 1  # the check is one of st.checked_by, counted below
+            row["verified_by"] = checked[fid][0]
+        else:
+            row = _label_row(st, candidates[fid], scores[fid], fid in verdict_of, verdict_of.get(fid),
+                             knowledge, config, consistency, calibration,
+                             list((audit_hidden or {}).get(fid, [])), (splits or {}).get(fid))
+            row["verified_by"] = verifier_of[fid].name if fid in verifier_of else None
+        row["n_calls"] += len(st.checked_by)
         row["produced_by"] = st.produced_by if st.all_samples else None
-        row["verified_by"] = verifier_of[fid].name if fid in verifier_of else None
+        row["checked_by"] = list(st.checked_by)
         row["escalations"] = st.escalations
         label_rows.append(acceptance(row) if acceptance is not None else row)
     sample_rows = [_sample_row(s, st, config) for st in states for s in st.all_samples]
     stats = _stats(states, label_rows, rounds, len(to_verify), config)
+    stats["check_calls"] = sum(len(st.checked_by) for st in states)
+    stats["calls"] += stats["check_calls"]
+    n = len(states)
+    sampled = sum(1 for st in states if st.all_samples)
+    stats["calls_per_face"] = stats["calls"] / n if n else 0.0
+    stats["calls_per_sampled_face"] = stats["calls"] / sampled if sampled else 0.0
     stats["pool"] = pool_stats
+    stats["cross_check"] = bool(pool is not None and pool.cross_check)
     stats["pool_strategy"] = pool.strategy if pool is not None else "single"
     stats["produced_by"] = dict(Counter(r["produced_by"] for r in label_rows if r["produced_by"]))
     stats["verified_by"] = dict(Counter(r["verified_by"] for r in label_rows if r["verified_by"]))
@@ -255,7 +288,65 @@ def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], a
 
 def _member_stats() -> dict[str, Any]:
     return {"faces": 0, "samples": 0, "failed_samples": 0, "resolved": 0, "escalated": 0,
-            "verify_calls": 0, "verify_failed": 0, "failed": False, "errors": {}}
+            "verify_calls": 0, "verify_failed": 0, "check_calls": 0, "check_failed": 0,
+            "check_rejected": 0, "check_disagreed": 0, "unchecked": 0, "failed": False, "errors": {}}
+
+
+def _escalate(st: _Face, ms: dict[str, Any]) -> None:
+    """Send a face on to the next cascade stage: its samples are archived (they stay in
+    ``mc_samples`` and in its call count, but do not vote) and it samples afresh."""
+    st.archived.extend(st.samples)
+    st.samples, st.stop_reason, st.uncertainty = [], None, {}
+    st.expr = st.va = st.aus = None
+    st.escalations += 1
+    ms["escalated"] += 1
+
+
+def _cross_check(pool: "AnnotatorPool", stage: Any, resolved: list[_Face],
+                 pool_stats: dict[str, dict[str, Any]]) -> list[tuple[_Face, str | None, Verdict | None]]:
+    """One verification call per face a cheaper stage resolved, by another model:
+    ``(face, checker, verdict)`` with the first checker that *accepted* the label, or
+    ``(face, None, a rejecting verdict)`` when every checker that answered disagreed, or
+    ``(face, None, None)`` when no checker answered.
+
+    Checkers are asked in :meth:`AnnotatorPool.checkers_for` order (next dearer stage first).
+    A face goes on to the next checker when its checker's call fails (down, 401, budget) and
+    when it disagrees: a cheap checker's "no" is weak evidence (it is wrong as often as its
+    noise), so the dearer one has the casting vote before the face is sampled again."""
+    out: list[tuple[_Face, str | None, Verdict | None]] = []
+    pending = list(resolved)
+    rejected: dict[int, Verdict] = {}
+    for checker in pool.checkers_for(stage.name):
+        ms = pool_stats.setdefault(checker.name, _member_stats())
+        if not pending:
+            break
+        if ms["failed"] or ms.get("check_down"):
+            continue
+        verdicts = [None if _call_failed(v) else v for v in
+                    _verify(checker.annotator, [VerifyRequest(st.face, _candidate(st), ()) for st in pending])]
+        ms["check_calls"] += len(pending)
+        ms["check_failed"] += sum(v is None for v in verdicts)
+        ms["check_rejected"] += sum(v is not None and v.verdict != "accept" for v in verdicts)
+        if pending and all(v is None for v in verdicts):
+            ms["check_down"] = True  # down or refusing: it gets no more checks this run
+        left = []
+        for st, v in zip(pending, verdicts):
+            st.checked_by.append(checker.name)
+            if v is not None and v.verdict == "accept":
+                out.append((st, checker.name, v))
+            else:
+                if v is not None:
+                    rejected[id(st)] = v
+                left.append(st)
+        pending = left
+    out.extend((st, None, rejected.get(id(st))) for st in pending)
+    return out
+
+
+def _call_failed(v: Verdict | None) -> bool:
+    """No verdict, or one that only says the call failed (VLLM annotators answer a transport,
+    401 or budget failure with a ``reject`` whose reason starts ``verification_failed``)."""
+    return v is None or any(str(r).startswith("verification_failed") for r in v.reasons)
 
 
 def _run_stage(stage: Any, entering: list[_Face], config: SamplingConfig, round0: int,

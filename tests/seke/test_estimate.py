@@ -129,7 +129,8 @@ def test_verification_is_priced_with_the_verification_prompt_and_the_verifier_of
                            "verified_by": ["offline", "big", None, None]})
     hist = History.from_frames(None, labels)
     assert hist.verify_share == 0.5 and hist.verify_share_by == {"offline": 0.25, "big": 0.25}
-    est = estimate_run(faces, prompts, [off, big], SamplingConfig(), hist, "cascade")
+    # verification only (the cascade's cross-check calls are priced apart: test_pool_cross_check)
+    est = estimate_run(faces, prompts, [off, big], SamplingConfig(), hist, "cascade", cross_check=False)
     by = {m.name: m for m in est.members}
     assert by["offline"].verify_calls == pytest.approx(1) and by["big"].verify_calls == pytest.approx(1)
     sampling = message_tokens(with_image(prompts["f0"].messages, faces[0].image_png), "gpt-4o")
