@@ -3,6 +3,7 @@
 import warnings
 
 import polars as pl
+import pyarrow.compute as pc
 from dagster import (AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue,
                      PreviewWarning, asset)
 
@@ -12,7 +13,7 @@ from expectations.checks import check_specs
 from assets.partitions import batches, one_batch_per_run
 from expectations.gates import SPLIT_LEAKAGE, SPLIT_LEAKAGE_DESCRIPTION, evaluate, split_leakage_gate
 from resources.lake import LakeResource
-from seke.feab import assign_split, build_feab
+from seke.feab import assign_split, build_feab, published_faces
 from seke.feid import build_feid
 
 
@@ -31,16 +32,38 @@ def _leakage_spec(asset_key: str) -> AssetCheckSpec:
                               description=f"[blocking] {SPLIT_LEAKAGE_DESCRIPTION}")
 
 
-def _split(labels: pl.DataFrame, faces: pl.DataFrame):
-    """The partition's FEID/FEAB split (subjects and near-duplicates on one side) and its
-    leakage gate; both products build from this same split."""
-    split = assign_split(labels, faces)
-    return split, split_leakage_gate(split, faces)
+def _other_batches(store, table: str, part: dict, columns: list[str]) -> pl.DataFrame:
+    """``columns`` of ``table`` in the partition's source, every batch but its own."""
+    if not store.exists(table):
+        return pl.DataFrame()
+    where = (pc.field("source") == part["source"]) & (pc.field("batch") != part["batch"])
+    frame = pl.from_arrow(store.dataset(table).to_table(columns=columns, filter=where))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _published(store, part) -> pl.DataFrame:
+    """Faces other batches of the source already published in FEID/FEAB, with their phash and
+    side (:func:`seke.feab.published_faces`), so the split keeps near-duplicates across batches
+    on one side."""
+    return published_faces(_other_batches(store, "feid", part, ["face_id"]),
+                           _other_batches(store, "feab", part, ["face_id"]),
+                           _other_batches(store, "raw_faces", part, ["face_id", "phash"]))
+
+
+def _split(labels: pl.DataFrame, faces: pl.DataFrame, published: pl.DataFrame):
+    """The partition's FEID/FEAB split (subjects and near-duplicates on one side, also those
+    of faces other batches published) and its leakage gate; both products build from this
+    same split."""
+    split = assign_split(labels, faces, published=published)
+    return split, split_leakage_gate(split, faces, published=published)
 
 
 def _split_metadata(gate) -> dict:
-    return {"near_duplicate_groups": MetadataValue.int(int(gate.metadata["near_duplicate_groups"])),
-            "cross_split_near_duplicates": MetadataValue.int(int(gate.metadata["cross_split_near_duplicate_groups"]))}
+    m = gate.metadata
+    return {"near_duplicate_groups": MetadataValue.int(int(m["near_duplicate_groups"])),
+            "cross_batch_near_duplicate_groups": MetadataValue.int(int(m["cross_batch_near_duplicate_groups"])),
+            "cross_split_near_duplicates": MetadataValue.int(int(m["cross_split_near_duplicate_groups"]))}
 
 
 def _build_and_publish(context: AssetExecutionContext, lake: LakeResource, table: str, build):
@@ -49,7 +72,7 @@ def _build_and_publish(context: AssetExecutionContext, lake: LakeResource, table
     part = lake_partition(context)
     store = lake.lake()
     labels, faces = _inputs(store, part)
-    split, leakage = _split(labels, faces)
+    split, leakage = _split(labels, faces, _published(store, part))
     frame = build(split, faces).drop(["source", "batch"], strict=False)
     gates = evaluate(table, frame, input_rows=_accepted(labels)) + [leakage]
     commits, results = publish(context, store, part, [Audited(table, frame, gates)])

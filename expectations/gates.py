@@ -210,40 +210,64 @@ def quarantine_rows(gates: list[GateResult], stage: str) -> pl.DataFrame:
 # ---- FEID/FEAB split leakage (near-duplicates, subjects) ----------------------------------------
 
 #: Blocking check on ``feid`` and ``feab``: no near-duplicate group and no subject of the
-#: partition has faces on both sides of the split (benchmark leakage).
+#: partition has faces on both sides of the split (benchmark leakage), counting the faces other
+#: batches of the source already published.
 SPLIT_LEAKAGE = "split_leakage"
-SPLIT_LEAKAGE_DESCRIPTION = ("no near-duplicate group (perceptual hash within the threshold) and "
-                             "no subject has faces on both sides of the FEID/FEAB split")
+SPLIT_LEAKAGE_DESCRIPTION = ("no near-duplicate group (perceptual hash within the threshold, faces "
+                             "other batches of the source published included) and no subject has "
+                             "faces on both sides of the FEID/FEAB split")
 
 
 def split_leakage_gate(split: pl.DataFrame, raw_faces: pl.DataFrame,
-                       threshold: int | None = None) -> GateResult:
+                       threshold: int | None = None,
+                       published: pl.DataFrame | None = None) -> GateResult:
     """Cross-split near-duplicates and subjects of one partition's split (must read 0).
 
     The groups are recomputed here from ``raw_faces.phash`` (not taken from the split's own
     ``near_dup_group`` column), so a split rule that stopped honouring them is caught.
-    ``split`` has ``face_id``, ``bench_split`` and ``subject_id``.
+    ``split`` has ``face_id``, ``bench_split`` and ``subject_id``. ``published`` (faces other
+    batches of the source already published: ``face_id``, ``phash``, ``bench_split``, from
+    :func:`seke.feab.published_faces`) joins the groups, so a face of this batch whose
+    near-duplicate (or identical crop) sits on the other side in an earlier batch counts as
+    leaked too; groups made of earlier faces only are not this partition's to report.
     """
     from seke.feab import SPLIT_COLUMN
-    from seke.near_dup import PHASH_THRESHOLD, count_groups, cross_split, near_duplicate_groups
+    from seke.near_dup import PHASH_THRESHOLD, count_groups, cross_split, near_duplicate_groups_across
 
     t = PHASH_THRESHOLD if threshold is None else threshold
     sides = dict(split.select("face_id", SPLIT_COLUMN).iter_rows()) if split.height else {}
+    earlier: dict[str, str | None] = {}
+    earlier_sides: dict[str, str] = {}
+    if published is not None and published.height:
+        earlier = dict(published.select("face_id", "phash").unique("face_id", keep="first").iter_rows())
+        earlier_sides = dict(published.select("face_id", SPLIT_COLUMN).unique("face_id", keep="first").iter_rows())
     groups: dict[str, str] = {}
     if "phash" in raw_faces.columns and sides:
         codes = dict(raw_faces.select("face_id", "phash").unique("face_id", keep="first").iter_rows())
         ids = list(sides)
-        groups = near_duplicate_groups(ids, [codes.get(f) for f in ids], t)
-    leaked = cross_split(sides, groups)
+        groups = near_duplicate_groups_across(ids, [codes.get(f) for f in ids], earlier, t)
+    # groups holding a face of this partition (all of them, without earlier faces)
+    mine = {groups[f] for f in sides if f in groups}
+    groups = {f: g for f, g in groups.items() if g in mine}
+    leaked = cross_split({**{f: s for f, s in earlier_sides.items() if f not in sides}, **sides}, groups)
+    # the same crop published by another batch on the other side (no group needed: one face)
+    leaked += [{"group": f"same-crop-{f}", "sides": sorted({s, earlier_sides[f]}), "faces": [f]}
+               for f, s in sorted(sides.items()) if f in earlier_sides and earlier_sides[f] != s]
+    members: dict[str, set[str]] = {}
+    for f, g in groups.items():
+        members.setdefault(g, set()).add(f)
+    cross_batch = sum(1 for m in members.values() if m - set(sides))
     subjects: list[str] = []
     if "subject_id" in split.columns and split.height:
         per = (split.filter(pl.col("subject_id").is_not_null())
                .group_by("subject_id").agg(pl.col(SPLIT_COLUMN).n_unique().alias("n")))
         subjects = sorted(per.filter(pl.col("n") > 1)["subject_id"].to_list())
-    ids = [f for g in leaked for f in g["faces"]]  # type: ignore[union-attr]
+    ids = [f for g in leaked for f in g["faces"] if f in sides]  # type: ignore[union-attr]
     return GateResult(SPLIT_LEAKAGE, True, not leaked and not subjects, SPLIT_LEAKAGE_DESCRIPTION, {
         "threshold_bits": t, "near_duplicate_groups": count_groups(groups),
         "faces_in_near_duplicate_groups": len(groups),
+        "cross_batch_near_duplicate_groups": cross_batch,
+        "published_faces_compared": len(earlier),
         "cross_split_near_duplicate_groups": len(leaked), "cross_split_subjects": len(subjects),
         "unexpected_ids": ids[:MAX_IDS], "unexpected_id_count": len(ids),
         "sample": leaked[:SAMPLE_SIZE] + [{"subject_id": s} for s in subjects[:SAMPLE_SIZE]],

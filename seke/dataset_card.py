@@ -280,7 +280,8 @@ def render_card(facts: CardFacts, configs: list[dict[str, Any]] | None = None, l
         "A face goes to FEAB or FEID by a hash of `(seed, subject)` where the subject is known (all faces of a "
         "subject on one side, in every batch), else by a stratified hash of `(seed, face_id)` per expression "
         f"(FEAB fraction 0.2, seed 0). Near-duplicate crops (perceptual hash within "
-        f"{facts.near_duplicate_threshold} bits) form groups that are kept on one side like subjects; the "
+        f"{facts.near_duplicate_threshold} bits) form groups that are kept on one side like subjects, also across batches (a face follows "
+        "the side its near-duplicates in earlier batches of the source were published on); the "
         "blocking check `split_leakage` refuses to publish a partition where a group or a subject straddles "
         "the split. FEAB gold is human where a human label exists, else self-verified and flagged "
         "(`gold_flagged`).",

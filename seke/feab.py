@@ -22,13 +22,15 @@ from typing import Iterable
 
 import polars as pl
 
-from seke.near_dup import PHASH_THRESHOLD, near_duplicate_groups
+from seke.near_dup import PHASH_THRESHOLD, earlier_sides, near_duplicate_groups_across
 from seke.schemas import FEAB, frame_from_rows
 from seke.taxonomy import AU_CATALOGUE, AU_NAMES, EXPRESSIONS, normalise_expression
 
 SPLIT_COLUMN = "bench_split"
 #: Optional column of near-duplicate group ids (seke.near_dup); a group is kept on one side.
 GROUP_COLUMN = "near_dup_group"
+#: Optional column: the side earlier-published near-duplicates of the face hold (seke.near_dup).
+EARLIER_SIDE_COLUMN = "near_dup_earlier_side"
 NO_EXPRESSION = "__none__"
 #: Non-human label origins accepted as (flagged) benchmark gold by default: self-verified only.
 DEFAULT_GOLD_ORIGINS: tuple[str, ...] = ("verified",)
@@ -72,6 +74,12 @@ def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0,
     one side like subjects: faces joined by a subject or a group form one unit; a unit with
     subjects follows its lead subject (the one with the smallest hash — for a unit of one
     subject that is the rule above), a unit without is placed whole by the stratified rule.
+    A unit without subjects in which a row carries ``near_dup_earlier_side`` (its group
+    already published on that side by another batch of the source) is then moved whole to that
+    side; the rule above is computed first, so faces without an earlier near-duplicate keep the
+    side they would have without the lookup. Units with subjects keep the subject rule (the
+    subject's earlier faces hold the same side); a near-duplicate across subjects that
+    disagrees is left for the ``split_leakage`` check to block.
 
     The expression used for stratifying is the row's ``expression`` (missing → its own stratum).
     """
@@ -145,6 +153,16 @@ def split_benchmark(labels: pl.DataFrame, fraction: float = 0.2, seed: int = 0,
             for i in rows:
                 assignment[i] = side
 
+    # --- units whose near-duplicates other batches already published: follow them ------------
+    if EARLIER_SIDE_COLUMN in labels.columns:
+        earlier = labels[EARLIER_SIDE_COLUMN].to_list()
+        for subs, rows in units:
+            votes = [earlier[i] for i in rows if earlier[i] in ("feid", "feab")]
+            if votes and not subs:
+                side = "feid" if votes.count("feid") >= votes.count("feab") else "feab"
+                for i in rows:
+                    assignment[i] = side
+
     return labels.with_columns(
         pl.Series(SPLIT_COLUMN, [assignment[i] for i in range(labels.height)], dtype=pl.String))
 
@@ -178,26 +196,63 @@ def _split_units(face_ids: list[str], subject_ids: list, groups: list) -> list[t
 
 
 def with_near_dup_groups(labels: pl.DataFrame, raw_faces: pl.DataFrame,
-                         threshold: int = PHASH_THRESHOLD) -> pl.DataFrame:
+                         threshold: int = PHASH_THRESHOLD,
+                         published: pl.DataFrame | None = None) -> pl.DataFrame:
     """``labels`` plus ``near_dup_group`` from the crops' perceptual hashes in ``raw_faces``
-    (null for faces without a near-duplicate, or when ``raw_faces`` has no ``phash``)."""
+    (null for faces without a near-duplicate, or when ``raw_faces`` has no ``phash``), and
+    ``near_dup_earlier_side``: the side that near-duplicates among ``published`` (faces other
+    batches of the source already published: ``face_id``, ``phash``, ``bench_split``, see
+    :func:`published_faces`) hold, null where there are none."""
     groups: dict[str, str] = {}
+    sides: dict[str, str] = {}
     if "phash" in raw_faces.columns and labels.height:
         codes = dict(raw_faces.select("face_id", "phash").unique("face_id", keep="first").iter_rows())
         ids = labels["face_id"].cast(pl.String).to_list()
-        groups = near_duplicate_groups(ids, [codes.get(f) for f in ids], threshold)
-    return labels.with_columns(pl.Series(GROUP_COLUMN, [groups.get(f) for f in labels["face_id"].to_list()],
-                                         dtype=pl.String))
+        earlier = _published_codes(published)
+        groups = near_duplicate_groups_across(ids, [codes.get(f) for f in ids], earlier, threshold)
+        if earlier:
+            sides = earlier_sides(ids, groups, _published_sides(published))
+    ids = labels["face_id"].to_list()
+    return labels.with_columns(pl.Series(GROUP_COLUMN, [groups.get(f) for f in ids], dtype=pl.String),
+                               pl.Series(EARLIER_SIDE_COLUMN, [sides.get(f) for f in ids], dtype=pl.String))
+
+
+def _published_codes(published: pl.DataFrame | None) -> dict[str, str | None]:
+    if published is None or not published.height:
+        return {}
+    return dict(published.select("face_id", "phash").unique("face_id", keep="first").iter_rows())
+
+
+def _published_sides(published: pl.DataFrame | None) -> dict[str, str]:
+    if published is None or not published.height:
+        return {}
+    return dict(published.select("face_id", SPLIT_COLUMN).unique("face_id", keep="first").iter_rows())
+
+
+def published_faces(feid_ids: pl.DataFrame, feab_ids: pl.DataFrame, raw_faces: pl.DataFrame) -> pl.DataFrame:
+    """Faces published by other batches: ``face_id``, ``phash`` (from ``raw_faces``) and the
+    side (``bench_split``) whose table holds them. ``feid_ids``/``feab_ids`` have a
+    ``face_id`` column (the published rows of those batches); a face in neither is not
+    published (abstained, no gold) and binds nothing."""
+    frames = [f.select(pl.col("face_id").cast(pl.String)).unique().with_columns(pl.lit(side).alias(SPLIT_COLUMN))
+              for f, side in ((feid_ids, "feid"), (feab_ids, "feab")) if f.height and "face_id" in f.columns]
+    if not frames or "phash" not in raw_faces.columns:
+        return pl.DataFrame(schema={"face_id": pl.String, "phash": pl.String, SPLIT_COLUMN: pl.String})
+    codes = raw_faces.select(pl.col("face_id").cast(pl.String), "phash").unique("face_id", keep="first")
+    return pl.concat(frames).join(codes, on="face_id", how="left").select("face_id", "phash", SPLIT_COLUMN)
 
 
 def assign_split(labels: pl.DataFrame, raw_faces: pl.DataFrame, *, fraction: float = 0.2,
                  seed: int = 0, subjects: str = "hash",
-                 threshold: int = PHASH_THRESHOLD) -> pl.DataFrame:
+                 threshold: int = PHASH_THRESHOLD,
+                 published: pl.DataFrame | None = None) -> pl.DataFrame:
     """The FEID/FEAB split of ``labels`` with near-duplicates (from ``raw_faces.phash``) kept
-    together: ``labels`` + ``near_dup_group`` + ``bench_split``. FEID and FEAB both call it
-    with the same defaults, so each asset computes the same split."""
-    return split_benchmark(with_near_dup_groups(labels, raw_faces, threshold), fraction=fraction,
-                           seed=seed, subjects=subjects)
+    together, and faces whose near-duplicates other batches already published (``published``,
+    :func:`published_faces`) on their side: ``labels`` + ``near_dup_group`` +
+    ``near_dup_earlier_side`` + ``bench_split``. FEID and FEAB both call it with the same
+    defaults and ``published``, so each asset computes the same split."""
+    return split_benchmark(with_near_dup_groups(labels, raw_faces, threshold, published),
+                           fraction=fraction, seed=seed, subjects=subjects)
 
 
 # ---- items -------------------------------------------------------------------------------

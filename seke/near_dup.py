@@ -32,11 +32,18 @@ which would distort the stratified split). RESULT line of that run::
     data=ckplus:750,fer2013:validation:3588,fer2013:train:28698
 
 The 3 % of CK+ sequences not joined whole have subject ids, which keep them on one side anyway.
+
+Across batches: the assets split one batch at a time, so a face of a new batch that is a
+near-duplicate of a face another batch of the same source already published must follow that
+face's side. :func:`near_duplicate_groups_across` groups the batch's faces together with those
+published faces (their codes and sides read from the lake by the caller), and
+:func:`earlier_sides` names, per face of the batch, the side its group already holds.
 """
 
 from __future__ import annotations
 
 import io
+from collections import Counter
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -146,3 +153,34 @@ def cross_split(sides: Mapping[str, str], groups: Mapping[str, str]) -> list[dic
             by_group.setdefault(gid, {}).setdefault(side, []).append(face)
     return [{"group": gid, "sides": sorted(s), "faces": sorted(f for fs in s.values() for f in fs)[:5]}
             for gid, s in sorted(by_group.items()) if len(s) > 1]
+
+
+def near_duplicate_groups_across(face_ids: Sequence[str], codes: Sequence[str | None],
+                                 earlier: Mapping[str, str | None],
+                                 threshold: int = PHASH_THRESHOLD) -> dict[str, str]:
+    """:func:`near_duplicate_groups` over a batch's faces plus ``earlier`` faces (face_id → code,
+    e.g. those other batches already published). An earlier face whose id is also in the batch
+    (the same crop landed twice) is one node, not two."""
+    current = set(face_ids)
+    extra = [f for f in earlier if f not in current]
+    return near_duplicate_groups(list(face_ids) + extra, list(codes) + [earlier[f] for f in extra],
+                                 threshold)
+
+
+def earlier_sides(face_ids: Sequence[str], groups: Mapping[str, str],
+                  published: Mapping[str, str]) -> dict[str, str]:
+    """face_id → the side (``published``: face_id → "feid"/"feab") that the face's earlier
+    near-duplicates already hold, for the batch's faces that have any (a face whose own id is
+    published counts as its own near-duplicate). When the earlier faces of a group hold both
+    sides (the group already straddles; the leakage check reports it), the side with more of
+    them wins, a tie goes to FEID (no further benchmark item that training has seen)."""
+    members: dict[str, list[str]] = {}
+    for face, gid in groups.items():
+        members.setdefault(gid, []).append(face)
+    out: dict[str, str] = {}
+    for face in face_ids:
+        near = members.get(groups[face], []) if face in groups else [face]
+        votes = Counter(published[f] for f in set(near) | {face} if f in published)
+        if votes:
+            out[face] = "feid" if votes["feid"] >= votes["feab"] else "feab"
+    return out

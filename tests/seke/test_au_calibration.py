@@ -79,14 +79,17 @@ def test_calibration_on_a_ckplus_subset(tmp_path):
         assert au12["auc_blind"] > 0.8
     # Held-out (3-fold, subject-wise) mean F1 over the AUs with prevalence >= 5 % against the
     # bare baselines of the same faces. Blind, the blendshape models must beat the blind prior
-    # (expression model + knowledge, no blendshapes): 0.695 vs 0.568 when written. Known, 24
-    # subjects cannot resolve the gain over the knowledge prior (0.834 vs 0.827), so only "not
-    # worse" is asserted; the gain is asserted on all of CK+ in test_shipped_tables.py.
+    # (expression model + knowledge, no blendshapes). Known, 24 subjects cannot resolve the
+    # gain over the knowledge prior (the two means differ in the second decimal), so only "not
+    # worse" is asserted; the gain is asserted on all of CK+ in test_shipped_tables.py. A
+    # failing assertion prints both means (no figure is quoted here: none has a command).
     from seke.vision.calibrate_au import EVAL_MIN_PREVALENCE
 
     ev = report.filter(pl.col("prevalence") >= EVAL_MIN_PREVALENCE)
-    assert ev["f1_blind"].mean() > ev["f1_blind_prior_only"].mean(), ev
-    assert ev["f1_known"].mean() >= ev["f1_prior_only"].mean(), ev
+    assert ev["f1_blind"].mean() > ev["f1_blind_prior_only"].mean(), (
+        ev["f1_blind"].mean(), ev["f1_blind_prior_only"].mean(), ev)
+    assert ev["f1_known"].mean() >= ev["f1_prior_only"].mean(), (
+        ev["f1_known"].mean(), ev["f1_prior_only"].mean(), ev)
 
 
 def test_fit_logistic_is_the_penalised_optimum():

@@ -14,7 +14,7 @@ from PIL import Image
 
 from expectations.gates import split_leakage_gate
 from seke.faces import decode_image, encode_png, ingest_batch, read_file
-from seke.feab import SPLIT_COLUMN, assign_split, build_feab, split_benchmark
+from seke.feab import SPLIT_COLUMN, assign_split, build_feab, published_faces, split_benchmark
 from seke.feid import build_feid
 from seke.near_dup import (PHASH_THRESHOLD, UnhashableImage, count_groups, cross_split, hamming,
                            near_duplicate_groups, phash_hex)
@@ -120,6 +120,35 @@ def test_the_gate_fails_on_a_split_that_ignores_near_duplicates():
     gate = split_leakage_gate(naive, raw)
     assert not gate.passed and gate.metadata["cross_split_near_duplicate_groups"] > 0
     assert gate.metadata["unexpected_ids"]
+
+
+def test_a_later_batch_follows_the_side_earlier_batches_published():
+    """Frame 0 of 30 groups is batch 1 (published), frames 1-2 batch 2: without the published
+    faces batch 2 is split on its own and twins straddle; with them every twin follows batch 1,
+    the faces without a twin keep their side, and the gate counts the cross-batch groups."""
+    raw, labels = _frames(n_groups=30, per_group=3, n_single=10)
+    first = pl.col("face_id").str.ends_with("-0") & (pl.col("face_id").str.slice(0, 3).cast(pl.Int32) < 30)
+    b1, b2 = labels.filter(first), labels.filter(~first)
+    s1 = assign_split(b1, raw, fraction=0.3)
+    published = published_faces(s1.filter(pl.col(SPLIT_COLUMN) == "feid"),
+                                s1.filter(pl.col(SPLIT_COLUMN) == "feab"), raw)
+    alone, joined = assign_split(b2, raw, fraction=0.3), assign_split(b2, raw, fraction=0.3, published=published)
+    side1 = dict(s1.select("face_id", SPLIT_COLUMN).iter_rows())
+    twin = {f: side1[f[:3] + "-0"] for f in b2["face_id"] if f[:3] + "-0" in side1}
+    assert len(twin) == 60
+    assert any(s != twin[f] for f, s in alone.select("face_id", SPLIT_COLUMN).iter_rows() if f in twin)
+    got = dict(joined.select("face_id", SPLIT_COLUMN).iter_rows())
+    assert all(got[f] == s for f, s in twin.items())
+    assert all(got[f] == s for f, s in alone.select("face_id", SPLIT_COLUMN).iter_rows() if f not in twin)
+    assert not split_leakage_gate(alone, raw, published=published).passed
+    gate = split_leakage_gate(joined, raw, published=published)
+    assert gate.passed and gate.metadata["cross_batch_near_duplicate_groups"] == 30
+    assert gate.metadata["published_faces_compared"] == 30
+    # the same crop landed again in batch 2 on the other side is a leak of its own
+    again = b1.head(1)
+    flipped = assign_split(again, raw, published=published).with_columns(
+        pl.lit("feab" if side1[again["face_id"][0]] == "feid" else "feid").alias(SPLIT_COLUMN))
+    assert not split_leakage_gate(flipped, raw, published=published).passed
 
 
 def test_the_gate_reports_a_subject_on_both_sides():
