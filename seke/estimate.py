@@ -14,7 +14,12 @@ annotator would attach it) and counted like the provider bills:
   the completion length of the other models of the history (same prompts, same answer schema)
   before a prior; otherwise stated priors (``source`` says which, per annotator);
 * verification is counted with the real verification prompt of each face (a candidate with
-  every missing granularity filled), not the sampling prompt.
+  every missing granularity filled), not the sampling prompt; its completion tokens per answer
+  are the verifier's mean over the verification and cross-check answers of the history
+  (``verified_labels.verify_completion_tokens`` / ``check_completion_tokens``, keyed by the
+  member name of ``verified_by`` / ``checked_by``), else the mean of the other verifiers of
+  the history (same prompt and answer schema), else ``PRIOR_VERIFY_COMPLETION_TOKENS``; the
+  ``source`` of each annotator says which.
 
 Why rounds are counted, not derived: a face that stops after one round of ``k`` costs one
 prompt; deriving requests as ``ceil(mean samples / k)`` turned a mean of 3.1 samples (most
@@ -38,7 +43,7 @@ PRIOR_SAMPLES_PER_FACE = 4.5       # sv_uamc with k=3, n_max=10 on the simulated
 PRIOR_COMPLETION_TOKENS = 350      # one JSON answer with expression probs, VA, 23 AUs, rationale
 PRIOR_VERIFY_SHARE = 0.25
 PRIOR_ESCALATION_SHARE = 0.35      # share of a cascade stage's faces that reach the next one
-PRIOR_VERIFY_COMPLETION_TOKENS = 150  # a verdict, its reasons, rarely a correction
+PRIOR_VERIFY_COMPLETION_TOKENS = 150  # a verdict, its reasons, rarely a correction (no history)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ class History:
     verify_share: float | None = None
     verify_share_by: dict[str, float] = field(default_factory=dict)  # verifier name -> share of faces
     check_share_by: dict[str, float] | None = None  # cross-check calls per sampled face, by checker
+    # completion tokens of the answered verification + cross-check calls, by verifier (member
+    # name as in verified_by/checked_by): (sum, count), so means pool over calls, not members
+    verify_completion_sums: dict[str, tuple[float, int]] = field(default_factory=dict)
     faces: int = 0
 
     @staticmethod
@@ -115,13 +123,48 @@ class History:
                 if "verified_by" in sampled.columns:
                     by = sampled.filter(verified)["verified_by"].drop_nulls().value_counts()
                     h.verify_share_by = {str(r[0]): r[1] / sampled.height for r in by.iter_rows()}
+            h.verify_completion_sums = _verify_completion_sums(verified_labels)
         return h
+
+    def verify_completion(self, name: str) -> tuple[float | None, str]:
+        """Mean completion tokens of one verification answer of ``name`` and where it came
+        from: ``history`` (its own answers), ``history of other verifiers``, or (None, ``prior``)."""
+        if name in self.verify_completion_sums:
+            total, n = self.verify_completion_sums[name]
+            return total / n, "history"
+        others = [v for k, v in self.verify_completion_sums.items() if k != name]
+        if others:
+            return sum(t for t, _ in others) / sum(n for _, n in others), "history of other verifiers"
+        return None, "prior"
 
 
     def other_completion(self, model: str) -> float | None:
         """Mean completion tokens per sample of the *other* models (same prompts and schema)."""
         others = [v for m, v in self.completion_per_sample.items() if m != model]
         return sum(others) / len(others) if others else None
+
+
+def _verify_completion_sums(labels: Any) -> dict[str, tuple[float, int]]:
+    """(sum, count) of the completion tokens billed by verification and cross-check calls, by
+    verifier; calls without usage (cache hits, unanswered, the offline models' 0) are left out."""
+    import polars as pl
+
+    parts = []
+    if {"verified_by", "verify_completion_tokens"} <= set(labels.columns):
+        parts.append(labels.select(pl.col("verified_by").alias("who"),
+                                   pl.col("verify_completion_tokens").cast(pl.Float64).alias("ct")))
+    if {"checked_by", "check_completion_tokens"} <= set(labels.columns):
+        checks = labels.select("checked_by", "check_completion_tokens").filter(
+            pl.col("checked_by").list.len().fill_null(0) > 0,
+            pl.col("checked_by").list.len() == pl.col("check_completion_tokens").list.len())
+        if checks.height:
+            parts.append(checks.explode("checked_by", "check_completion_tokens").select(
+                pl.col("checked_by").alias("who"), pl.col("check_completion_tokens").cast(pl.Float64).alias("ct")))
+    if not parts:
+        return {}
+    calls = pl.concat(parts).filter(pl.col("who").is_not_null() & (pl.col("ct") > 0))
+    per = calls.group_by("who").agg(pl.col("ct").sum().alias("sum"), pl.len().alias("n"))
+    return {str(r["who"]): (float(r["sum"]), int(r["n"])) for r in per.iter_rows(named=True)}
 
 
 def history_from_lake(lake: Any, strategy: str | None = None) -> History:
@@ -225,7 +268,7 @@ def _verify_prompt_tokens(face: FaceItem, prompt: PromptSpec, m: EstimateMember,
 
 def _add_verification(out: list[MemberEstimate], vm: EstimateMember, n_ver: float, todo: Sequence[FaceItem],
                       prompts: Mapping[str, PromptSpec], knowledge: Any, origin: str, share: float,
-                      what: str = "verify") -> None:
+                      history: History, what: str = "verify") -> None:
     """Add ``n_ver`` verification calls of ``vm`` (real verification prompts) to its estimate."""
     est = next((e for e in out if e.name == vm.name), None)
     if est is None:
@@ -233,13 +276,18 @@ def _add_verification(out: list[MemberEstimate], vm: EstimateMember, n_ver: floa
         out.append(est)
     pt = [_verify_prompt_tokens(f, prompts[f.face_id], vm, knowledge) for f in todo] if n_ver else []
     mean_pt = sum(pt) / len(pt) if pt else 0.0
-    ct = PRIOR_VERIFY_COMPLETION_TOKENS if vm.kind != "offline" else 0
+    if vm.kind == "offline":
+        ct, ct_src = 0.0, ""
+    else:
+        got, ct_origin = history.verify_completion(vm.name)
+        ct = got if got is not None else float(PRIOR_VERIFY_COMPLETION_TOKENS)
+        ct_src = f", {what} completion:{ct_origin} {ct:.0f}"
     est.verify_calls += n_ver
     est.input_tokens += n_ver * mean_pt
     est.output_tokens += n_ver * ct
     est.usd += (n_ver * mean_pt * vm.price_input_per_1m + n_ver * ct * vm.price_output_per_1m) / 1e6 \
         + n_ver * vm.price_per_call
-    est.source += f"; {what} share {origin} {share:.2f}"
+    est.source += f"; {what} share {origin} {share:.2f}{ct_src}"
 
 
 def estimate_run(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], members: Sequence[EstimateMember],
@@ -316,13 +364,13 @@ def estimate_run(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], m
             for name, share_c in history.check_share_by.items():
                 if name in by_name:
                     _add_verification(out, by_name[name], len(todo) * share_c, todo, prompts, knowledge,
-                                      "history", share_c, "check")
+                                      "history", share_c, history, "check")
         else:
             for i in range(len(gens) - 1):
                 kept = out[i].faces - out[i + 1].faces if i + 1 < len(out) else 0.0
                 if kept > 0 and gens[i + 1].verifies:
                     _add_verification(out, gens[i + 1], kept, todo, prompts, knowledge, "prior",
-                                      kept / max(1, len(todo)), "check")
+                                      kept / max(1, len(todo)), history, "check")
     jury_all = strategy == "jury" and cross_check
     if jury_all:
         verify_share = 1.0  # every face with a candidate goes to another model
@@ -340,5 +388,5 @@ def estimate_run(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], m
         for name, share_v in shares.items():
             _add_verification(out, by_name[name], len(todo) * share_v, todo, prompts, knowledge,
                               "jury: every face" if jury_all else
-                              "history" if history.verify_share is not None else "prior", share_v)
+                              "history" if history.verify_share is not None else "prior", share_v, history)
     return Estimate(len(todo), out, encoding(members[0].model if members else "gpt-4o").name, strategy)

@@ -133,7 +133,13 @@ VERIFIED_LABELS = pa.schema([
     ("verified_by", pa.string()),         # annotator that verified it (null = not verified)
     ("escalations", pa.int32()),          # cascade: times the face went to a dearer annotator
     ("checked_by", pa.list_(pa.string())),  # cascade cross-check: who re-checked the face a cheaper
-                                          # stage resolved, one entry per check call (in n_calls)
+                                          # stage resolved, one entry per answered check call (in n_calls)
+    ("check_prompt_tokens", pa.list_(pa.int32())),      # per checked_by entry: tokens billed
+    ("check_completion_tokens", pa.list_(pa.int32())),  # (null: answered from the cache)
+    ("check_failed_by", pa.list_(pa.string())),  # check calls that failed unanswered (down, 401,
+                                          # budget): not billed, not in n_calls
+    ("verify_prompt_tokens", pa.int32()),      # the face's verification call (not a check): tokens
+    ("verify_completion_tokens", pa.int32()),  # billed; null = none sent, cache hit or unanswered
 ])
 
 FEID = pa.schema([

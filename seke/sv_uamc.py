@@ -38,7 +38,12 @@ batch per round for all active faces.
 * ``jury``: one generator; verification goes to a *different* model (cross-model verification).
 
 Each label row says which annotator produced it (``produced_by``), which verified it
-(``verified_by``) and how often it escalated (``escalations``).
+(``verified_by``) and how often it escalated (``escalations``). Cross-check calls that were
+answered are listed in ``checked_by`` (and counted in ``n_calls``); one that failed unanswered
+(endpoint down, 401, budget: nothing billed) is listed in ``check_failed_by`` instead. The
+tokens each verification / check call billed are kept (``verify_*_tokens``,
+``check_*_tokens``) so that :mod:`seke.estimate` can price verification from what verifiers
+actually answer rather than from a guess.
 """
 
 from __future__ import annotations
@@ -147,7 +152,9 @@ class _Face:
     archived: list[Sample] = field(default_factory=list)  # earlier cascade stages' samples
     produced_by: str | None = None
     escalations: int = 0
-    checked_by: list[str] = field(default_factory=list)  # cross-check calls, in order
+    checked_by: list[str] = field(default_factory=list)  # answered cross-check calls, in order
+    check_tokens: list[tuple[int | None, int | None]] = field(default_factory=list)  # (prompt, completion) per checked_by
+    check_failed_by: list[str] = field(default_factory=list)  # check calls that failed unanswered (not billed)
     stop_reason: str | None = None
     uncertainty: dict[str, float] = field(default_factory=dict)
     expr: ExpressionAggregate | None = None
@@ -264,14 +271,20 @@ def run_sampling(faces: Sequence[FaceItem], prompts: Mapping[str, PromptSpec], a
                              knowledge, config, consistency, calibration,
                              list((audit_hidden or {}).get(fid, [])), (splits or {}).get(fid))
             row["verified_by"] = verifier_of[fid].name if fid in verifier_of else None
+        if fid in checked:  # the accepting check's tokens are in check_*_tokens
+            row["verify_prompt_tokens"] = row["verify_completion_tokens"] = None
         row["n_calls"] += len(st.checked_by)
         row["produced_by"] = st.produced_by if st.all_samples else None
         row["checked_by"] = list(st.checked_by)
+        row["check_prompt_tokens"] = [p for p, _ in st.check_tokens]
+        row["check_completion_tokens"] = [c for _, c in st.check_tokens]
+        row["check_failed_by"] = list(st.check_failed_by)
         row["escalations"] = st.escalations
         label_rows.append(acceptance(row) if acceptance is not None else row)
     sample_rows = [_sample_row(s, st, config) for st in states for s in st.all_samples]
     stats = _stats(states, label_rows, rounds, len(to_verify), config)
     stats["check_calls"] = sum(len(st.checked_by) for st in states)
+    stats["check_failed_calls"] = sum(len(st.check_failed_by) for st in states)
     stats["calls"] += stats["check_calls"]
     n = len(states)
     sampled = sum(1 for st in states if st.all_samples)
@@ -322,16 +335,20 @@ def _cross_check(pool: "AnnotatorPool", stage: Any, resolved: list[_Face],
             break
         if ms["failed"] or ms.get("check_down"):
             continue
-        verdicts = [None if _call_failed(v) else v for v in
-                    _verify(checker.annotator, [VerifyRequest(st.face, _candidate(st), ()) for st in pending])]
+        answers = _verify(checker.annotator, [VerifyRequest(st.face, _candidate(st), ()) for st in pending])
+        verdicts = [None if _call_failed(v) else v for v in answers]
         ms["check_calls"] += len(pending)
         ms["check_failed"] += sum(v is None for v in verdicts)
         ms["check_rejected"] += sum(v is not None and v.verdict != "accept" for v in verdicts)
         if pending and all(v is None for v in verdicts):
             ms["check_down"] = True  # down or refusing: it gets no more checks this run
         left = []
-        for st, v in zip(pending, verdicts):
-            st.checked_by.append(checker.name)
+        for st, raw, v in zip(pending, answers, verdicts):
+            if _answered(raw):  # a billed call (or one answered from the cache): in checked_by/n_calls
+                st.checked_by.append(checker.name)
+                st.check_tokens.append(_tokens(raw))
+            else:  # down, 401, budget: nothing answered, nothing billed
+                st.check_failed_by.append(checker.name)
             if v is not None and v.verdict == "accept":
                 out.append((st, checker.name, v))
             else:
@@ -341,6 +358,23 @@ def _cross_check(pool: "AnnotatorPool", stage: Any, resolved: list[_Face],
         pending = left
     out.extend((st, None, rejected.get(id(st))) for st in pending)
     return out
+
+
+def _answered(v: Verdict | None) -> bool:
+    """Whether a verification call was answered (and so billed, or served from the cache): a
+    failed call with no token usage (transport error, 401, budget) was not; a refusal or an
+    unparseable answer was (the model answered and the provider bills it)."""
+    if v is None:
+        return False
+    return not _call_failed(v) or v.cache_hit or bool(v.prompt_tokens or v.completion_tokens)
+
+
+def _tokens(v: Verdict | None) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens a verification call billed; None for a call answered from
+    the cache or not answered (no usage to learn from)."""
+    if v is None or v.cache_hit or not _answered(v):
+        return None, None
+    return int(v.prompt_tokens), int(v.completion_tokens)
 
 
 def _call_failed(v: Verdict | None) -> bool:
@@ -549,6 +583,8 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
         "face_id": face.face_id, "subject_id": face.subject_id, "split": split,
         "status": status, "abstain_reason": reason, "strategy": config.strategy,
         "n_samples": len(st.all_samples), "n_calls": len(st.all_samples) + (1 if was_sent else 0),
+        "verify_prompt_tokens": _tokens(verdict)[0] if was_sent else None,
+        "verify_completion_tokens": _tokens(verdict)[1] if was_sent else None,
         "stop_reason": st.stop_reason, "verdict": verdict_name, "verdict_reasons": verdict_reasons,
         "consistency_score": score.score if score is not None else None,
         "consistency_flags": list(score.flags) if score is not None else [],

@@ -136,3 +136,64 @@ def test_verification_is_priced_with_the_verification_prompt_and_the_verifier_of
     sampling = message_tokens(with_image(prompts["f0"].messages, faces[0].image_png), "gpt-4o")
     verify_in = by["big"].input_tokens - by["big"].calls * sampling
     assert verify_in > 0 and verify_in != pytest.approx(sampling + 200)   # the real verification prompt
+
+
+def _verify_history(tokens: bool) -> History:
+    """Two faces verified by ``big`` (one answer of 20 tokens, one cache hit), one face checked
+    by ``big`` (an answer of 30 tokens) and by ``judge`` (40); without ``tokens`` the old
+    columns only (a lake written before the token columns)."""
+    cols = {"n_samples": [3, 3, 3, 3], "n_calls": [4, 4, 5, 3],
+            "verdict": ["accept", "reject", "accept", "none"],
+            "verified_by": ["big", "big", "judge", None],
+            "checked_by": [[], [], ["big", "judge"], []]}
+    if tokens:
+        cols.update(verify_completion_tokens=[20, None, None, None],
+                    check_completion_tokens=[[], [], [30, 40], []])
+    return History.from_frames(None, pl.DataFrame(cols))
+
+
+def test_verification_completion_comes_from_the_history_not_the_prior():
+    from seke.estimate import PRIOR_VERIFY_COMPLETION_TOKENS
+
+    k = knowledge_v1()
+    faces = [FaceItem(f"f{i}", png(48, 48, i), Labels()) for i in range(4)]
+    prompts = {f.face_id: build_annotation_prompt(f.known, k) for f in faces}
+    big = EstimateMember("big", "gpt-4o", 2.5, 10.0)
+    hist = _verify_history(tokens=True)
+    # big: its own verification (20) and check (30) answers; the cache hit (null) is left out
+    assert hist.verify_completion("big") == (25.0, "history")
+    assert hist.verify_completion("judge") == (40.0, "history")
+    assert hist.verify_completion("new") == (pytest.approx(30.0), "history of other verifiers")
+    assert History().verify_completion("big") == (None, "prior")
+    cfg = SamplingConfig()
+    short = estimate_run(faces, prompts, [big], cfg, hist, "single", verifier="big", cross_check=False)
+    prior = estimate_run(faces, prompts, [big], cfg, _verify_history(tokens=False), "single",
+                         verifier="big", cross_check=False)
+    m_short, m_prior = short.members[0], prior.members[0]
+    assert m_short.verify_calls == m_prior.verify_calls > 0
+    # same verification calls, same prompts: only the completion per answer differs
+    assert m_prior.output_tokens - m_short.output_tokens == pytest.approx(
+        m_short.verify_calls * (PRIOR_VERIFY_COMPLETION_TOKENS - 25.0))
+    assert m_short.input_tokens == pytest.approx(m_prior.input_tokens)
+    assert short.usd < prior.usd
+    assert "verify completion:history 25" in m_short.source
+    assert f"verify completion:prior {PRIOR_VERIFY_COMPLETION_TOKENS}" in m_prior.source
+
+
+def test_cascade_check_calls_take_the_checkers_recorded_answers():
+    k = knowledge_v1()
+    faces = [FaceItem(f"f{i}", png(48, 48, i), Labels()) for i in range(4)]
+    prompts = {f.face_id: build_annotation_prompt(f.known, k) for f in faces}
+    members = [EstimateMember("cheap", "offline", kind="offline"), EstimateMember("big", "gpt-4o", 2.5, 10.0),
+               EstimateMember("judge", "gpt-4o", 2.5, 10.0)]
+    hist = _verify_history(tokens=True)
+    assert hist.check_share_by == {"big": 0.25, "judge": 0.25}
+    est = estimate_run(faces, prompts, members, SamplingConfig(verify=False), hist, "cascade")
+    by = {m.name: m for m in est.members}
+    assert "check completion:history 25" in by["big"].source
+    assert "check completion:history 40" in by["judge"].source
+    old = {m.name: m for m in estimate_run(faces, prompts, members, SamplingConfig(verify=False),
+                                           _verify_history(tokens=False), "cascade").members}
+    assert "check completion:prior 150" in old["judge"].source
+    assert old["judge"].output_tokens - by["judge"].output_tokens == pytest.approx(
+        by["judge"].verify_calls * (150 - 40.0))

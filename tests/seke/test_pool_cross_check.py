@@ -160,6 +160,14 @@ def test_jury_verifies_every_face_with_another_model():
         rows = res.labels
         assert all(r["produced_by"] == "gen" and r["status"] == "accepted" for r in rows)
         assert [r["verified_by"] for r in rows] == (["judge"] * 4 if on else [None] * 4)
+        # the verification answers' billed tokens are recorded (what the estimate learns from)
+        if on:
+            assert all(r["verify_completion_tokens"] > 0 and r["verify_prompt_tokens"] > 0 for r in rows)
+            hist = History.from_frames(pl.DataFrame(res.samples), pl.DataFrame(res.labels))
+            mean = sum(r["verify_completion_tokens"] for r in rows) / 4
+            assert hist.verify_completion("judge") == (mean, "history")
+        else:
+            assert all(r["verify_completion_tokens"] is None for r in rows)
 
 
 def test_a_failing_checker_passes_the_check_on_and_the_key_stays_secret():
@@ -175,8 +183,12 @@ def test_a_failing_checker_passes_the_check_on_and_the_key_stays_secret():
             unauth.close()
             dear.close()
     rows = by_id(res)
-    # mid answered 401 to its checks: dear checked instead (every attempt is in checked_by)
-    assert rows["right"]["checked_by"] == ["mid", "dear"] and rows["right"]["verified_by"] == "dear"
+    # mid answered 401 to its checks: dear checked instead; the unanswered call is recorded as
+    # failed, not billed (not in checked_by, not in n_calls)
+    assert rows["right"]["checked_by"] == ["dear"] and rows["right"]["verified_by"] == "dear"
+    assert rows["right"]["check_failed_by"] == ["mid"]
+    assert rows["right"]["n_calls"] == rows["right"]["n_samples"] + 1
+    assert rows["right"]["check_completion_tokens"][0] > 0
     assert rows["right"]["produced_by"] == "cheap" and rows["right"]["status"] == "accepted"
     # the wrong face escalated to mid (401: one round, then on) and dear labelled it
     assert rows["wrong"]["produced_by"] == "dear" and rows["wrong"]["escalations"] == 2
@@ -198,7 +210,9 @@ def test_when_no_checker_answers_the_cheap_stage_decision_stands():
         down.close()
     row = by_id(res)["a"]
     assert row["produced_by"] == "cheap" and row["status"] == "accepted" and row["verified_by"] is None
-    assert row["checked_by"] == ["down"] and row["escalations"] == 0
+    assert row["checked_by"] == [] and row["check_failed_by"] == ["down"] and row["escalations"] == 0
+    assert row["n_calls"] == row["n_samples"]  # the unanswered check was not billed
+    assert res.stats["check_calls"] == 0 and res.stats["check_failed_calls"] == 1
     assert res.stats["pool"]["cheap"]["unchecked"] == 1 and res.stats["pool"]["down"]["check_failed"] == 1
 
 
@@ -224,6 +238,11 @@ def test_check_calls_are_billed_and_in_the_estimate():
     off = estimate_run(faces, prompts, members, history=hist, strategy="cascade", cross_check=False)
     dear_on = next(m for m in on.members if m.name == "dear")
     assert dear_on.verify_calls == 2 and "check share history 1.00" in dear_on.source
+    # the checks' own answers price them: the recorded completion tokens, not the prior
+    check_ct = [c for r in res.labels for c in r["check_completion_tokens"]]
+    assert len(check_ct) == 2 and all(c > 0 for c in check_ct)
+    assert hist.verify_completion("dear") == (sum(check_ct) / 2, "history")
+    assert f"check completion:history {sum(check_ct) / 2:.0f}" in dear_on.source
     assert on.usd > off.usd
     # no checked_by in the history: one check per face a stage keeps, by the next stage
     prior = estimate_run(faces, prompts, members, history=History(), strategy="cascade")
