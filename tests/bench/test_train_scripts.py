@@ -71,9 +71,13 @@ def test_train_fer_without_data_exits_non_zero(tmp_path: Path, capsys):
 def test_throughput_script_reports_cpu_and_nan_gpu(npz_dir: Path, capsys):
     if torch.cuda.is_available():
         pytest.skip("GPU present: the full benchmark is the check")
-    rc = _load("train_throughput").main(["--npz", str(npz_dir), "--batch", "8", "--cpu-steps", "1",
-                                         "--widths", "8,16", "--threads", "1"])
+    rc = _load("train_throughput").main(["--npz", str(npz_dir), "--recipe", "compact", "--batch", "8",
+                                         "--cpu-steps", "1", "--rounds", "1", "--threads", "1"])
     assert rc == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("RESULT gpu_cpu_ratio=nan images_per_s_gpu=nan images_per_s_cpu=")
-    assert float(last.rsplit("=", 1)[1]) > 0
+    fields = dict(kv.split("=", 1) for kv in last.split()[1:])
+    assert last.startswith("RESULT source=") and fields["recipe"] == "compact" and fields["batch"] == "8"
+    assert fields["gpu_cpu_ratio"] == "nan" and fields["images_per_s_gpu"] == "nan"
+    now, before = float(fields["images_per_s_cpu"]), float(fields["images_per_s_cpu_before"])
+    assert now > 0 and before > 0
+    assert abs(float(fields["cpu_speedup"]) - now / before) < 0.01
