@@ -129,7 +129,7 @@ def cross_validate(man: pl.DataFrame, fer: np.ndarray, bs: np.ndarray, aus: list
     subjects = man["subject_id"].cast(pl.String).to_list() if "subject_id" in man.columns else [str(i) for i in range(man.height)]
     fold = subject_folds(subjects, folds)
     cv = {(m, a): np.zeros(man.height, dtype=bool) for m in ("known", "blind", "prior", "blind_prior") for a in aus}
-    cvp = {(m, a): np.zeros(man.height) for m in ("known", "blind") for a in aus}
+    cvp = {(m, a): np.zeros(man.height) for m in ("known", "blind", "blind_prior") for a in aus}
     for f in range(folds):
         tr, te = fold != f, fold == f
         ea = estimate_expression_au(man.filter(pl.Series(tr)))
@@ -143,6 +143,7 @@ def cross_validate(man: pl.DataFrame, fer: np.ndarray, bs: np.ndarray, aus: list
                 cv[(mode, a)][te] = p >= mdl["threshold"]
             cv[("prior", a)][te] = pr["known"][te] >= 0.5
             cv[("blind_prior", a)][te] = pr["blind"][te] >= 0.5
+            cvp[("blind_prior", a)][te] = pr["blind"][te]
     return cv, cvp
 
 
@@ -163,7 +164,8 @@ def calibrate(data: Path, folds: int = 5, cache: Path | None = None) -> tuple[pl
         report.append({"au": a, "au_name": AU_NAMES[a], "n_pos": int(y.sum()), "prevalence": float(y.mean()), "f1_known": figs["known"],
                        "f1_blind": figs["blind"], "f1_prior_only": figs["prior"],
                        "f1_blind_prior_only": figs["blind_prior"],
-                       "auc_known": auc(cvp[("known", a)], y), "auc_blind": auc(cvp[("blind", a)], y)})
+                       "auc_known": auc(cvp[("known", a)], y), "auc_blind": auc(cvp[("blind", a)], y),
+                       "auc_blind_prior_only": auc(cvp[("blind_prior", a)], y)})
         for mode in ("known", "blind"):
             mdl = fit_au(a, mode, bs, pr, y)
             rows.append({"version": TABLE_VERSION, "au": a, "au_name": AU_NAMES[a], "mode": mode,
