@@ -13,10 +13,18 @@ tests need exact control of what each sample says. Two annotators implement
   judges the candidate right with probability ``verifier_accuracy(d)`` (harder faces are harder
   to verify too) and, when it rejects a wrong candidate, offers a correction with probability
   ``verifier_correct_share``; the correction is itself right with probability
-  ``verifier_accuracy(d)``.
+  ``verifier_accuracy(d)`` and carries the samples' VA noise and AU flips (the verifier never
+  copies the ground truth).
   Every random draw is keyed on (seed, face_id, sample index), so sample *i* of a face is the
   same whichever strategy asks for it and in whatever batch order: strategies are compared on
   common random numbers.
+  **What it can show:** how the sampling loop, verification routing, cascades, caching, cost
+  accounting and rate limits behave under noise of a named shape, with an exact ground truth.
+  **What it cannot show:** how good a real model's labels are, or whether a real verifier's
+  errors are independent of the generator's (here they are independent by construction, which
+  flatters verification); and since :class:`seke.sv_uamc.SamplingConfig`'s defaults were tuned
+  on this simulator (on a separate seed), its headline figures partly restate the noise model.
+  Quality claims come from the offline annotator on real faces (``bench/sv_uamc.py --data``).
 * :class:`ScriptedAnnotator` — answers each face from a fixed script of sample labels and a fixed
   verdict; records every call, so tests can pin the loop's behaviour exactly.
 """
@@ -180,6 +188,38 @@ class SimulatedAnnotator:
         return Sample(labels=Labels(expr, v, a, aus), expression_probs=probs,
                       rationale="simulated", raw_text="{}", parse_status="ok", **base)
 
+    def _correction(self, fid: str, missing: Sequence[str], r: np.random.Generator, accuracy: float) -> Labels:
+        """The verifier's own answer, under the same noise model as a sample: right with
+        probability ``accuracy`` (else a confusion of the true class, with VA and AUs pulled
+        towards it as a wrong belief's are), VA with the samples' Gaussian noise and AUs with
+        their flips — never a copy of the ground truth."""
+        t, n, d = self.truth[fid], self.noise, self.difficulty(fid)
+        expr = t.expression
+        wrong = expr is not None and r.random() >= accuracy
+        if wrong:
+            expr = _wrong_class(t.expression, r, n.systematic_share)
+        v = a = None
+        if "va" in missing and t.valence is not None:
+            v, a = t.valence, t.arousal
+            if wrong and self._knowledge is not None:
+                reg = self._knowledge.va_regions[expr]
+                v, a = 0.5 * v + 0.5 * reg.valence, 0.5 * a + 0.5 * reg.arousal
+            sd = n.rate(n.va_sd_base, n.va_sd_slope, d)
+            v, a = float(np.clip(v + r.normal(0, sd), -1, 1)), float(np.clip(a + r.normal(0, sd), -1, 1))
+        aus = None
+        if "aus" in missing and t.aus is not None:
+            prior = self._knowledge.au_prior(expr) if (wrong and self._knowledge is not None) else None
+            flip = n.rate(n.au_flip_base, n.au_flip_slope, d)
+            aus = {}
+            for au in AU_CATALOGUE:
+                x = t.aus.get(au, 0.0) >= 0.5
+                if prior is not None:
+                    x = r.random() < 0.5 * (prior[au] + (1.0 if x else 0.0))
+                if r.random() < flip:
+                    x = not x
+                aus[au] = 1.0 if x else 0.0
+        return Labels(expr if "expression" in missing else None, v, a, aus)
+
     def verify_batch(self, requests: Sequence[VerifyRequest]) -> list[Verdict]:
         self.verify_calls += 1
         return [self._verify(req) for req in requests]
@@ -215,13 +255,7 @@ class SimulatedAnnotator:
         if judged_right:
             return Verdict(verdict="accept", reasons=["labels match the face"], **base)
         if not right and r.random() < n.verifier_correct_share:
-            t = self.truth[fid]
-            # the correction itself is right only as often as the verifier is
-            expr = t.expression if r.random() < accuracy else _wrong_class(t.expression, r, n.systematic_share)
-            corrected = Labels(expr if "expression" in missing else None,
-                               t.valence if "va" in missing else None,
-                               t.arousal if "va" in missing else None,
-                               t.aus if "aus" in missing else None)
+            corrected = self._correction(fid, missing, r, accuracy)
             return Verdict(verdict="correct", reasons=["candidate does not match the face"],
                            corrected=corrected, **base)
         return Verdict(verdict="reject", reasons=["candidate does not match the face"], **base)
@@ -307,6 +341,38 @@ class ScriptedAnnotator:
                     row.append(Sample(req.face.face_id, i, req.round, lab, backend=self.backend, model=self.model))
             out.append(row)
         return out
+
+    def _correction(self, fid: str, missing: Sequence[str], r: np.random.Generator, accuracy: float) -> Labels:
+        """The verifier's own answer, under the same noise model as a sample: right with
+        probability ``accuracy`` (else a confusion of the true class, with VA and AUs pulled
+        towards it as a wrong belief's are), VA with the samples' Gaussian noise and AUs with
+        their flips — never a copy of the ground truth."""
+        t, n, d = self.truth[fid], self.noise, self.difficulty(fid)
+        expr = t.expression
+        wrong = expr is not None and r.random() >= accuracy
+        if wrong:
+            expr = _wrong_class(t.expression, r, n.systematic_share)
+        v = a = None
+        if "va" in missing and t.valence is not None:
+            v, a = t.valence, t.arousal
+            if wrong and self._knowledge is not None:
+                reg = self._knowledge.va_regions[expr]
+                v, a = 0.5 * v + 0.5 * reg.valence, 0.5 * a + 0.5 * reg.arousal
+            sd = n.rate(n.va_sd_base, n.va_sd_slope, d)
+            v, a = float(np.clip(v + r.normal(0, sd), -1, 1)), float(np.clip(a + r.normal(0, sd), -1, 1))
+        aus = None
+        if "aus" in missing and t.aus is not None:
+            prior = self._knowledge.au_prior(expr) if (wrong and self._knowledge is not None) else None
+            flip = n.rate(n.au_flip_base, n.au_flip_slope, d)
+            aus = {}
+            for au in AU_CATALOGUE:
+                x = t.aus.get(au, 0.0) >= 0.5
+                if prior is not None:
+                    x = r.random() < 0.5 * (prior[au] + (1.0 if x else 0.0))
+                if r.random() < flip:
+                    x = not x
+                aus[au] = 1.0 if x else 0.0
+        return Labels(expr if "expression" in missing else None, v, a, aus)
 
     def verify_batch(self, requests: Sequence[VerifyRequest]) -> list[Verdict]:
         self.verify_log.append([r.face.face_id for r in requests])
