@@ -204,9 +204,9 @@ def trained_model(context: AssetExecutionContext, config: TrainingRunConfig, lak
     fer2013 validation and CK+.
 
     **Takes long:** up to `time_limit_s` (run config, default 1800 s = 30 minutes) of training
-    plus evaluation. On a CPU the `auto` recipe is the compact net (about 800 images/s on 2
-    Sapphire Rapids cores with CPU bf16, `bench/train_throughput.py --recipe compact`: one
-    FER2013-sized epoch ≈ 35 s); on a
+    plus evaluation. On a CPU the `auto` recipe is the compact net (450–800 images/s on 2
+    cores, the upper figure with AMX bf16, `bench/train_throughput.py --recipe compact`: one
+    FER2013-sized epoch ≈ 35–65 s); on a
     GPU the full net. Size a run with `epochs`,
     `time_limit_s` and `max_faces`; `recipe: tiny` finishes in seconds (a smoke test)."""
     return _train(context, config, lake, gpu, dev_data, ablation=False)

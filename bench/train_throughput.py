@@ -10,8 +10,9 @@ so load from other processes on a shared machine hits them alike:
 
 * ``cpu fp32 contiguous`` — the CPU recipe before 2026-12-02 (the baseline);
 * ``cpu fp32 channels_last``, ``cpu bf16 contiguous`` — each change alone;
-* ``cpu bf16 channels_last`` — what the recipe does now (``amp="auto"`` picks bf16 on CPUs
-  with native bf16, see :func:`seke.train.tensors.cpu_has_native_bf16`);
+* ``cpu bf16 channels_last`` — what the recipe does now on CPUs with AMX (``amp="auto"`` picks
+  bf16 there, see :func:`seke.train.tensors.cpu_has_amx_bf16`); elsewhere the recipe is
+  ``cpu fp32 channels_last``;
 * ``--compile``: the same under ``torch.compile`` (inductor; compile time printed separately).
 
 Batch sizes are compared with ``--batch``. On CUDA the recipe default, the cuDNN autotuner and
@@ -144,12 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {cpu_info.get('device_name')}, {torch.get_num_threads()} torch threads, "
           f"{cpu_info.get('cpu_count')} cores, recipe amp on cpu = {amp_dtype(cfg, 'cpu')}")
     before = "cpu fp32 contiguous (recipe before; baseline)"
-    after = "cpu bf16 channels_last (recipe now)" if amp_dtype(cfg, "cpu") is not None \
-        else "cpu fp32 channels_last (recipe now; no native bf16)"
+    bf16_now = amp_dtype(cfg, "cpu") is not None
+    fp32_cl = "cpu fp32 channels_last" + ("" if bf16_now else " (recipe now: no AMX bf16)")
+    bf16_cl = "cpu bf16 channels_last" + (" (recipe now)" if bf16_now else "")
+    after = bf16_cl if bf16_now else fp32_cl
     cpu_variants = {before: replace(cfg, amp="off", channels_last=False),
-                    "cpu fp32 channels_last": replace(cfg, amp="off", channels_last=True),
+                    fp32_cl: replace(cfg, amp="off", channels_last=True),
                     "cpu bf16 contiguous": replace(cfg, amp="bf16", channels_last=False),
-                    after: cfg}
+                    bf16_cl: replace(cfg, amp="bf16", channels_last=True)}
     steppers = {k: (make_stepper(images, labels, c, "cpu"), c.batch_size) for k, c in cpu_variants.items()}
     if args.compile:
         for k, c in (("cpu fp32 channels_last + torch.compile", replace(cfg, amp="off")),

@@ -71,7 +71,7 @@ class TrainConfig:
     # --- runtime
     seed: int = 0
     deterministic: bool = True   # cuDNN deterministic algorithms (no autotuner) on CUDA
-    amp: str = "auto"            # auto (CUDA: bf16/fp16; CPU: bf16 where native, else off) | off | bf16 | fp16
+    amp: str = "auto"            # auto (CUDA: bf16/fp16; CPU: bf16 with AMX, else off) | off | bf16 | fp16
     channels_last: bool = True
     eval_batch_size: int = 1024
     tta: bool = True             # flip + shifted views at evaluation
@@ -81,11 +81,11 @@ class TrainConfig:
         """The CPU-sized recipe: same architecture family at widths 16-128, one block a stage.
 
         0.31 M parameters (11.2 M for the full recipe; ``count_parameters(build_model(cfg))``,
-        :mod:`seke.train.model`); on a 2-core Sapphire Rapids machine (bf16 autocast and
-        channels_last, see :mod:`seke.train.tensors`) 827 training images/s against 373 for the
-        same net in fp32 contiguous, measured interleaved on 2026-12-02 (``PYTHONPATH=. python
-        bench/train_throughput.py --recipe compact``, RESULT ``images_per_s_cpu`` and
-        ``images_per_s_cpu_before``; a busy machine gives less); the full recipe ran 18 images/s
+        :mod:`seke.train.model`); on 2 cores, measured interleaved on 2026-12-02 (``PYTHONPATH=.
+        python bench/train_throughput.py --recipe compact``, RESULT ``images_per_s_cpu`` and
+        ``images_per_s_cpu_before``; a busy machine gives less), 827 training images/s with AMX
+        (bf16 autocast, channels_last) and 466 without (fp32 channels_last), against 373 and 298
+        for the fp32 contiguous recipe of before (:mod:`seke.train.tensors`); the full recipe ran 18 images/s
         in fp32 on 2026-11-29 (``--recipe full``), so a FER2013-sized FEID trains for tens of
         epochs in half an hour instead of ~25 minutes an epoch. Residual branches start active (no zero-γ), and AdamW replaces SGD: in 420 s
         single-thread runs on the FER2013 FEID scored on fer2013 validation, AdamW (lr 2e-3,

@@ -36,6 +36,7 @@ def predict(model: MultiTaskNet, images: np.ndarray, device: str, cfg: TrainConf
                 "va": np.zeros((0, 2), np.float32), "au_probs": np.zeros((0, cfg.n_aus), np.float32)}
     data = to_device_images(images, cfg.image_size, device)
     fmt = memory_format(cfg)
+    model.to(memory_format=fmt)  # as in training: a freshly loaded checkpoint is contiguous
     for start in range(0, len(data), cfg.eval_batch_size):
         x = data[start:start + cfg.eval_batch_size].float().div_(255.0)
         views = tta_views(x) if tta else [x]
