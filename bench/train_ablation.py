@@ -37,6 +37,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else work / "ablation.json"
     out.write_text(json.dumps({"feid_version": version, "partitions": partitions, "plan": plan.__dict__,
                                "runs": results, "seconds": spent}, indent=2, default=str))
-    print(f"RESULT source=offline data={data} acc_human_only={acc['human_only']:.4f} acc_feid={acc['feid']:.4f} "
+    print(f"RESULT source={os.environ.get('SEKE_ANNOTATOR', 'offline')} data={data} acc_human_only={acc['human_only']:.4f} acc_feid={acc['feid']:.4f} "
           f"acc_delta={acc['delta']:+.4f} acc_spread={acc['spread']:.4f} "
           f"macro_f1_human_only={f1['human_only']:.4f} macro_f1_feid={f1['feid']:.4f} "
           f"au_f1_ckplus_feid={au['feid']:.4f} au_f1_ckplus_human_only={au['human_only']:.4f} "
