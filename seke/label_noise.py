@@ -64,8 +64,10 @@ def find_issues(labels: Sequence[str], probs: np.ndarray, max_share: float = DEF
     p = np.clip(p, 1e-6, None)
     p = p / p.sum(axis=1, keepdims=True)
     y = np.array([present.index(lab) for lab in labels])
+    # n_jobs=1: cleanlab otherwise forks a multiprocessing pool, and a fork of a process that
+    # already runs torch/OpenMP threads can deadlock (seen: a CI run hung here on a futex)
     ranked = find_label_issues(labels=y, pred_probs=p, filter_by="prune_by_noise_rate",
-                               return_indices_ranked_by="self_confidence")
+                               return_indices_ranked_by="self_confidence", n_jobs=1)
     keep = ranked[: int(np.floor(max_share * n))]
     issue = np.zeros(n, bool)
     issue[keep] = True
