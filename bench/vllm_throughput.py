@@ -168,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
               f"platform_samples_per_s={samples / tp:.1f}")
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # SIGTERM blocked or ignored as inherited from the caller
+            proc.kill()
+            proc.wait(timeout=10)
     return 0
 
 

@@ -49,6 +49,7 @@ import base64
 import hashlib
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -643,6 +644,10 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--no-n", action="store_true")
     args = ap.parse_args()
+    # a signal mask and ignored signals survive fork+exec: a caller that blocked or ignored
+    # SIGTERM (some libraries do in their threads) would otherwise leave this server unkillable
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     srv = FakeOpenAIServer(Behaviour(latency_s=args.latency, supports_n=not args.no_n, record=False)).start()
     print(f"READY {srv.base_url}", flush=True)
     try:
