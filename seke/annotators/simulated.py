@@ -342,38 +342,6 @@ class ScriptedAnnotator:
             out.append(row)
         return out
 
-    def _correction(self, fid: str, missing: Sequence[str], r: np.random.Generator, accuracy: float) -> Labels:
-        """The verifier's own answer, under the same noise model as a sample: right with
-        probability ``accuracy`` (else a confusion of the true class, with VA and AUs pulled
-        towards it as a wrong belief's are), VA with the samples' Gaussian noise and AUs with
-        their flips — never a copy of the ground truth."""
-        t, n, d = self.truth[fid], self.noise, self.difficulty(fid)
-        expr = t.expression
-        wrong = expr is not None and r.random() >= accuracy
-        if wrong:
-            expr = _wrong_class(t.expression, r, n.systematic_share)
-        v = a = None
-        if "va" in missing and t.valence is not None:
-            v, a = t.valence, t.arousal
-            if wrong and self._knowledge is not None:
-                reg = self._knowledge.va_regions[expr]
-                v, a = 0.5 * v + 0.5 * reg.valence, 0.5 * a + 0.5 * reg.arousal
-            sd = n.rate(n.va_sd_base, n.va_sd_slope, d)
-            v, a = float(np.clip(v + r.normal(0, sd), -1, 1)), float(np.clip(a + r.normal(0, sd), -1, 1))
-        aus = None
-        if "aus" in missing and t.aus is not None:
-            prior = self._knowledge.au_prior(expr) if (wrong and self._knowledge is not None) else None
-            flip = n.rate(n.au_flip_base, n.au_flip_slope, d)
-            aus = {}
-            for au in AU_CATALOGUE:
-                x = t.aus.get(au, 0.0) >= 0.5
-                if prior is not None:
-                    x = r.random() < 0.5 * (prior[au] + (1.0 if x else 0.0))
-                if r.random() < flip:
-                    x = not x
-                aus[au] = 1.0 if x else 0.0
-        return Labels(expr if "expression" in missing else None, v, a, aus)
-
     def verify_batch(self, requests: Sequence[VerifyRequest]) -> list[Verdict]:
         self.verify_log.append([r.face.face_id for r in requests])
         out = []
