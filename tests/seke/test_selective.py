@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seke.selective import ABSTAIN_REASON, Certificate, apply, binomial_p_value, certify, load, save
+from seke.selective import (ABSTAIN_REASON, Certificate, apply, binomial_p_value, certify, fixed_sequence_rejections,
+                            load, save)
 
 V = {"annotator": "offline-a", "knowledge": "v2", "prompt": "p1"}
 
@@ -48,6 +49,44 @@ def test_looser_target_never_lowers_coverage():
     c, ok = draw(2000, rng)
     cov = [certify(c, ok, t).calibration_coverage for t in (0.05, 0.10, 0.20)]
     assert cov[0] <= cov[1] <= cov[2] and cov[2] > cov[0]
+
+
+def test_fixed_sequences_stop_at_their_first_failure_and_union_their_rejections():
+    grid = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    p = np.array([0.001, 0.5, 0.001, 0.001, 0.5, 0.001])  # 0.8 and 0.5 fail at level 0.1 / 2
+    rej = fixed_sequence_rejections(grid, p, 0.1, starts=(0.9, 0.7))
+    # from 0.9: 0.9 rejected, stops at 0.8; from 0.7: 0.7, 0.6 rejected, stops at 0.5 (0.4 never tested)
+    assert rej.tolist() == [True, False, True, True, False, False]
+    # one start at level 0.1: the same sequence from the top stops at 0.8
+    assert fixed_sequence_rejections(grid, p, 0.1, starts=(0.95,)).tolist() == [True] + [False] * 5
+    # the level is delta / number of starts: p = 0.04 passes with one start, not with three
+    p2 = np.full(6, 0.04)
+    assert fixed_sequence_rejections(grid, p2, 0.1, starts=(0.9,)).all()
+    assert not fixed_sequence_rejections(grid, p2, 0.1, starts=(0.9, 0.7, 0.5)).any()
+    with pytest.raises(ValueError):
+        fixed_sequence_rejections(grid, p, 0.1, starts=())
+
+
+def _bonferroni_on_the_old_grid(c: np.ndarray, ok: np.ndarray, target: float, delta: float) -> float | None:
+    """The method before the fixed sequences: Bonferroni over a 0.05 grid of 22 thresholds."""
+    grid = np.array([round(0.05 * i, 2) for i in range(20)] + [0.975, 0.99])
+    p = [binomial_p_value(int((~ok[c >= t]).sum()), int((c >= t).sum()), target) for t in grid]
+    rejected = grid[np.array(p) <= delta / len(grid)]
+    return float(rejected.min()) if rejected.size else None
+
+
+def test_multi_start_sequences_certify_at_least_the_coverage_of_bonferroni_over_the_old_grid():
+    rng = np.random.default_rng(7)
+    gains = []
+    for _ in range(20):
+        c, ok = draw(1500, rng)
+        for target in (0.10, 0.20):
+            old = _bonferroni_on_the_old_grid(c, ok, target, 0.1)
+            new = certify(c, ok, target, 0.1).threshold
+            assert old is None or (new is not None and new <= old)
+            if old is not None:
+                gains.append((c >= new).mean() - (c >= old).mean())
+    assert np.mean(gains) > 0.005  # the finer grid is not only as good but better on average
 
 
 def test_apply_abstains_below_threshold_only_for_matching_source_and_versions(tmp_path):
