@@ -27,7 +27,8 @@ RESULT: ``expr_target=0.10 expr_realized_error expr_coverage expr_coverage_at_0.
 fer_coverage_at_0.20 max_expr_excess_over_target`` (worst realized − target over sources and
 targets) ``au_realized_error au_coverage accepted_error_ratio`` (SV-UAMC's error among labels
 certified at 0.10 ÷ single-shot's error at the same coverage) ``fixed10_error_ratio`` (the same
-÷ fixed-10's) ``sv_accepted_error full_coverage_acc fer_full_coverage_acc ece_accepted
+÷ fixed-10's) ``sv_accepted_error sv_error_ratio_equal_coverage`` (SV-UAMC's own accepted error
+÷ single-shot's at the same coverage per source, no certificate) ``full_coverage_acc fer_full_coverage_acc ece_accepted
 ece_accepted_calibrated``, plus ``source=`` and ``data=``.
 """
 
@@ -165,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   for name, rows in base_rows.items()}
                 print(f"{'':<18}  at the same coverage: " + "  ".join(
                     f"{name} {e:.3f}" for name, e in at_cov[(g, t)].items()))
+    nan_ = float("nan")
     sv_acc = [r for r in ev_rows if r["status"] == "accepted" and gold[r["face_id"]].expression is not None]
     sv_err = 1 - float(np.mean([r["expression"] == gold[r["face_id"]].expression for r in sv_acc])) if sv_acc else float("nan")
     ex_rows = [r for r in ev_rows if gold[r["face_id"]].expression is not None]
@@ -172,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fer_rows = [r for r in res.labels if source_of[r["face_id"]] == "fer2013"]
     fer_acc = metrics.accuracy([gold[r["face_id"]].expression for r in fer_rows],
                                [r.get("expression") or "" for r in fer_rows]) if fer_rows else float("nan")
+    sv_cov = {s: (nan_, sum(1 for r in sv_acc if source_of[r["face_id"]] == s)
+                  / max(1, sum(1 for r in ex_rows if source_of[r["face_id"]] == s)), 0) for s in sources}
+    ss_at_sv = same_coverage_error(base_rows["single_shot"], gold, sv_cov, source_of, sources)
     pairs = [p for p in audit_pairs(ev_rows, gold) if p.accepted and p.granularity == "expression"]
     calibration = fit_calibration(audit_pairs(cal_rows, gold), "isotonic")
     ece_acc, ece_cal = eces(pairs, calibration)
@@ -180,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw, cal = eces(ps, calibration)
         print(f"ECE of SV-UAMC accepted labels, {s}: raw {raw:.3f}, isotonic (fitted on the calibration half) {cal:.3f} ({len(ps)} labels)")
     print(f"baselines on the evaluation half: SV-UAMC accepted error {sv_err:.3f} "
-          f"(coverage {len(sv_acc) / max(1, len(ex_rows)):.3f}), full-coverage accuracy {full_acc:.3f}; "
+          f"(coverage {len(sv_acc) / max(1, len(ex_rows)):.3f}; single-shot at the same coverage per source {ss_at_sv:.3f}), full-coverage accuracy {full_acc:.3f}; "
           f"FER2013 full-coverage accuracy (all its faces) {fer_acc:.3f}; ECE of SV-UAMC accepted labels {ece_acc:.3f} raw, "
           f"{ece_cal:.3f} isotonic; verdicts {res.stats['verdicts']}")
     excess = [e - t for (g, t), per in out.items() if g == "expression" for s, (e, c, n) in per.items()
@@ -198,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "au_coverage": out[("aus", 0.10)]["all"][1] if ("aus", 0.10) in out else nan,
           "accepted_error_ratio": ratio(out, at_cov, "single_shot"),
           "fixed10_error_ratio": ratio(out, at_cov, "fixed_10"),
-          "sv_accepted_error": sv_err, "full_coverage_acc": full_acc, "fer_full_coverage_acc": fer_acc,
+          "sv_accepted_error": sv_err, "sv_error_ratio_equal_coverage": sv_err / ss_at_sv if ss_at_sv else nan, "full_coverage_acc": full_acc, "fer_full_coverage_acc": fer_acc,
           "ece_accepted": ece_acc, "ece_accepted_calibrated": ece_cal}
     print(f"RESULT source=offline data={data_field(counts, used)} delta={args.delta} "
           + " ".join(f"{k}={v:.3f}" for k, v in kv.items()))
