@@ -31,13 +31,21 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.act = nn.ReLU(inplace=True)
         self.short: nn.Module = nn.Identity()
+        self.short_stride = stride
         if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            # The projection is a strided 1x1 convolution, computed as "take every stride-th
+            # pixel, then a 1x1 convolution at stride 1" (the same function and parameters). Why:
+            # oneDNN 3.12 (torch 2.13 CPU) segfaults in the backward pass of a *strided* 1x1
+            # convolution on AVX-512 AMD EPYC for channels_last inputs with fewer than 16
+            # channels (jit_avx512_common_1x1_convolution_bwd_weights; e.g. 8 -> 16 channels at
+            # 48 px, batch 8: tests/seke/train/test_model.py).
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, 1, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return self.act(y + self.short(x))
+        s = self.short_stride
+        return self.act(y + self.short(x[:, :, ::s, ::s] if s > 1 else x))
 
 
 class MultiTaskNet(nn.Module):

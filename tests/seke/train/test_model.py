@@ -64,3 +64,28 @@ def test_confidence_weights_scale_the_loss():
     masked = _targets(2, au_w=[1, 1])
     masked.expression = torch.tensor([-1, -1])
     assert multitask_loss(out, masked, cfg)[1]["expression"] == 0
+
+
+def test_strided_shortcut_is_a_strided_1x1_convolution_and_trains_channels_last():
+    """The projection subsamples then applies a 1x1 convolution: the same function as a
+    stride-2 1x1 convolution with the same weights, at even and odd sizes. Its backward pass
+    at the shape that crashed oneDNN's strided 1x1 kernel on AVX-512 AMD EPYC (8 -> 16
+    channels, 48 px, channels_last) runs in a child process, so a crash fails this test only."""
+    import subprocess
+    import sys
+
+    from seke.train.model import BasicBlock
+
+    block = BasicBlock(8, 16, 2).eval()
+    conv = block.short[0]
+    for size in (48, 25):
+        x = torch.randn(2, 8, size, size)
+        want = block.short[1](torch.nn.functional.conv2d(x, conv.weight, stride=2))
+        assert torch.allclose(block.short(x[:, :, ::2, ::2]), want, atol=1e-6)
+        assert block(x).shape == (2, 16, (size + 1) // 2, (size + 1) // 2)
+    code = ("import torch; from seke.train.model import BasicBlock; torch.set_num_threads(1); "
+            "b = BasicBlock(8, 16, 2).to(memory_format=torch.channels_last); "
+            "x = torch.randn(8, 8, 48, 48).to(memory_format=torch.channels_last); "
+            "[b(x).sum().backward() for _ in range(3)]; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
