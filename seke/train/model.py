@@ -20,6 +20,8 @@ from seke.train.config import TrainConfig
 
 #: FER2013 pixel statistics (mean, std of x/255), close enough for any grey face crop.
 PIXEL_MEAN, PIXEL_STD = 0.508, 0.255
+#: Residual projections from fewer input channels than this subsample instead of striding (see BasicBlock).
+SUBSAMPLED_SHORTCUT_BELOW = 16
 
 
 class BasicBlock(nn.Module):
@@ -31,15 +33,18 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.act = nn.ReLU(inplace=True)
         self.short: nn.Module = nn.Identity()
-        self.short_stride = stride
+        #: Stride applied by subsampling before a stride-1 projection, for narrow inputs only.
+        self.short_stride = stride if cin < SUBSAMPLED_SHORTCUT_BELOW else 1
         if stride != 1 or cin != cout:
-            # The projection is a strided 1x1 convolution, computed as "take every stride-th
-            # pixel, then a 1x1 convolution at stride 1" (the same function and parameters). Why:
-            # oneDNN 3.12 (torch 2.13 CPU) segfaults in the backward pass of a *strided* 1x1
-            # convolution on AVX-512 AMD EPYC for channels_last inputs with fewer than 16
-            # channels (jit_avx512_common_1x1_convolution_bwd_weights; e.g. 8 -> 16 channels at
-            # 48 px, batch 8: tests/seke/train/test_model.py).
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, 1, bias=False), nn.BatchNorm2d(cout))
+            # A strided 1x1 projection. For inputs narrower than 16 channels it is computed as
+            # "take every stride-th pixel, then a 1x1 convolution at stride 1" (the same
+            # function and parameters). Why: oneDNN 3.12 (torch 2.13 CPU) segfaults in the
+            # backward pass of a strided 1x1 convolution on AVX-512 AMD EPYC for channels_last
+            # inputs of 4 or 8 channels (jit_avx512_common_1x1_convolution_bwd_weights; 8 -> 16
+            # at 46-96 px crashed, 12, 16, 24 and 40 input channels did not). Not everywhere:
+            # the subsampled form trains the compact net 10-15 % slower.
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride // self.short_stride, bias=False),
+                                       nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act(self.bn1(self.conv1(x)))

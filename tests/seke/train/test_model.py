@@ -76,13 +76,15 @@ def test_strided_shortcut_is_a_strided_1x1_convolution_and_trains_channels_last(
 
     from seke.train.model import BasicBlock
 
-    block = BasicBlock(8, 16, 2).eval()
-    conv = block.short[0]
-    for size in (48, 25):
-        x = torch.randn(2, 8, size, size)
-        want = block.short[1](torch.nn.functional.conv2d(x, conv.weight, stride=2))
-        assert torch.allclose(block.short(x[:, :, ::2, ::2]), want, atol=1e-6)
-        assert block(x).shape == (2, 16, (size + 1) // 2, (size + 1) // 2)
+    for cin, cout in ((8, 16), (16, 32)):  # subsampled (narrow input) and strided projections
+        block = BasicBlock(cin, cout, 2).eval()
+        w, bn = block.short[0].weight, block.short[1]
+        for size in (48, 25):
+            x = torch.randn(2, cin, size, size)
+            y = block.bn2(block.conv2(block.act(block.bn1(block.conv1(x)))))
+            want = torch.relu(y + bn(torch.nn.functional.conv2d(x, w, stride=2)))
+            assert torch.allclose(block(x), want, atol=1e-5)
+            assert want.shape == (2, cout, (size + 1) // 2, (size + 1) // 2)
     code = ("import torch; from seke.train.model import BasicBlock; torch.set_num_threads(1); "
             "b = BasicBlock(8, 16, 2).to(memory_format=torch.channels_last); "
             "x = torch.randn(8, 8, 48, 48).to(memory_format=torch.channels_last); "
