@@ -10,8 +10,8 @@ so load from other processes on a shared machine hits them alike:
 
 * ``cpu fp32 contiguous`` — the CPU recipe before 2026-12-02 (the baseline);
 * ``cpu fp32 channels_last``, ``cpu bf16 contiguous`` — each change alone;
-* ``cpu bf16 channels_last`` — what the recipe does now on CPUs with AMX (``amp="auto"`` picks
-  bf16 there, see :func:`seke.train.tensors.cpu_has_amx_bf16`); elsewhere the recipe is
+* ``cpu bf16 channels_last`` — what the recipe does now on CPUs with AMX or AMD AVX512-BF16
+  (``amp="auto"`` picks bf16 there, see :func:`seke.train.tensors.cpu_bf16_is_faster`); elsewhere the recipe is
   ``cpu fp32 channels_last``;
 * ``--compile``: the same under ``torch.compile`` (inductor; compile time printed separately).
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{cpu_info.get('cpu_count')} cores, recipe amp on cpu = {amp_dtype(cfg, 'cpu')}")
     before = "cpu fp32 contiguous (recipe before; baseline)"
     bf16_now = amp_dtype(cfg, "cpu") is not None
-    fp32_cl = "cpu fp32 channels_last" + ("" if bf16_now else " (recipe now: no AMX bf16)")
+    fp32_cl = "cpu fp32 channels_last" + ("" if bf16_now else " (recipe now: bf16 not faster here)")
     bf16_cl = "cpu bf16 channels_last" + (" (recipe now)" if bf16_now else "")
     after = bf16_cl if bf16_now else fp32_cl
     cpu_variants = {before: replace(cfg, amp="off", channels_last=False),

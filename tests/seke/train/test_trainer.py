@@ -152,3 +152,13 @@ def test_recipe_differences_ignore_the_ablation_switches():
     assert recipe_differences(cfg.to_dict(), cfg.ablation().to_dict()) == {}
     other = TrainConfig.compact(epochs=3).ablation()
     assert recipe_differences(cfg.to_dict(), other.to_dict()) == {"epochs": [30, 3]}
+
+
+def test_cpu_picks_bf16_only_where_it_was_measured_faster():
+    from seke.train.tensors import bf16_is_faster_for
+
+    flags = "flags\t\t: fpu sse avx2 avx512f avx512_bf16"
+    assert bf16_is_faster_for(f"vendor_id\t: GenuineIntel\n{flags} amx_bf16 amx_tile\n")   # Sapphire Rapids
+    assert bf16_is_faster_for(f"vendor_id\t: AuthenticAMD\n{flags}\n")                     # EPYC, AVX512-BF16
+    assert not bf16_is_faster_for(f"vendor_id\t: GenuineIntel\n{flags}\n")                 # Intel, no AMX
+    assert not bf16_is_faster_for("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2\n")  # no bf16 at all
