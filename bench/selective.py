@@ -13,8 +13,8 @@ Baselines in the same run, on the same evaluation faces and the same annotator: 
 fixed-10 (no early stopping, no verification) *at the same coverage* as each certificate, i.e.
 their own most confident faces of the source, as many as the certificate accepted; SV-UAMC's
 own accepted labels (no certificate); and every candidate label (full coverage). The default
-``--per-set`` takes every dev face (FER2013 validation, CK+, wild: about 5,500 faces, some
-15 minutes on 2 cores, most of it fixed-10); certificates need hundreds of calibration faces per
+``--per-set`` takes every dev face (FER2013 validation, CK+, wild: about 5,500 faces, 13
+minutes on 2 cores, most of it fixed-10); certificates need hundreds of calibration faces per
 source, so small runs certify little.
 
 Scores and losses are the pipeline's (:func:`seke.selective.face_score` / ``face_loss``): AUs
@@ -27,9 +27,9 @@ RESULT: ``expr_target=0.10 expr_realized_error expr_coverage expr_coverage_at_0.
 fer_coverage_at_0.20 max_expr_excess_over_target`` (worst realized − target over sources and
 targets) ``au_realized_error au_coverage accepted_error_ratio`` (SV-UAMC's error among labels
 certified at 0.10 ÷ single-shot's error at the same coverage) ``fixed10_error_ratio`` (the same
-÷ fixed-10's) ``sv_accepted_error sv_error_ratio_equal_coverage`` (SV-UAMC's own accepted error
-÷ single-shot's at the same coverage per source, no certificate) ``full_coverage_acc fer_full_coverage_acc ece_accepted
-ece_accepted_calibrated``, plus ``source=`` and ``data=``.
+÷ fixed-10's) ``sv_accepted_error sv_error_ratio_equal_coverage`` (SV-UAMC's own accepted
+error ÷ single-shot's at the same coverage per source, no certificate) ``full_coverage_acc
+fer_full_coverage_acc ece_accepted ece_accepted_calibrated``, plus ``source=`` and ``data=``.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT))
 from seke import metrics  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
 from seke.bench_data import DEFAULT_SPLIT, NoData, data_field  # noqa: E402
-from seke.knowledge import knowledge_v1  # noqa: E402
 from seke.calibration import fit_calibration  # noqa: E402
+from seke.knowledge import knowledge_v1  # noqa: E402
 from seke.selective import audit_points, certify_losses, face_loss, face_score  # noqa: E402
 from seke.sv_uamc import SamplingConfig, run_sampling  # noqa: E402
 
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   for name, rows in base_rows.items()}
                 print(f"{'':<18}  at the same coverage: " + "  ".join(
                     f"{name} {e:.3f}" for name, e in at_cov[(g, t)].items()))
-    nan_ = float("nan")
+    nan = float("nan")
     sv_acc = [r for r in ev_rows if r["status"] == "accepted" and gold[r["face_id"]].expression is not None]
     sv_err = 1 - float(np.mean([r["expression"] == gold[r["face_id"]].expression for r in sv_acc])) if sv_acc else float("nan")
     ex_rows = [r for r in ev_rows if gold[r["face_id"]].expression is not None]
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fer_rows = [r for r in res.labels if source_of[r["face_id"]] == "fer2013"]
     fer_acc = metrics.accuracy([gold[r["face_id"]].expression for r in fer_rows],
                                [r.get("expression") or "" for r in fer_rows]) if fer_rows else float("nan")
-    sv_cov = {s: (nan_, sum(1 for r in sv_acc if source_of[r["face_id"]] == s)
+    sv_cov = {s: (nan, sum(1 for r in sv_acc if source_of[r["face_id"]] == s)
                   / max(1, sum(1 for r in ex_rows if source_of[r["face_id"]] == s)), 0) for s in sources}
     ss_at_sv = same_coverage_error(base_rows["single_shot"], gold, sv_cov, source_of, sources)
     pairs = [p for p in audit_pairs(ev_rows, gold) if p.accepted and p.granularity == "expression"]
@@ -193,7 +193,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts: dict[str, int] = {}
     for f in faces:
         counts[f.source] = counts.get(f.source, 0) + 1
-    nan = float("nan")
     kv = {"expr_target": 0.10, "expr_realized_error": out[("expression", 0.10)]["all"][0] if ("expression", 0.10) in out else nan,
           "expr_coverage": out[("expression", 0.10)]["all"][1] if ("expression", 0.10) in out else nan,
           "expr_coverage_at_0.20": out[("expression", 0.20)]["all"][1] if ("expression", 0.20) in out else nan,
