@@ -7,8 +7,8 @@ error rate among accepted labels of the same source is at most ``target``.
 
 Method: Learn then Test (Angelopoulos, Bates, Candès, Jordan & Lei, "Learn then Test:
 Calibrating Predictive Algorithms to Achieve Risk Control", arXiv:2110.01052, 2021). Each
-threshold ``t`` of a grid fixed in advance (:data:`GRID`, steps of 0.01, 0.005 above 0.95) is a hypothesis
-"selective error at ``t`` > target", tested with the exact binomial p-value
+threshold ``t`` of a grid fixed in advance (:data:`GRID`, steps of 0.01, 0.005 above 0.95) is
+a hypothesis "selective error at ``t`` > target", tested with the exact binomial p-value
 ``P(Binom(n_acc, target) <= errors)`` (given the accepted count, errors among them are binomial
 with the selective error rate). Multiplicity: fixed-sequence testing from several start points
 (LTT §4's fixed-sequence procedure; a special case of the graphical procedures of Bretz,
@@ -21,8 +21,9 @@ Why several starts: a single sequence from the most confident threshold stops at
 first thresholds accept a handful of labels (their p-values cannot be small); Bonferroni over
 the whole grid (the earlier method, ``delta / 22`` per test on a 0.05 grid) pays for every
 threshold, so its grid had to be coarse; the starts are that grid's points, at its level, so
-what it certified is still certified and the sequences add the finer thresholds below. Measured on the dev faces (bench/selective.py) the multi-start sequences certify more
-coverage at the same guarantee. The lowest rejected threshold (highest coverage) is certified;
+what it certified is still certified and the sequences add the finer thresholds below.
+Measured on the dev faces (bench/selective.py) the multi-start sequences certify more coverage
+at the same guarantee. The lowest rejected threshold (highest coverage) is certified;
 when none is rejected, nothing is accepted (``threshold`` is None).
 
 A certificate is tied to what produced the confidences (annotator, knowledge and prompt
@@ -72,7 +73,8 @@ ORIGIN_COLUMNS = {"expression": "expression_origin", "aus": "au_origin", "va": "
 #: Standard error at which the raw VA confidence reaches 0 (as :data:`seke.aggregate.VA_CONFIDENCE_SCALE`).
 VA_SE_SCALE = 0.5
 #: Candidate thresholds, fixed before any data is seen (the tests are valid only then).
-GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(96)) + tuple(round(0.955 + 0.005 * i, 3) for i in range(9))
+GRID: tuple[float, ...] = (tuple(round(0.01 * i, 2) for i in range(96))
+                           + tuple(round(0.955 + 0.005 * i, 3) for i in range(9)))
 #: Where the fixed sequences start; each walks down the grid from there (see the docstring).
 #: They are the 22 thresholds of the earlier Bonferroni grid, tested at its level ``delta / 22``:
 #: every threshold that method certified is still certified, the sequences only add finer ones.
