@@ -257,7 +257,11 @@ class Lake:
         arrow = arrow.drop_columns([c for c in partition if c in arrow.column_names])
         for k, v in partition.items():
             arrow = arrow.append_column(pa.field(k, pa.string()), pa.array([str(v)] * arrow.num_rows, pa.string()))
-        predicate = partition_predicate(partition) if partition else None
+        # A whole-table overwrite still names what it replaces ("true": every row). Without a
+        # predicate, Delta's conflict check sees a writer that read an *empty* table as having
+        # read nothing, so two writers racing on a fresh table both commit and both frames stay
+        # (reproduced in tests/seke/test_lake.py); with one, the loser conflicts and retries.
+        predicate = partition_predicate(partition) if partition else "true"
         commit = self._commit(table, arrow, mode="overwrite", partition_by=list(partition) or None,
                               predicate=predicate)
         return Commit(commit.table, commit.uri, commit.version, commit.rows, tuple(partition))

@@ -62,6 +62,31 @@ def test_unpartitioned_table_is_replaced_whole(tmp_path):
     assert lake.read_table("current")["v"].to_list() == ["b"]
 
 
+def test_whole_table_overwrite_from_a_stale_empty_snapshot_conflicts_and_retries(tmp_path, monkeypatch):
+    """Two writers race to replace a freshly created (empty) unpartitioned table: the one that
+    read the empty version commits second. It must conflict and redo its overwrite on the new
+    version, not add its rows beside the winner's (this once left two rows in knowledge_current
+    after two concurrent runs)."""
+    lake = Lake(str(tmp_path))
+    lake.write_partition("current", {}, pl.DataFrame({"v": ["winner"]}).clear())   # created, empty
+    stale = lake.delta_table("current")                                            # the loser's read
+    won = lake.write_partition("current", {}, pl.DataFrame({"v": ["winner"]}))
+    fresh = Lake.delta_table
+    served = []
+
+    def first_stale(self, table, version=None):
+        if not served:
+            served.append(table)
+            return stale
+        return fresh(self, table, version)
+
+    monkeypatch.setattr(Lake, "delta_table", first_stale)
+    commit = lake.write_partition("current", {}, pl.DataFrame({"v": ["loser"]}))
+    monkeypatch.undo()
+    assert served == ["current"] and commit.version == won.version + 1
+    assert lake.read_table("current")["v"].to_list() == ["loser"]
+
+
 def test_vacuum_keeps_pinned_versions_only(tmp_path):
     lake = Lake(str(tmp_path))
     part = {"source": "s", "batch": "b"}
