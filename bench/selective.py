@@ -91,9 +91,8 @@ def same_coverage_error(rows: Sequence[dict], gold: dict, certified: dict[str, t
         cov = certified[s][1]
         lossy = [(face_score(r, "expression") or 0.0, face_loss(r, gold[r["face_id"]], "expression"))
                  for r in rows if source_of[r["face_id"]] == s]
-        lossy = sorted(((sc, lo) for sc, lo in lossy if lo is not None), key=lambda x: -x[0])
-        k = round(cov * len(lossy)) if not np.isnan(cov) else 0
-        losses += [lo for _, lo in lossy[:k]]
+        lossy = [(sc, lo) for sc, lo in lossy if lo is not None]
+        losses += metrics.most_confident([sc for sc, _ in lossy], [lo for _, lo in lossy], cov)
     return float(np.mean(losses)) if losses else float("nan")
 
 

@@ -142,9 +142,9 @@ def print_table(title: str, table: Mapping[str, Mapping[str, Any]]) -> None:
 def error_at_coverage(pairs: Sequence[Any], coverage: float) -> float:
     """Expression error among the ``coverage`` share of faces with the highest confidence
     (every expression pair, accepted or not: the ranking a confidence threshold would make)."""
-    ps = sorted((p for p in pairs if p.granularity == "expression"), key=lambda p: -p.confidence)
-    k = round(coverage * len(ps))
-    return 1.0 - sum(p.correct for p in ps[:k]) / k if k else math.nan
+    ps = [p for p in pairs if p.granularity == "expression"]
+    kept = metrics.most_confident([p.confidence for p in ps], [float(p.correct) for p in ps], coverage)
+    return 1.0 - sum(kept) / len(kept) if kept else math.nan
 
 
 def headline(table: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from seke.train.run import shared_data_dir
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", default=".data/ablation", help="holds landing/, lake/, .dagster/ and models/")
+    ap.add_argument("--work", default=".data/ablation", help="holds landing/, lake/, .dagster/ and models/ (checkpoints)")
     ap.add_argument("--fer-dir", default=str(shared_data_dir() / "fer2013"))
     ap.add_argument("--ckplus-dir", default=str(shared_data_dir() / "ckplus"))
     ap.add_argument("--ckplus-eval-share", type=float, default=0.5, help="share of CK+ subjects held out")
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} torch threads", flush=True)
 
     results = ablation.run_ablation(faces, base, seeds=seeds, steps=plan.steps, evals=evals, device=args.device,
-                                    checkpoint_root=str(work / "models"),
+                                    checkpoint_root=str(work),
                                     data_version=data_version(partitions, faces.face_id))
     spent = time.perf_counter() - t_budget
     acc = ablation.paired(results, "fer2013_validation", "expression", "accuracy")

@@ -256,3 +256,17 @@ def multiclass_brier(probs: Sequence[Sequence[float] | None], y_true: Sequence[s
     proba = np.vstack([p for p, _ in rows])[:, order]
     return float(skm.brier_score_loss([t for _, t in rows], proba, labels=[labels[i] for i in order],
                                       scale_by_half=False))
+
+
+def most_confident(confidence: Sequence[float], values: Sequence[float], coverage: float) -> list[float]:
+    """``values`` of the ``round(coverage · n)`` items with the highest confidence.
+
+    The baseline a selective labeller is compared with at equal coverage: what a confidence
+    threshold accepting that share would keep (ties keep input order; NaN coverage keeps none).
+    """
+    if len(confidence) != len(values):
+        raise ValueError(f"{len(confidence)} confidences for {len(values)} values")
+    if coverage != coverage:
+        return []
+    order = sorted(range(len(values)), key=lambda i: -confidence[i])
+    return [values[i] for i in order[:round(coverage * len(values))]]

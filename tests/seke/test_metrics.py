@@ -174,3 +174,14 @@ def test_f1_at_thresholds_equals_sklearn_at_each_cut():
     want = [skm.f1_score(y, scores >= t, zero_division=np.nan) for t in cuts]
     assert got == pytest.approx(np.array(want), nan_ok=True)
     assert math.isnan(m.f1_at_thresholds([0.2], [0], [0.5])[0])
+
+
+def test_most_confident_keeps_the_share_a_threshold_would_accept():
+    conf = [0.2, 0.9, 0.5, 0.9, 0.1]
+    vals = [1.0, 0.0, 1.0, 1.0, 0.0]
+    assert m.most_confident(conf, vals, 0.4) == [0.0, 1.0]      # the two 0.9s, input order
+    assert m.most_confident(conf, vals, 0.6) == [0.0, 1.0, 1.0]
+    assert m.most_confident(conf, vals, 0.0) == []
+    assert m.most_confident(conf, vals, float("nan")) == []
+    with pytest.raises(ValueError):
+        m.most_confident(conf, vals[:2], 0.5)
