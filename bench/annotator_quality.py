@@ -40,7 +40,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seke.annotators.offline import OfflineAnnotator  # noqa: E402
+from seke.annotators.offline import build_offline_annotator  # noqa: E402
 from seke.bench_data import DEFAULT_SPLIT, NoData, data_field  # noqa: E402
 from seke.knowledge import knowledge_v1, knowledge_with_estimate  # noqa: E402
 from seke.vision.au_evidence import with_au_calibration  # noqa: E402
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=1, help="TTA samples per face (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="at most N faces per set (random, seed 0)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--expression-checkpoint", default=None,
+                    help="a checkpoint folder from the training assets as the offline annotator's second "
+                         "expression model (RESULT source=offline+checkpoint)")
     ap.add_argument("--split", default=DEFAULT_SPLIT,
                     help="rows of this split in sets that have a split column ('all': every row)")
     args = ap.parse_args(argv)
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ck = SHARED / "ckplus" / "manifest.csv"
     knowledge = knowledge_with_estimate(pl.read_csv(ck), "ckplus") if ck.exists() else knowledge_v1()
     knowledge = with_au_calibration(knowledge)
-    ann = OfflineAnnotator(knowledge, seed=args.seed)
+    ann = build_offline_annotator(knowledge, args.seed, args.expression_checkpoint)
     print(f"annotator: {ann.model}\nsamples per face: {args.samples}")
     results = []
     for d in sets:
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     expr_src = by.get("fer2013") or next((r for r in results if "expr_acc" in r), None)
     au_src = by.get("ckplus") or next((r for r in results if "au_f1_known" in r), None)
     va_src = next((r for r in results if "valence_sign_acc" in r), None)
-    kv = ["source=offline", "data=" + data_field({r["set"]: r["n"] for r in results},
+    kv = [f"source={ann.source}", "data=" + data_field({r["set"]: r["n"] for r in results},
                                                  {r["set"]: r.get("split") for r in results})]
     if au_src:
         kv += [f"au_set={au_src['set']}", f"au_f1_known={au_src['au_f1_known']:.4f}", f"au_f1_prior_only={au_src['au_f1_prior_only']:.4f}",

@@ -120,12 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
     ap.add_argument("--targets", default="0.05,0.10,0.20")
     ap.add_argument("--delta", type=float, default=0.1)
+    ap.add_argument("--expression-checkpoint", default=None,
+                    help="a checkpoint folder from the training assets as the offline annotator's second "
+                         "expression model (RESULT source=offline+checkpoint)")
     args = ap.parse_args(argv)
     targets = [float(t) for t in args.targets.split(",")]
     split = None if args.split == "all" else args.split
     sv = _sv_bench()
     try:
-        from seke.annotators.offline import OfflineAnnotator
+        from seke.annotators.offline import build_offline_annotator
 
         faces, gold, notes, used = sv.offline_dev_faces(args.data, args.per_set, split)
     except (NoData, ImportError, FileNotFoundError) as exc:
@@ -137,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no real data: no dev faces found", file=sys.stderr)
         return 2
     knowledge = knowledge_v1()
-    annotator = OfflineAnnotator(knowledge, seed=0)  # one instance: the strategies share cached TTA views
+    annotator = build_offline_annotator(knowledge, 0, args.expression_checkpoint)  # one instance: the strategies share cached TTA views
     res = run_sampling(faces, sv.prompts_for(faces), annotator, knowledge, SamplingConfig())
     source_of = {f.face_id: f.source for f in faces}
     sources = sorted(set(source_of.values()))
@@ -203,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "fixed10_error_ratio": ratio(out, at_cov, "fixed_10"),
           "sv_accepted_error": sv_err, "sv_error_ratio_equal_coverage": sv_err / ss_at_sv if ss_at_sv else nan, "full_coverage_acc": full_acc, "fer_full_coverage_acc": fer_acc,
           "ece_accepted": ece_acc, "ece_accepted_calibrated": ece_cal}
-    print(f"RESULT source=offline data={data_field(counts, used)} delta={args.delta} "
+    print(f"RESULT source={annotator.source} data={data_field(counts, used)} delta={args.delta} "
           + " ".join(f"{k}={v:.3f}" for k, v in kv.items()))
     return 0
 

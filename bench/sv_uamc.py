@@ -235,11 +235,13 @@ def offline_dev_faces(data: Path, per_set: int, split: str | None = DEFAULT_SPLI
 
 
 def offline_benchmark(data: Path, per_set: int, knowledge: Knowledge, base: SamplingConfig,
-                      split: str | None = DEFAULT_SPLIT) -> tuple[dict[str, dict[str, Any]], str]:
-    """Strategies with the offline annotator on dev data and the RESULT ``data=`` value (sets,
-    splits, faces measured); raises :class:`NoData` when it cannot measure any real face."""
+                      split: str | None = DEFAULT_SPLIT, expression_checkpoint: str | None = None
+                      ) -> tuple[dict[str, dict[str, Any]], str, str]:
+    """Strategies with the offline annotator on dev data, the RESULT ``data=`` value (sets,
+    splits, faces measured) and ``source=`` value; raises :class:`NoData` when it cannot
+    measure any real face."""
     try:
-        from seke.annotators.offline import OfflineAnnotator
+        from seke.annotators.offline import build_offline_annotator
     except ImportError as exc:
         raise NoData(f"offline annotator not available ({exc})") from exc
     if not data.is_dir():
@@ -254,8 +256,9 @@ def offline_benchmark(data: Path, per_set: int, knowledge: Knowledge, base: Samp
         counts[f.source] = counts.get(f.source, 0) + 1
     # One instance for every strategy: sample i of a face is the same TTA view (cached), so the
     # strategies see common random numbers and fixed-10's views are computed once.
-    annotator = OfflineAnnotator(knowledge, seed=0)
-    return run_strategies(faces, gold, lambda: annotator, knowledge, strategies(base)), data_field(counts, used)
+    annotator = build_offline_annotator(knowledge, 0, expression_checkpoint)
+    return (run_strategies(faces, gold, lambda: annotator, knowledge, strategies(base)), data_field(counts, used),
+            annotator.source)
 
 
 def result_line(table: Mapping[str, Mapping[str, float]], source: str, data: str) -> str:
@@ -278,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-offline", action="store_true", help="same as --simulated")
     ap.add_argument("--faces", type=int, default=1000, help="simulated faces (dev and eval sets each)")
     ap.add_argument("--per-set", type=int, default=100, help="offline dev faces per data set")
+    ap.add_argument("--expression-checkpoint", default=None,
+                    help="a checkpoint folder from the training assets as the offline annotator's second "
+                         "expression model (RESULT source=offline+checkpoint)")
     ap.add_argument("--tune", action="store_true", help="sweep k/thresholds on the simulated dev seed")
     ap.add_argument("--regime", default="default", choices=sorted(REGIMES), help="noise regime for --tune")
     ap.add_argument("--regimes", default="default,consistent,noisy", help="simulated regimes to report")
@@ -291,12 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.simulated or args.no_offline):
         split = None if args.split == "all" else args.split
         try:
-            off, data = offline_benchmark(args.data, args.per_set, knowledge, base, split)
+            off, data, source = offline_benchmark(args.data, args.per_set, knowledge, base, split,
+                                                  args.expression_checkpoint)
         except NoData as exc:
             print(f"no real data: {exc} (use --simulated to measure the simulated annotator)", file=sys.stderr)
             return 2
         print_table(f"offline annotator, dev faces of {args.data} (audit mode, all labels hidden)", off)
-        print(result_line(off, "offline", data))
+        print(result_line(off, source, data))
         return 0
     tables = {}
     for regime in [r for r in args.regimes.split(",") if r]:

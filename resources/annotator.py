@@ -64,6 +64,11 @@ class AnnotatorResource(ConfigurableResource):
     seed: int = Field(default=0, description="seed of the offline annotator's test-time augmentation (env SEKE_SEED)")
     weights_dir: str = Field(default_factory=lambda: os.path.expanduser(os.path.join("~", ".cache", "seke")),
                              description="where `seke fetch-weights` put the offline models (env SEKE_CACHE_DIR)")
+    expression_checkpoint: Optional[str] = Field(
+        default=None, description="offline annotator: a checkpoint folder (local or s3://) trained by the "
+                                  "platform's training assets, used as a second expression model — pooled "
+                                  "into the expression probabilities and a voter in verification; needs the "
+                                  "train extra (torch) (env SEKE_EXPRESSION_CHECKPOINT)")
     vllm: Optional[VLLMResource] = Field(default=None,  # type: ignore[valid-type]
                                          description="the OpenAI-compatible endpoint (env SEKE_VLLM_*; "
                                                      "unset: the resource's defaults)")
@@ -82,11 +87,11 @@ class AnnotatorResource(ConfigurableResource):
         return self.vllm or VLLMResource()
 
     def _offline(self, knowledge: Knowledge) -> Annotator:
-        from seke.annotators.offline import OfflineAnnotator
+        from seke.annotators.offline import build_offline_annotator
         from seke.weights import use_cache_dir
 
         use_cache_dir(self.weights_dir)
-        return OfflineAnnotator(knowledge, seed=self.seed)
+        return build_offline_annotator(knowledge, seed=self.seed, expression_checkpoint=self.expression_checkpoint)
 
     def validate_pool(self) -> list[tuple[PoolMember, Optional[VLLMConfig]]]:
         """Members and their endpoint configs, every problem reported at once; no call made."""

@@ -23,6 +23,13 @@ It answers the :class:`seke.annotation.Annotator` protocol exactly like the VLLM
   (:mod:`seke.vision.expression_geometry`, fitted on FER2013 train) and the fer model on a
   landmark-*aligned* re-crop. Both disagreeing with a weakly supported candidate rejects it;
   geometry, aligned crop and the bare model agreeing on another class corrects it.
+* **A second expression model** (optional, :class:`ExpressionModel`; e.g. a checkpoint the
+  platform trained on human labels, :class:`seke.train.expression_model.CheckpointExpressionModel`):
+  on every view its probabilities are averaged into the expression probabilities (linear
+  pooling, weight :data:`SECOND_MODEL_WEIGHT`; linear so that contempt, which FER-trained
+  models never saw, keeps the fused model's mass), and in verification it is one more
+  independent voter. Its version is part of :attr:`OfflineAnnotator.model`, so certificates
+  and caches fitted without it are not reused with it.
 
 Bad input (undecodable bytes, crops smaller than 8 px, oversized images) gives failed samples /
 reject verdicts with a clear ``error``; it never raises out of a batch.
@@ -36,7 +43,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from typing import Sequence
+from dataclasses import replace
+from typing import Protocol, Sequence
 
 import numpy as np
 import polars as pl
@@ -64,6 +72,18 @@ VA_EXPRESSION_WEIGHT = 0.75
 #: Verification rejects a candidate whose fused probability is below this when the geometry
 #: classifier and the aligned crop both name another class (chosen on FER2013 validation).
 REJECT_SUPPORT = 0.6
+#: Weight of the second expression model in the linear pool with the fused fer model.
+SECOND_MODEL_WEIGHT = 0.5
+
+
+class ExpressionModel(Protocol):
+    """A second image → expression model for the offline annotator (no torch needed here)."""
+
+    version: str
+
+    def probs(self, image: Image.Image) -> np.ndarray:
+        """Probabilities over :data:`seke.taxonomy.EXPRESSIONS` (in that order) for one view."""
+        ...
 
 
 def decode_crop(data: bytes) -> Image.Image:
@@ -102,13 +122,27 @@ def blendshape_va(bs: np.ndarray) -> tuple[float, float]:
     return float(np.clip(valence, -1, 1)), float(np.clip(arousal, -1, 1))
 
 
+def build_offline_annotator(knowledge: Knowledge, seed: int = 0, expression_checkpoint: str | None = None,
+                            **kwargs: object) -> "OfflineAnnotator":
+    """The offline annotator, with a trained checkpoint as its second expression model when
+    ``expression_checkpoint`` names one (needs torch, the train extra)."""
+    second = None
+    if expression_checkpoint:
+        from seke.train.expression_model import CheckpointExpressionModel
+
+        second = CheckpointExpressionModel(expression_checkpoint)
+    return OfflineAnnotator(knowledge, seed=seed, second_model=second, **kwargs)  # type: ignore[arg-type]
+
+
 class OfflineAnnotator:
     """Knowledge-enhanced offline face annotator (see module docstring)."""
 
     backend = "offline"
 
     def __init__(self, knowledge: Knowledge, seed: int = 0, au_table: pl.DataFrame | None = None,
-                 cache_size: int = 4096, use_fusion: bool = True) -> None:
+                 cache_size: int = 4096, use_fusion: bool = True,
+                 second_model: ExpressionModel | None = None,
+                 second_weight: float = SECOND_MODEL_WEIGHT) -> None:
         self.knowledge = knowledge
         self.seed = int(seed)
         table = au_table if au_table is not None else knowledge.extra.get("au_calibration")
@@ -119,10 +153,20 @@ class OfflineAnnotator:
         fusion = self.fusion.version if self.fusion else "no expression fusion"
         self.geometry: GeometryClassifier | None = load_expression_geometry() if use_fusion else None
         geometry = self.geometry.version if self.geometry else "no geometry verifier"
-        self.model = f"{MODEL_VERSION}; {version}; {fusion}; {geometry}; knowledge {knowledge.version}"
+        if not 0.0 <= second_weight <= 1.0:
+            raise ValueError(f"second_weight must be in [0, 1], not {second_weight}")
+        self.second_model, self.second_weight = second_model, float(second_weight)
+        second = (f"; second model {second_model.version} weight {second_weight:g}"
+                  if second_model is not None else "")
+        self.model = f"{MODEL_VERSION}; {version}; {fusion}; {geometry}{second}; knowledge {knowledge.version}"
         self._cache: OrderedDict[tuple[str, int], ViewEvidence] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+
+    @property
+    def source(self) -> str:
+        """What a bench's RESULT ``source=`` names: ``offline`` or ``offline+checkpoint``."""
+        return "offline" if self.second_model is None else "offline+checkpoint"
 
     # ---- evidence --------------------------------------------------------------------------
     def _evidence(self, face_id: str, img: Image.Image, index: int) -> tuple[ViewEvidence, augment.Augmentation]:
@@ -131,12 +175,25 @@ class OfflineAnnotator:
         with self._lock:
             ev = self._cache.get(key)
         if ev is None:
-            ev = view_evidence(augment.apply(img, aug))
+            view = augment.apply(img, aug)
+            ev = view_evidence(view)
+            if self.second_model is not None:
+                ev = replace(ev, second_probs=self._checked_second(view))
             with self._lock:
                 self._cache[key] = ev
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return ev, aug
+
+    def _checked_second(self, view: Image.Image) -> np.ndarray:
+        """The second model's probabilities for a view; ValueError (a failed sample, not a
+        crashed batch) when it answers something that is not a distribution."""
+        assert self.second_model is not None
+        p = np.asarray(self.second_model.probs(view), dtype=np.float64)
+        if p.shape != (len(EXPRESSIONS),) or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
+            raise ValueError(f"second expression model {self.second_model.version} gave no valid "
+                             f"probabilities: {np.round(p, 4).tolist()}")
+        return p / p.sum()
 
     @staticmethod
     def _to_taxonomy(p_fer: np.ndarray) -> dict[str, float]:
@@ -152,9 +209,14 @@ class OfflineAnnotator:
     def _expr_probs(self, ev: ViewEvidence) -> dict[str, float]:
         """Expression probabilities: the model fused with blendshape evidence when a table exists."""
         if self.fusion is None:
-            return self._raw_probs(ev)
-        bs = ev.blendshapes if ev.presence >= MIN_PRESENCE else None
-        return self._to_taxonomy(self.fusion.probs(ev.fer_probs, bs))
+            probs = self._raw_probs(ev)
+        else:
+            bs = ev.blendshapes if ev.presence >= MIN_PRESENCE else None
+            probs = self._to_taxonomy(self.fusion.probs(ev.fer_probs, bs))
+        if ev.second_probs is None:
+            return probs
+        w = self.second_weight
+        return {e: (1 - w) * probs[e] + w * float(q) for e, q in zip(EXPRESSIONS, ev.second_probs)}
 
     def au_probs(self, ev: ViewEvidence, expression: str | None, expr_probs: dict[str, float]) -> dict[int, float]:
         """AU presence probabilities (0.5 = calibrated decision threshold) for one view."""
@@ -357,19 +419,30 @@ class OfflineAnnotator:
 
     def _independent_check(self, ev: ViewEvidence, c: str, model_probs: dict[str, float],
                            raw_probs: dict[str, float], reasons: list[str]) -> str | None:
-        """Geometry classifier and aligned-crop model against candidate ``c``: "reject", a
-        corrected class, or None (no objection / no evidence)."""
+        """The independent voters — geometry classifier, aligned-crop model and, when the
+        annotator has one, the second expression model — against candidate ``c``: "reject", a
+        corrected class, or None (no objection / no evidence).
+
+        Every voter and the bare model naming one other class corrects; two voters naming
+        other classes while the pooled support for ``c`` is under :data:`REJECT_SUPPORT`
+        rejects. With no second model this is the rule measured in issue 15 (geometry and
+        aligned crop both must disagree)."""
         if self.geometry is None or ev.geometry is None or ev.fer_aligned is None or ev.presence < MIN_PRESENCE:
             return None
-        geo = self._to_taxonomy(self.geometry.probs(ev.geometry, ev.blendshapes))
-        ali = self._to_taxonomy(ev.fer_aligned)
-        g_top, a_top, r_top = (max(p, key=p.get) for p in (geo, ali, raw_probs))
-        reasons.append(f"geometry P({c})={geo[c]:.2f} top {g_top}; aligned crop P({c})={ali[c]:.2f} top {a_top}")
-        if g_top != c and a_top != c and g_top == a_top == r_top:
-            reasons.append(f"geometry, aligned crop and bare model agree on {g_top}, not {c}")
-            return g_top
-        if g_top != c and a_top != c and model_probs[c] < REJECT_SUPPORT:
-            reasons.append(f"neither geometry nor the aligned crop supports {c} (P={model_probs[c]:.2f})")
+        voters = {"geometry": self._to_taxonomy(self.geometry.probs(ev.geometry, ev.blendshapes)),
+                  "aligned crop": self._to_taxonomy(ev.fer_aligned)}
+        if ev.second_probs is not None:
+            voters["second model"] = dict(zip(EXPRESSIONS, map(float, ev.second_probs)))
+        tops = {name: max(p, key=p.get) for name, p in voters.items()}
+        r_top = max(raw_probs, key=raw_probs.get)
+        reasons.append("; ".join(f"{name} P({c})={p[c]:.2f} top {tops[name]}" for name, p in voters.items()))
+        against = [name for name, top in tops.items() if top != c]
+        names = ", ".join(voters)
+        if len(against) == len(voters) and len(set(tops.values()) | {r_top}) == 1:
+            reasons.append(f"{names} and the bare model agree on {r_top}, not {c}")
+            return r_top
+        if len(against) >= 2 and model_probs[c] < REJECT_SUPPORT:
+            reasons.append(f"{' and '.join(against)} do not support {c} (P={model_probs[c]:.2f})")
             return "reject"
         return None
 

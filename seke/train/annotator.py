@@ -20,6 +20,7 @@ from seke.evaluate import CallableAnnotator
 from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS
 from seke.train.arrays import decode_grey
 from seke.train.config import TrainConfig
+from seke.train.expression_model import load_checkpoint_at
 
 
 def model_annotator(model: Any, cfg: TrainConfig, device: str = "cpu", name: str | None = None
@@ -44,18 +45,7 @@ def model_annotator(model: Any, cfg: TrainConfig, device: str = "cpu", name: str
 
 def checkpoint_annotator(knowledge: Any = None, seed: int = 0, checkpoint: str = "",
                          device: str = "cpu", **_: Any) -> CallableAnnotator:
-    """Factory for :func:`seke.evaluate.load_annotator`: load ``checkpoint`` (a checkpoint folder,
-    local or ``s3://``; sha256-checked) and wrap it. ``knowledge``/``seed`` are unused."""
-    if not checkpoint:
-        raise ValueError("checkpoint_annotator needs checkpoint=<checkpoint folder> (--checkpoint)")
-    from seke.train.checkpoint import load_checkpoint
-
-    fs = None
-    path = checkpoint
-    if checkpoint.startswith("s3://"):  # same endpoint and credentials as an S3 lake
-        from seke.lake import Lake
-
-        fs, path = Lake(checkpoint).filesystem()
-    model, cfg, metrics = load_checkpoint(path, fs=fs, device=device)
-    digest = str(metrics.get("config_digest") or cfg.digest())
-    return model_annotator(model, cfg, device, name=f"{cfg.name}@{digest}")
+    """Factory for :func:`seke.evaluate.load_annotator`: load ``checkpoint`` and wrap it.
+    ``knowledge``/``seed`` are unused."""
+    model, cfg, name = load_checkpoint_at(checkpoint, device)
+    return model_annotator(model, cfg, device, name=name)

@@ -31,6 +31,9 @@ class ViewEvidence:
     #: Independent evidence for verification (issue 15 item 2); None where not computed.
     geometry: np.ndarray | None = None       # normalised landmark geometry (:func:`geometry_features`)
     fer_aligned: np.ndarray | None = None    # 7, fer model on the landmark-aligned crop (mirror-averaged)
+    #: The annotator's optional second expression model (8, EXPRESSIONS order; see
+    #: :class:`seke.annotators.offline.ExpressionModel`); None without one.
+    second_probs: np.ndarray | None = None
 
 
 def prepare(img: Image.Image) -> Image.Image:

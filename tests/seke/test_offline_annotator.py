@@ -155,3 +155,85 @@ def test_oversized_image_is_refused_without_decoding(annotator):
     blob = header + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     (samples,) = annotator.sample_batch([SampleRequest(FaceItem("huge", blob), SPEC, n=1)])
     assert not samples[0].ok and "pixel limit" in samples[0].error
+
+
+class _FixedModel:
+    """A second expression model that always answers the same probabilities."""
+
+    def __init__(self, probs, version="fixed-v1"):
+        self.version, self._p = version, np.asarray(probs, dtype=float)
+
+    def probs(self, image):
+        return self._p
+
+
+def _one_hot(expression: str) -> list[float]:
+    return [float(e == expression) for e in EXPRESSIONS]
+
+
+def test_second_model_is_pooled_into_every_view_and_named_in_the_version(annotator, ckplus):
+    from seke.annotators.offline import OfflineAnnotator
+
+    face = _face(ckplus, "happiness")
+    alone = annotator.sample_batch([SampleRequest(face, SPEC, n=3)])[0]
+    pooled_ann = OfflineAnnotator(annotator.knowledge, seed=7, second_model=_FixedModel(_one_hot("surprise")),
+                                  second_weight=0.25)
+    assert pooled_ann.model.endswith(f"; second model fixed-v1 weight 0.25; knowledge {annotator.knowledge.version}")
+    assert pooled_ann.source == "offline+checkpoint" and annotator.source == "offline"
+    pooled = pooled_ann.sample_batch([SampleRequest(face, SPEC, n=3)])[0]
+    for a, b in zip(alone, pooled):   # same seed, same views: pooled = 0.75 fused + 0.25 second
+        for e in EXPRESSIONS:
+            want = 0.75 * a.expression_probs[e] + 0.25 * (e == "surprise")
+            assert b.expression_probs[e] == pytest.approx(want, abs=2e-4)
+    with pytest.raises(ValueError, match="second_weight"):
+        OfflineAnnotator(annotator.knowledge, second_model=_FixedModel(_one_hot("anger")), second_weight=1.5)
+
+
+def test_second_model_without_a_distribution_fails_the_item_not_the_batch(annotator, ckplus):
+    from seke.annotators.offline import OfflineAnnotator
+
+    bad = OfflineAnnotator(annotator.knowledge, seed=7, second_model=_FixedModel([float("nan")] * len(EXPRESSIONS)))
+    face = _face(ckplus, "happiness")
+    (samples,) = bad.sample_batch([SampleRequest(face, SPEC, n=2)])
+    assert [s.parse_status for s in samples] == ["failed", "failed"]
+    assert all("second expression model fixed-v1 gave no valid probabilities" in s.error for s in samples)
+    (verdict,) = bad.verify_batch([VerifyRequest(face, Labels(expression="happiness"))])
+    assert verdict.verdict == "reject" and "second expression model" in verdict.reasons[0]
+
+
+def _fer(top: str) -> np.ndarray:
+    """FER-order probabilities (angry, disgust, fear, happy, sad, surprise, neutral) with ``top`` at 0.7."""
+    from seke.vision.expression import FER_CLASSES
+
+    return np.array([0.7 if c == top else 0.05 for c in FER_CLASSES])
+
+
+@pytest.mark.parametrize("geometry, aligned, second, support, want", [
+    ("happy", "happy", "anger", 0.5, None),            # one voter against: no objection
+    ("happy", "sad", "anger", 0.5, "reject"),          # two against, weak support: reject
+    ("happy", "sad", "anger", 0.7, None),              # two against, strong support: keep
+    ("sad", "sad", "sadness", 0.5, "sadness"),         # every voter and the bare model agree: correct
+    ("sad", "sad", None, 0.5, "sadness"),              # no second model: the two-voter rule of before
+    ("sad", "happy", None, 0.5, None),
+])
+def test_independent_voters_decide_reject_and_correct(annotator, geometry, aligned, second, support, want):
+    """The verification rule with the voters' answers fixed (geometry, aligned crop, second model)."""
+    from dataclasses import replace
+
+    from seke.vision.features import ViewEvidence
+
+    class Geometry:
+        def probs(self, g, bs):
+            return _fer(geometry)
+
+    ann = annotator.__class__(annotator.knowledge, seed=7)
+    ann.geometry = Geometry()
+    ev = ViewEvidence(fer_probs=_fer("sad"), blendshapes=np.zeros(52), presence=0.9, geometry=np.zeros(3),
+                      fer_aligned=_fer(aligned))
+    if second is not None:
+        ev = replace(ev, second_probs=np.array([0.65 if e == second else 0.05 for e in EXPRESSIONS]))
+    model_probs = {e: (support if e == "happiness" else (1 - support) / 7) for e in EXPRESSIONS}
+    raw = ann._raw_probs(ev)
+    reasons: list[str] = []
+    assert ann._independent_check(ev, "happiness", model_probs, raw, reasons) == want
+    assert reasons and ("second model P(happiness)" in reasons[0]) == (second is not None)

@@ -46,3 +46,30 @@ def test_checkpoint_scored_by_the_feab_evaluator(tmp_path):
 def test_checkpoint_annotator_needs_a_checkpoint():
     with pytest.raises(ValueError, match="checkpoint="):
         load_annotator("seke.train.annotator:checkpoint_annotator", knowledge_v1())
+
+
+def test_checkpoint_as_the_offline_annotators_second_expression_model(tmp_path):
+    """The expression model the offline annotator pools in (SEKE_EXPRESSION_CHECKPOINT) scores
+    a view exactly as the checkpoint's own evaluation does, and names itself for certificates."""
+    from PIL import Image
+
+    from seke.train.expression_model import CheckpointExpressionModel
+    from seke.train.arrays import decode_grey
+
+    arrays, _ = from_feid(feid_rows(32, seed=5), image_size=24)
+    cfg = TrainConfig.tiny(max_steps=4, batch_size=8)
+    result = train(arrays, cfg, device="cpu", log=lambda _: None)
+    path = save_checkpoint(result.model, cfg, {"config_digest": cfg.digest(), "data_version": "v9"},
+                           str(tmp_path / "models/m/data=v9/config=c"))
+    second = CheckpointExpressionModel(path)
+    assert second.version == f"checkpoint {cfg.name}@{cfg.digest()} data v9"
+
+    png = feab_rows(1)["image_png"][0].as_py()
+    import io
+
+    p = second.probs(Image.open(io.BytesIO(png)).convert("RGB"))
+    want = predict(result.model, decode_grey(png, cfg.image_size)[None], "cpu", cfg)["expression_probs"][0]
+    assert p.shape == (len(EXPRESSIONS),) and abs(p.sum() - 1) < 1e-5
+    np.testing.assert_allclose(p, want, atol=2e-3)   # RGB→grey of a grey image: same pixels
+    with pytest.raises(FileNotFoundError):
+        CheckpointExpressionModel(str(tmp_path / "nowhere"))
