@@ -78,6 +78,11 @@ def make_faces(n_subjects: int = 10, per_subject: int = 3, n_loose: int = 24,
                 "consistency_score": 0.9 - 0.01 * (k % 10),
                 "consistency_flags": ["va_outside_region"] if k % 11 == 0 else [],
                 "knowledge_version": "v1", "audit_hidden": [],
+                "verify_prompt_tokens": 900 + k if k % 2 else None,
+                "verify_completion_tokens": 40 if k % 2 else None,
+                "checked_by": ["other"] if k % 4 == 1 else [],
+                "check_prompt_tokens": [700] if k % 4 == 1 else [],
+                "check_completion_tokens": [None] if k % 4 == 1 else [],   # a cache hit
             })
             k += 1
     raw_df = pl.from_arrow(conform(pa.Table.from_pylist(raw), RAW_FACES))

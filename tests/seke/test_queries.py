@@ -62,6 +62,13 @@ def test_abstention_and_cost_match_polars(wh, capsys):
         acc = vl.filter((pl.col("source") == src) & (pl.col("status") == "accepted")).height
         usd = ms.filter(pl.col("source") == src)["cost_usd"].sum()
         assert cost[src]["usd_per_accepted"] == pytest.approx(usd / acc, abs=1e-6)
+        grp = vl.filter(pl.col("source") == src)
+        verification = sum((r["verify_prompt_tokens"] or 0) + (r["verify_completion_tokens"] or 0)
+                           + sum(x or 0 for x in (r["check_prompt_tokens"] or []))
+                           + sum(x or 0 for x in (r["check_completion_tokens"] or []))
+                           for r in grp.iter_rows(named=True))
+        assert verification > 0
+        assert cost[src]["verification_tokens_per_accepted"] == pytest.approx(verification / acc, abs=0.05)
 
 
 def test_au_prevalence_and_audit(wh, capsys):

@@ -1,0 +1,121 @@
+"""How much weight the offline annotator's second expression model gets (``SECOND_MODEL_WEIGHT``).
+
+    .venv/bin/python bench/second_model_weight.py --expression-checkpoint CKPT [--data DIR] [--split S]
+
+On the dev faces of ``--data`` (FER2013, CK+, wild in the ``../shared/data`` manifest format,
+cropped by the platform's own ingestion, every label hidden), the identity view of each face is
+scored by the fused fer model (what the offline annotator uses without a second model) and by
+the checkpoint. The linear pool ``(1 - w)·fused + w·checkpoint`` is swept over ``w``; ``w`` is
+chosen on the calibration half of the faces (the same stable hash halves as
+``bench/selective.py``) by mean log-loss, and accuracy is reported on the other half beside the
+two models alone (``w=0``, the baseline, and ``w=1``), per source.
+
+Last line: ``RESULT source=offline+checkpoint data=… weight=… acc_fused=… acc_pooled=…
+acc_checkpoint=… fer_acc_fused=… fer_acc_pooled=… nll_fused=… nll_pooled=…`` (evaluation half).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seke import metrics  # noqa: E402
+from seke.bench_data import DEFAULT_SPLIT, NoData, data_field  # noqa: E402
+from seke.taxonomy import EXPRESSIONS  # noqa: E402
+
+WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
+
+
+def pooled(fused: np.ndarray, second: np.ndarray, w: float) -> np.ndarray:
+    return (1 - w) * fused + w * second
+
+
+def log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-6, 1.0))))
+
+
+def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    return metrics.accuracy([EXPRESSIONS[i] for i in y], [EXPRESSIONS[i] for i in probs.argmax(1)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
+    ap.add_argument("--split", default=DEFAULT_SPLIT)
+    ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
+    ap.add_argument("--expression-checkpoint", required=True, help="checkpoint folder from the training assets")
+    args = ap.parse_args(argv)
+    from bench.selective import _sv_bench, half  # the selective bench's faces and halves
+
+    sv = _sv_bench()
+    try:
+        from seke.annotators.offline import OfflineAnnotator, decode_crop
+        from seke.knowledge import knowledge_v1
+        from seke.train.expression_model import CheckpointExpressionModel
+
+        faces, gold, notes, used = sv.offline_dev_faces(args.data, args.per_set,
+                                                         None if args.split == "all" else args.split)
+    except (NoData, ImportError, FileNotFoundError) as exc:
+        print(f"no real data: {exc}", file=sys.stderr)
+        return 2
+    for n in notes:
+        print(f"  {n}")
+    second = CheckpointExpressionModel(args.expression_checkpoint)
+    annotator = OfflineAnnotator(knowledge_v1(), seed=0)
+    print(f"fused model: {annotator.model}\nsecond model: {second.version}")
+    rows = []   # (source, half, gold index, fused probs, second probs)
+    for f in faces:
+        g = gold[f.face_id].expression
+        if g not in EXPRESSIONS:
+            continue
+        try:
+            img = decode_crop(f.image_png)
+            ev, _ = annotator._evidence(f.face_id, img, 0)   # the identity view, as sampled
+        except ValueError:
+            continue
+        fused = np.array([annotator._expr_probs(ev)[e] for e in EXPRESSIONS])
+        rows.append((f.source, half(f.face_id), EXPRESSIONS.index(g), fused, second.probs(img)))
+    if not rows:
+        print("no real data: no dev face could be scored", file=sys.stderr)
+        return 2
+
+    def part(h: int, source: str | None = None):
+        sel = [r for r in rows if r[1] == h and (source is None or r[0] == source)]
+        return (np.array([r[2] for r in sel]), np.stack([r[3] for r in sel]) if sel else np.zeros((0, 8)),
+                np.stack([r[4] for r in sel]) if sel else np.zeros((0, 8)))
+
+    y0, f0, s0 = part(0)
+    sweep = {w: log_loss(pooled(f0, s0, w), y0) for w in WEIGHTS}
+    chosen = min(sweep, key=sweep.get)
+    print("calibration half, mean log-loss by weight: " + " ".join(f"{w:g}:{v:.4f}" for w, v in sweep.items()))
+    print(f"chosen weight (calibration half): {chosen:g}")
+    print(f"{'source':8s} {'faces':>6s} {'fused':>7s} {'pooled':>7s} {'checkpoint':>10s}   (evaluation half, accuracy)")
+    out = {}
+    for source in sorted({r[0] for r in rows}) + [None]:
+        y, f, s = part(1, source)
+        if not len(y):
+            continue
+        accs = (accuracy(f, y), accuracy(pooled(f, s, chosen), y), accuracy(s, y))
+        out[source] = accs + (log_loss(f, y), log_loss(pooled(f, s, chosen), y))
+        print(f"{source or 'all':8s} {len(y):6d} {accs[0]:7.3f} {accs[1]:7.3f} {accs[2]:10.3f}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r[0]] = counts.get(r[0], 0) + 1
+    fer = out.get("fer2013", (float("nan"),) * 5)
+    print(f"RESULT source=offline+checkpoint data={data_field(counts, used)} weight={chosen:g} "
+          f"acc_fused={out[None][0]:.4f} acc_pooled={out[None][1]:.4f} acc_checkpoint={out[None][2]:.4f} "
+          f"fer_acc_fused={fer[0]:.4f} fer_acc_pooled={fer[1]:.4f} "
+          f"nll_fused={out[None][3]:.4f} nll_pooled={out[None][4]:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
