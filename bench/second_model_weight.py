@@ -68,7 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for n in notes:
         print(f"  {n}")
-    second = CheckpointExpressionModel(args.expression_checkpoint)
+    if not faces:
+        print("no real data: no dev faces found", file=sys.stderr)
+        return 2
+    try:
+        second = CheckpointExpressionModel(args.expression_checkpoint)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"no checkpoint: {exc}", file=sys.stderr)
+        return 2
     annotator = OfflineAnnotator(knowledge_v1(), seed=0)
     print(f"fused model: {annotator.model}\nsecond model: {second.version}")
     rows = []   # (source, half, gold index, fused probs, second probs)

@@ -83,6 +83,10 @@ def test_benches_asked_for_absent_data_exit_non_zero(tmp_path, monkeypatch, caps
     assert _load("products").main([]) == 2
     out = capsys.readouterr()
     assert "RESULT" not in out.out and out.err.count("no data") == 9, out.err
+    assert _load("second_model_weight").main(["--data", str(nowhere), "--expression-checkpoint",
+                                              str(tmp_path / "ckpt")]) == 2
+    out = capsys.readouterr()
+    assert "RESULT" not in out.out and "no real data" in out.err, out.err
 
 
 def test_synthetic_benches_say_so_with_their_baselines(capsys):
