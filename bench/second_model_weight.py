@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seke import metrics  # noqa: E402
-from seke.bench_data import DEFAULT_SPLIT, NoData, data_field  # noqa: E402
+from seke.bench_data import DEFAULT_SPLIT, data_field  # noqa: E402
 from seke.taxonomy import EXPRESSIONS  # noqa: E402
 
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
@@ -53,27 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
     ap.add_argument("--expression-checkpoint", required=True, help="checkpoint folder from the training assets")
     args = ap.parse_args(argv)
-    from bench.selective import _sv_bench, half  # the selective bench's faces and halves
+    from bench.selective import _sv_bench, dev_faces, half  # the selective bench's faces and halves
+    from seke.annotators.offline import OfflineAnnotator, decode_crop
+    from seke.knowledge import knowledge_v1
+    from seke.train.expression_model import CheckpointExpressionModel
 
-    sv = _sv_bench()
-    try:
-        from seke.annotators.offline import OfflineAnnotator, decode_crop
-        from seke.knowledge import knowledge_v1
-        from seke.train.expression_model import CheckpointExpressionModel
-
-        faces, gold, notes, used = sv.offline_dev_faces(args.data, args.per_set,
-                                                         None if args.split == "all" else args.split)
-    except (NoData, ImportError, FileNotFoundError) as exc:
-        print(f"no real data: {exc}", file=sys.stderr)
+    loaded = dev_faces(_sv_bench(), args.data, args.per_set, None if args.split == "all" else args.split)
+    if loaded is None:
         return 2
-    for n in notes:
-        print(f"  {n}")
-    if not faces:
-        print("no real data: no dev faces found", file=sys.stderr)
-        return 2
+    faces, gold, used = loaded
     try:
         second = CheckpointExpressionModel(args.expression_checkpoint)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"no checkpoint: {exc}", file=sys.stderr)
         return 2
     annotator = OfflineAnnotator(knowledge_v1(), seed=0)

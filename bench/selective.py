@@ -63,6 +63,23 @@ def _sv_bench() -> Any:
     return module
 
 
+def dev_faces(sv: Any, data: Path, per_set: int, split: str | None
+              ) -> tuple[list[Any], dict[str, Any], dict[str, str | None]] | None:
+    """(faces, gold, splits used) of the sv_uamc bench's audit-mode dev faces, its notes
+    printed; None, with the reason on stderr, when there is no real face to measure."""
+    try:
+        faces, gold, notes, used = sv.offline_dev_faces(data, per_set, split)
+    except (NoData, ImportError, FileNotFoundError) as exc:
+        print(f"no real data: {exc}", file=sys.stderr)
+        return None
+    for n in notes:
+        print(f"  {n}")
+    if not faces:
+        print("no real data: no dev faces found", file=sys.stderr)
+        return None
+    return faces, gold, used
+
+
 def half(face_id: str) -> int:
     """0: calibration, 1: evaluation (stable hash, independent of order)."""
     return hashlib.sha256(f"selective:{face_id}".encode()).digest()[0] & 1
@@ -127,18 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = [float(t) for t in args.targets.split(",")]
     split = None if args.split == "all" else args.split
     sv = _sv_bench()
-    try:
-        from seke.annotators.offline import build_offline_annotator
+    loaded = dev_faces(sv, args.data, args.per_set, split)
+    if loaded is None:
+        return 2
+    faces, gold, used = loaded
+    from seke.annotators.offline import build_offline_annotator
 
-        faces, gold, notes, used = sv.offline_dev_faces(args.data, args.per_set, split)
-    except (NoData, ImportError, FileNotFoundError) as exc:
-        print(f"no real data: {exc}", file=sys.stderr)
-        return 2
-    for n in notes:
-        print(f"  {n}")
-    if not faces:
-        print("no real data: no dev faces found", file=sys.stderr)
-        return 2
     knowledge = knowledge_v1()
     annotator = build_offline_annotator(knowledge, 0, args.expression_checkpoint)  # one instance: the strategies share cached TTA views
     res = run_sampling(faces, sv.prompts_for(faces), annotator, knowledge, SamplingConfig())
