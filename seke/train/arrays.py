@@ -82,14 +82,20 @@ def _allocate(n: int, size: int) -> FaceArrays:
         aus_w=np.zeros(n, np.float32), split=np.full(n, "", dtype=object))
 
 
+def grey_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """A decoded image → (size, size) uint8 grey, as every network input is made (training,
+    evaluation and the offline annotator's second expression model)."""
+    im = image.convert("L")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.array(im, dtype=np.uint8)
+
+
 def decode_grey(data: bytes, size: int) -> np.ndarray:
     """Image bytes (PNG/JPEG/…) → (size, size) uint8 grey; raises ValueError on bad input."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("L")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            return np.asarray(im, dtype=np.uint8)
+            return grey_pixels(im, size)
     except Exception as exc:  # PIL raises many types; one clear per-item error instead
         raise ValueError(f"undecodable image: {type(exc).__name__}: {exc}") from exc
 

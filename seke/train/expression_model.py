@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from seke.train.arrays import grey_pixels
 from seke.train.config import TrainConfig
 
 
@@ -53,10 +54,7 @@ class CheckpointExpressionModel:
     def probs(self, image: Image.Image) -> np.ndarray:
         from seke.train.evaluate import predict as forward
 
-        size = self.cfg.image_size
-        grey = image.convert("L")
-        if grey.size != (size, size):
-            grey = grey.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        pixels = grey_pixels(image, self.cfg.image_size)[None]
         with self._lock:
-            out = forward(self.model, np.array(grey, dtype=np.uint8)[None], self.device, self.cfg)
+            out = forward(self.model, pixels, self.device, self.cfg)
         return out["expression_probs"][0].astype(np.float64)
