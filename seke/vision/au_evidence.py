@@ -74,7 +74,7 @@ AU_BLENDSHAPES: dict[int, tuple[str, ...]] = {
 }
 assert set(AU_BLENDSHAPES) == set(AU_CATALOGUE)
 
-DEFAULT_TABLE = "au_calibration_v1.csv"
+DEFAULT_TABLE = "au_calibration_v2.csv"
 MODES = ("known", "blind")
 _EPS = 1e-4
 

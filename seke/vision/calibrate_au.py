@@ -1,6 +1,6 @@
 """Calibrate the blendshape -> AU models on a FACS-coded set and write the knowledge table.
 
-    python -m seke.vision.calibrate_au --data ../shared/data/ckplus [--out seke/knowledge_data/au_calibration_v1.csv]
+    python -m seke.vision.calibrate_au --data ../shared/data/ckplus [--out seke/knowledge_data/au_calibration_v2.csv]
 
 Reads a manifest with ``expression``, ``subject_id`` and binary ``au<N>`` columns (CK+ format),
 runs the offline models once per image (identity view), then:
@@ -12,7 +12,15 @@ runs the offline models once per image (identity view), then:
    the bare baselines they must beat: the knowledge prior alone with the expression known, and
    the blind prior sum_e P(e | image) P(AU | e) without blendshapes) are therefore honest
    held-out figures (``tests/seke/test_shipped_tables.py`` checks the gains on all of CK+).
-2. A final fit on all rows gives the table that ships, with the CV figures in its columns.
+2. **Keep a fitted model only where it beats the knowledge.** An AU's fitted model ships only
+   if its held-out F1 is above its bare baseline's (known: the knowledge prior; blind: the
+   blind prior); otherwise the table keeps the prior alone for that AU and mode (``kind``
+   ``knowledge_prior``). On CK+ the fitted known-mode models lose to the knowledge for AUs such
+   as 14 and 23, whose P(AU | expression) already decides them. The choice is part of the
+   calibration, so the reported figures come from nested CV: inside each outer fold it is made
+   from an inner subject-wise CV of the training subjects only (Varma & Simon 2006, "Bias in
+   error estimation when using cross-validation for model selection").
+3. A final fit on all rows gives the table that ships, with the CV figures in its columns.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from seke.vision.au_evidence import (AU_BLENDSHAPES, DEFAULT_TABLE, expected_au_
                                      best_threshold, fit_logistic, group_value, logit, table_path)
 from seke.vision.runtime import MODEL_VERSION
 
-TABLE_VERSION = "au_calibration_v1"
+TABLE_VERSION = "au_calibration_v2"
 MIN_POSITIVES = 8
 #: Mean F1 is summarised over AUs with at least this base rate (rarer AUs have too few positives
 #: for a stable F1; the same set is used for every method, prior-only included).
@@ -115,23 +123,24 @@ def read_manifest(data: Path) -> pl.DataFrame:
     return man.filter(pl.col("expression").is_not_null())
 
 
-def cross_validate(man: pl.DataFrame, fer: np.ndarray, bs: np.ndarray, aus: list[int], folds: int
-                   ) -> tuple[dict[tuple[str, int], np.ndarray], dict[tuple[str, int], np.ndarray]]:
-    """Subject-wise K-fold held-out predictions: ``(decisions, probabilities)``.
+def _held_out(man: pl.DataFrame, rows: np.ndarray, fer: np.ndarray, bs: np.ndarray, aus: list[int], folds: int
+              ) -> dict[tuple[str, int], np.ndarray]:
+    """Subject-wise K-fold held-out scores of the rows in ``rows`` (bool mask; other rows stay 0).
 
-    ``decisions[(method, au)]`` (bool per row) for the calibrated models (``known``, ``blind``)
-    and their bare baselines: ``prior`` (P(AU | known expression) >= 0.5, no image) and
-    ``blind_prior`` (sum_e P(e | image) P(AU | e) >= 0.5: the expression model and the knowledge,
-    no blendshapes); P(AU | expression) is re-estimated from the training subjects of each fold.
-    ``probabilities[(mode, au)]`` for the calibrated models.
+    Keys ``(method, au)``: ``known``/``blind`` the fitted models' decisions, ``known_p``/``blind_p``
+    their probabilities, and their bare baselines ``prior`` (P(AU | known expression) >= 0.5, no
+    image) and ``blind_prior`` (sum_e P(e | image) P(AU | e) >= 0.5: the expression model and the
+    knowledge, no blendshapes), with ``blind_prior_p``. P(AU | expression) is re-estimated from
+    the training subjects of each fold.
     """
     expressions = man["expression"].to_list()
-    subjects = man["subject_id"].cast(pl.String).to_list() if "subject_id" in man.columns else [str(i) for i in range(man.height)]
-    fold = subject_folds(subjects, folds)
-    cv = {(m, a): np.zeros(man.height, dtype=bool) for m in ("known", "blind", "prior", "blind_prior") for a in aus}
-    cvp = {(m, a): np.zeros(man.height) for m in ("known", "blind", "blind_prior") for a in aus}
+    subjects = _subjects(man)
+    fold = np.full(man.height, -1)
+    fold[rows] = subject_folds([s for s, r in zip(subjects, rows) if r], folds)
+    out = {(m, a): np.zeros(man.height, dtype=bool if not m.endswith("_p") else float)
+           for m in ("known", "blind", "prior", "blind_prior", "known_p", "blind_p", "blind_prior_p") for a in aus}
     for f in range(folds):
-        tr, te = fold != f, fold == f
+        tr, te = rows & (fold != f), fold == f
         ea = estimate_expression_au(man.filter(pl.Series(tr)))
         for a in aus:
             y = man[au_column(a)].to_numpy().astype(int)
@@ -139,12 +148,58 @@ def cross_validate(man: pl.DataFrame, fer: np.ndarray, bs: np.ndarray, aus: list
             for mode in ("known", "blind"):
                 mdl = fit_au(a, mode, bs[tr], {k: v[tr] for k, v in pr.items()}, y[tr])
                 p = predict(mdl, a, mode, bs[te], {k: v[te] for k, v in pr.items()})
-                cvp[(mode, a)][te] = p
-                cv[(mode, a)][te] = p >= mdl["threshold"]
-            cv[("prior", a)][te] = pr["known"][te] >= 0.5
-            cv[("blind_prior", a)][te] = pr["blind"][te] >= 0.5
-            cvp[("blind_prior", a)][te] = pr["blind"][te]
+                out[(f"{mode}_p", a)][te] = p
+                out[(mode, a)][te] = p >= mdl["threshold"]
+            out[("prior", a)][te] = pr["known"][te] >= 0.5
+            out[("blind_prior", a)][te] = pr["blind"][te] >= 0.5
+            out[("blind_prior_p", a)][te] = pr["blind"][te]
+    return out
+
+
+#: The bare baseline each mode's fitted model must beat to be shipped.
+BARE = {"known": "prior", "blind": "blind_prior"}
+
+
+def fitted_beats_bare(fitted: np.ndarray, bare: np.ndarray, y: np.ndarray) -> bool:
+    """Whether the fitted model's held-out decisions have a higher F1 than its bare baseline's
+    (ties keep the baseline: the simpler model, with nothing fitted to overfit)."""
+    return f1(fitted, y) > f1(bare, y)
+
+
+def cross_validate(man: pl.DataFrame, fer: np.ndarray, bs: np.ndarray, aus: list[int], folds: int,
+                   inner_folds: int = 4) -> tuple[dict[tuple[str, int], np.ndarray], dict[tuple[str, int], np.ndarray]]:
+    """Subject-wise K-fold held-out predictions of the whole calibration: ``(decisions, probabilities)``.
+
+    The calibration fits each AU's model and then keeps it only where it beats its bare
+    baseline (:func:`fitted_beats_bare`, judged on held-out subjects), else ships the knowledge
+    prior alone. So that the reported figure covers that choice too, it is made inside each
+    outer fold from an inner subject-wise CV of the training subjects only (nested CV).
+
+    ``decisions[(method, au)]`` (bool per row) for ``known`` and ``blind`` (the selected
+    model), ``known_fitted`` and ``blind_fitted`` (always the fitted model) and the bare
+    baselines ``prior`` and ``blind_prior`` (see :func:`_held_out`). ``probabilities[(mode, au)]``
+    of the fitted models (``known``, ``blind``) and of ``blind_prior``.
+    """
+    everything = np.ones(man.height, dtype=bool)
+    outer = _held_out(man, everything, fer, bs, aus, folds)
+    fold = subject_folds(_subjects(man), folds)
+    cv = {(m, a): outer[(m, a)] for m in ("prior", "blind_prior") for a in aus}
+    cv |= {(f"{m}_fitted", a): outer[(m, a)] for m in BARE for a in aus}
+    cv |= {(m, a): np.zeros(man.height, dtype=bool) for m in BARE for a in aus}
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        inner = _held_out(man, tr, fer, bs, aus, inner_folds)
+        for a in aus:
+            y = man[au_column(a)].to_numpy().astype(int)
+            for mode, bare in BARE.items():
+                keep = fitted_beats_bare(inner[(mode, a)][tr], inner[(bare, a)][tr], y[tr])
+                cv[(mode, a)][te] = outer[(mode, a)][te] if keep else outer[(bare, a)][te]
+    cvp = {(m, a): outer[(f"{m}_p", a)] for m in ("known", "blind", "blind_prior") for a in aus}
     return cv, cvp
+
+
+def _subjects(man: pl.DataFrame) -> list[str]:
+    return man["subject_id"].cast(pl.String).to_list() if "subject_id" in man.columns else [str(i) for i in range(man.height)]
 
 
 def calibrate(data: Path, folds: int = 5, cache: Path | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -157,37 +212,54 @@ def calibrate(data: Path, folds: int = 5, cache: Path | None = None) -> tuple[pl
     cv, cvp = cross_validate(man, fer, bs, aus, folds)
     rows, report = [], []
     ea_all = estimate_expression_au(man)
+    stamp = {"cv_folds": folds, "fitted_date": date.today().isoformat(), "models": MODEL_VERSION}
     for a in aus:
         y = man[au_column(a)].to_numpy().astype(int)
         pr = priors(ea_all, expressions, fer, a)
-        figs = {m: f1(cv[(m, a)], y) for m in ("known", "blind", "prior", "blind_prior")}
-        report.append({"au": a, "au_name": AU_NAMES[a], "n_pos": int(y.sum()), "prevalence": float(y.mean()), "f1_known": figs["known"],
-                       "f1_blind": figs["blind"], "f1_prior_only": figs["prior"],
-                       "f1_blind_prior_only": figs["blind_prior"],
+        figs = {m: f1(cv[(m, a)], y) for m in ("known", "blind", "prior", "blind_prior", "known_fitted", "blind_fitted")}
+        keep = {mode: fitted_beats_bare(cv[(f"{mode}_fitted", a)], cv[(bare, a)], y) for mode, bare in BARE.items()}
+        report.append({"au": a, "au_name": AU_NAMES[a], "n_pos": int(y.sum()), "prevalence": float(y.mean()),
+                       "f1_known": figs["known"], "f1_blind": figs["blind"], "f1_prior_only": figs["prior"],
+                       "f1_blind_prior_only": figs["blind_prior"], "f1_known_fitted": figs["known_fitted"],
+                       "f1_blind_fitted": figs["blind_fitted"],
+                       "known_kind": KINDS[keep["known"]], "blind_kind": KINDS[keep["blind"]],
                        "auc_known": auc(cvp[("known", a)], y), "auc_blind": auc(cvp[("blind", a)], y),
                        "auc_blind_prior_only": auc(cvp[("blind_prior", a)], y)})
-        for mode in ("known", "blind"):
+        cv_figs = {"n": int(len(y)), "n_pos": int(y.sum()), "cv_f1_prior_only": round(figs["prior"], 4)}
+        for mode in BARE:
+            cv_figs["cv_f1"] = round(figs[mode], 4)
+            if not keep[mode]:
+                rows.append(_knowledge_only_row(a, mode, **cv_figs, **stamp, cv_auc=None, fitted_on=(
+                    f"{data.name} ({man.height} rows): the fitted model (CV F1 {figs[f'{mode}_fitted']:.4f}) did not "
+                    f"beat the knowledge prior (CV F1 {figs[BARE[mode]]:.4f}), so the prior is kept")))
+                continue
             mdl = fit_au(a, mode, bs, pr, y)
-            rows.append({"version": TABLE_VERSION, "au": a, "au_name": AU_NAMES[a], "mode": mode,
+            rows.append({"version": TABLE_VERSION, "au": a, "au_name": AU_NAMES[a], "mode": mode, "kind": KINDS[True],
                          "groups": ";".join(mdl["groups"]), "coefs": ";".join(f"{c:.6f}" for c in mdl["coefs"]),
                          "intercept": round(mdl["intercept"], 6), "prior_coef": round(mdl["prior_coef"], 6),
-                         "expr_coef": round(mdl["expr_coef"], 6),
-                         "threshold": round(mdl["threshold"], 4), "n": int(len(y)), "n_pos": int(y.sum()),
-                         "cv_f1": round(figs[mode], 4), "cv_f1_prior_only": round(figs["prior"], 4),
-                         "cv_auc": round(auc(cvp[(mode, a)], y), 4), "cv_folds": folds,
-                         "fitted_on": f"{data.name} ({man.height} rows, subject-wise CV)",
-                         "fitted_date": date.today().isoformat(), "models": MODEL_VERSION})
-    # AUs the source does not code keep a knowledge-only model (identity on the prior's log-odds)
-    for a in AU_CATALOGUE:
-        if a not in aus:
-            for mode in ("known", "blind"):
-                rows.append({"version": TABLE_VERSION, "au": a, "au_name": AU_NAMES[a], "mode": mode, "groups": "",
-                             "coefs": "", "intercept": 0.0, "prior_coef": 1.0 if mode == "known" else 0.0,
-                             "expr_coef": 0.0 if mode == "known" else 1.0, "threshold": 0.5, "n": 0, "n_pos": 0,
-                             "cv_f1": None, "cv_f1_prior_only": None, "cv_auc": None, "cv_folds": folds,
-                             "fitted_on": "not coded in source: knowledge prior only", "fitted_date": date.today().isoformat(),
-                             "models": MODEL_VERSION})
-    return pl.DataFrame(rows).sort("au", "mode"), pl.DataFrame(report)
+                         "expr_coef": round(mdl["expr_coef"], 6), "threshold": round(mdl["threshold"], 4),
+                         **cv_figs, "cv_auc": round(auc(cvp[(mode, a)], y), 4),
+                         "fitted_on": f"{data.name} ({man.height} rows, subject-wise nested CV)", **stamp})
+    rows += [_knowledge_only_row(a, mode, n=0, n_pos=0, cv_f1=None, cv_f1_prior_only=None, cv_auc=None, **stamp,
+                                 fitted_on="not coded in source: knowledge prior only")
+             for a in AU_CATALOGUE if a not in aus for mode in BARE]
+    return pl.DataFrame(rows).select(TABLE_COLUMNS).sort("au", "mode"), pl.DataFrame(report)
+
+
+TABLE_COLUMNS = ("version", "au", "au_name", "mode", "kind", "groups", "coefs", "intercept", "prior_coef", "expr_coef",
+                 "threshold", "n", "n_pos", "cv_f1", "cv_f1_prior_only", "cv_auc", "cv_folds", "fitted_on",
+                 "fitted_date", "models")
+#: ``kind`` column of the table: a fitted model, or the knowledge prior kept because the fitted
+#: model did not beat it on held-out subjects (or the source does not code the AU).
+KINDS = {True: "fitted", False: "knowledge_prior"}
+
+
+def _knowledge_only_row(au: int, mode: str, **figures) -> dict:
+    """A table row that is the knowledge prior alone: the identity on the prior's log-odds
+    (P(AU | expression) known, sum_e P(e | image) P(AU | e) blind) at threshold 0.5."""
+    return {"version": TABLE_VERSION, "au": au, "au_name": AU_NAMES[au], "mode": mode, "kind": KINDS[False],
+            "groups": "", "coefs": "", "intercept": 0.0, "prior_coef": 1.0 if mode == "known" else 0.0,
+            "expr_coef": 0.0 if mode == "known" else 1.0, "threshold": 0.5, **figures}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                         report.filter(pl.col("prevalence") >= EVAL_MIN_PREVALENCE))):
         print(f"subject-wise {args.folds}-fold CV mean F1 over {sub.height} {label}: known={sub['f1_known'].mean():.4f} "
               f"blind={sub['f1_blind'].mean():.4f} prior_only={sub['f1_prior_only'].mean():.4f} "
-              f"blind_prior_only={sub['f1_blind_prior_only'].mean():.4f}")
+              f"blind_prior_only={sub['f1_blind_prior_only'].mean():.4f} (always fitted: "
+              f"known={sub['f1_known_fitted'].mean():.4f} blind={sub['f1_blind_fitted'].mean():.4f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.write_csv(args.out)
     print(f"wrote {args.out} ({table.height} rows)")

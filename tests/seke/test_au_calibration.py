@@ -23,28 +23,57 @@ def test_shipped_au_table_covers_every_au_and_mode():
     models = models_from_table(table)
     assert {(m, a) for m in ("known", "blind") for a in AU_CATALOGUE} == set(models)
     assert table["version"].n_unique() == 1
+    kinds = {(r["mode"], r["au"]): r["kind"] for r in table.iter_rows(named=True)}
+    assert set(kinds.values()) == {"fitted", "knowledge_prior"}
     for (mode, au), m in models.items():
         assert 0 < m.threshold < 1
         assert set(m.groups) <= set(AU_BLENDSHAPES[au]) and len(m.coefs) == len(m.groups)
-    # smiling is evidence for AU12 in both modes, and the fitted blind detector is good at it
-    assert models[("blind", 12)].coefs[0] > 0 and models[("known", 12)].coefs[0] > 0
+        if kinds[(mode, au)] == "knowledge_prior":   # the prior alone, decided at 0.5
+            assert m.groups == () and m.threshold == 0.5 and m.intercept == 0
+    # raised inner brows are evidence for AU1, and the fitted blind detector is good at it
+    assert kinds[("blind", 1)] == "fitted" and models[("blind", 1)].coefs[0] > 0
     # the table records its own cross-validated AUC; whether the shipped models beat the bare
     # baselines is measured on dev data in test_shipped_tables.py
-    row = table.filter((pl.col("au") == 12) & (pl.col("mode") == "blind")).row(0, named=True)
+    row = table.filter((pl.col("au") == 1) & (pl.col("mode") == "blind")).row(0, named=True)
     assert 0.5 < row["cv_auc"] <= 1
 
 
 def test_decision_probability_is_monotone_and_centred_on_threshold():
     models = models_from_table(load_table())
-    m = models[("blind", 12)]
+    m = models[("blind", 1)]
     bs = np.zeros(52)
     lo = m.decision_probability(bs, 0.2, 0.2)
-    bs_smile = bs.copy()
+    bs_raised = bs.copy()
     from seke.vision.landmarks import BLENDSHAPE_NAMES
 
-    bs_smile[BLENDSHAPE_NAMES.index("mouthSmileLeft")] = bs_smile[BLENDSHAPE_NAMES.index("mouthSmileRight")] = 0.9
-    hi = m.decision_probability(bs_smile, 0.2, 0.2)
+    bs_raised[BLENDSHAPE_NAMES.index("browInnerUp")] = 0.9
+    hi = m.decision_probability(bs_raised, 0.2, 0.2)
     assert 0 <= lo < 0.5 < hi <= 1
+
+
+@pytest.mark.parametrize("mode", ["known", "blind"])
+def test_a_knowledge_prior_row_decides_exactly_as_the_prior(mode):
+    """Where calibration keeps the knowledge prior, the annotator's decision is the bare
+    baseline's (prior >= 0.5), whatever the blendshapes say."""
+    from seke.vision.calibrate_au import _knowledge_only_row
+
+    row = {**_knowledge_only_row(12, mode), "n": 0, "n_pos": 0}
+    m = models_from_table(pl.DataFrame([row]))[(mode, 12)]
+    rng = np.random.default_rng(0)
+    for prior in (0.02, 0.3, 0.49, 0.51, 0.7, 0.98):
+        bs = rng.random(52)
+        p = m.decision_probability(bs, prior, prior)   # blind: the prior is the expected prior
+        assert (p >= 0.5) == (prior >= 0.5) and abs(p - prior) < 1e-9
+
+
+def test_a_fitted_model_is_kept_only_when_it_beats_the_bare_baseline():
+    from seke.vision.calibrate_au import fitted_beats_bare
+
+    y = np.array([1, 1, 0, 0, 1, 0])
+    perfect, one_wrong = y.astype(bool), np.array([1, 1, 1, 0, 1, 0], bool)
+    assert fitted_beats_bare(perfect, one_wrong, y)
+    assert not fitted_beats_bare(one_wrong, perfect, y)
+    assert not fitted_beats_bare(one_wrong, one_wrong, y)   # a tie keeps the simpler prior
 
 
 def test_shipped_expression_fusion_table_is_a_valid_softmax():
