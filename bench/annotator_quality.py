@@ -2,10 +2,12 @@
 
     python bench/annotator_quality.py [--data DIR ...] [--split S] [--samples K] [--limit N]
 
-Defaults to the dev splits: ckplus (all), fer2013 (``--split``, default validation), wild; a
-set with a split column is cut to ``--split`` (``--split all`` keeps every row), and one without
-any row of that split is an error. Asked for data it cannot find (a ``--data`` folder without a
-manifest, or none of the default sets), it exits 2 instead of measuring nothing. For each set
+Defaults to the dev splits: ckplus (all), fer2013 (``--split``), wild. Each ``--data`` is one set
+(a folder with ``manifest.csv``) or a folder of such sets. A set with a split column is cut to
+``--split``: ``auto`` (default) takes ``validation`` where the set has it, else its splits other
+than ``train`` (a held-out copy's test splits); ``all`` keeps every row; a set without any row of
+a named split is an error. Asked for data it cannot find (a ``--data`` folder without a manifest
+in it or directly under it, or none of the default sets), it exits 2 instead of measuring nothing. For each set
 it measures what the labels allow:
 
 * expression accuracy / macro-F1 (blind annotator, K TTA samples, mean probabilities) beside the
@@ -41,41 +43,47 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seke.annotators.offline import build_offline_annotator  # noqa: E402
-from seke.bench_data import DEFAULT_SPLIT, NoData, data_field  # noqa: E402
+from seke.bench_data import DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, labelled_sets, split_option  # noqa: E402
 from seke.knowledge import knowledge_v1, knowledge_with_estimate  # noqa: E402
 from seke.vision.au_evidence import with_au_calibration  # noqa: E402
 from seke.vision.calibrate_au import EVAL_MIN_PREVALENCE  # noqa: E402
 from seke.vision.quality import evaluate_set, load_set  # noqa: E402
 
 SHARED = Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data"))
+#: The dev sets measured without ``--data``, and first (in this order) in a folder of sets.
+DEV_SETS = ("ckplus", "fer2013", "wild")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, action="append", help="set folder(s); default: the dev splits")
+    ap.add_argument("--data", type=Path, action="append",
+                    help="a set folder (manifest.csv inside) or a folder of sets; repeatable; default: the dev sets")
     ap.add_argument("--samples", type=int, default=1, help="TTA samples per face (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="at most N faces per set (random, seed 0)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--expression-checkpoint", default=None,
                     help="a checkpoint folder from the training assets as the offline annotator's second "
                          "expression model (RESULT source=offline+checkpoint)")
-    ap.add_argument("--split", default=DEFAULT_SPLIT,
-                    help="rows of this split in sets that have a split column ('all': every row)")
+    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
     args = ap.parse_args(argv)
-    split = None if args.split == "all" else args.split
-    sets = args.data or [SHARED / s for s in ("ckplus", "fer2013", "wild")]
-    missing = [s for s in sets if not (s / "manifest.csv").exists()]
-    if args.data and missing:
-        print(f"no data: {', '.join(map(str, missing))} has no manifest.csv", file=sys.stderr)
-        return 2
-    for s in missing:
-        print(f"  {s.name}: not found under {s.parent}, not measured")
-    sets = [s for s in sets if s not in missing]
+    split = args.split
+    if args.data:  # each --data is one set or a folder of sets
+        try:
+            sets = [pair for d in args.data for pair in labelled_sets(d, DEV_SETS)]
+        except NoData as exc:
+            print(f"no data: {exc}", file=sys.stderr)
+            return 2
+    else:
+        sets = [(s, SHARED / s) for s in DEV_SETS]
+        for s, d in sets:
+            if not (d / "manifest.csv").exists():
+                print(f"  {s}: not found under {SHARED}, not measured")
+        sets = [(s, d) for s, d in sets if (d / "manifest.csv").exists()]
     if not sets:
         print(f"no data: none of the sets has a manifest.csv (looked under {SHARED})", file=sys.stderr)
         return 2
     try:  # fail fast, before loading any model: every set must have rows of the asked split
-        for d in sets:
+        for _, d in sets:
             load_set(d, 1, split)
     except NoData as exc:
         print(f"no data: {exc}", file=sys.stderr)
@@ -86,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     ann = build_offline_annotator(knowledge, args.seed, args.expression_checkpoint)
     print(f"annotator: {ann.model}\nsamples per face: {args.samples}")
     results = []
-    for d in sets:
+    for name, d in sets:
         t = time.perf_counter()
         try:
-            r = evaluate_set(d.name, d, ann, knowledge, args.samples, args.limit, split=split)
+            r = evaluate_set(name, d, ann, knowledge, args.samples, args.limit, split=split)
         except NoData as exc:
             print(f"no data: {exc}", file=sys.stderr)
             return 2
-        print(f"  {d.name}: {r['n']} faces in {time.perf_counter() - t:.1f}s")
+        print(f"  {name}: {r['n']} faces in {time.perf_counter() - t:.1f}s")
         results.append(r)
     print(f"\n{'set':10s} {'n':>6s} {'expr_acc':>9s} {'bare':>7s} {'ratio':>6s} {'macroF1':>8s} {'ECE':>6s} "
           f"{'AU known':>9s} {'AU blind':>9s} {'AU prior':>9s} {'ratio':>6s} {'V sign':>7s}")

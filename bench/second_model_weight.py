@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seke import metrics  # noqa: E402
-from seke.bench_data import DEFAULT_SPLIT, data_field  # noqa: E402
+from seke.bench_data import DEFAULT_SPLIT, SPLIT_HELP, data_field, split_option  # noqa: E402
 from seke.taxonomy import EXPRESSIONS  # noqa: E402
 
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
@@ -49,7 +49,7 @@ def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
-    ap.add_argument("--split", default=DEFAULT_SPLIT)
+    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
     ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
     ap.add_argument("--expression-checkpoint", required=True, help="checkpoint folder from the training assets")
     args = ap.parse_args(argv)
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from seke.knowledge import knowledge_v1
     from seke.train.expression_model import CheckpointExpressionModel
 
-    loaded = dev_faces(_sv_bench(), args.data, args.per_set, None if args.split == "all" else args.split)
+    loaded = dev_faces(_sv_bench(), args.data, args.per_set, args.split)
     if loaded is None:
         return 2
     faces, gold, used = loaded
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError:
             continue
         fused = np.array([annotator._expr_probs(ev)[e] for e in EXPRESSIONS])
-        rows.append((f.source, half(f.face_id), EXPRESSIONS.index(g), fused, second.probs(img)))
+        rows.append((f.source, half(f), EXPRESSIONS.index(g), fused, second.probs(img)))
     if not rows:
         print("no real data: no dev face could be scored", file=sys.stderr)
         return 2

@@ -3,8 +3,10 @@
     PYTHONPATH=. python bench/selective.py [--data DIR] [--split S] [--per-set N]
                                            [--targets 0.05,0.10,0.20] [--delta 0.1]
 
-The offline annotator labels the dev faces of ``--data`` in audit mode (every human label
-hidden) with SV-UAMC. Faces are split in half by a hash of their id: certificates
+The offline annotator labels the faces of ``--data`` (one set folder with a ``manifest.csv``, or
+a folder of such sets, as ``bench/sv_uamc.py`` reads them) in audit mode (every human label
+hidden) with SV-UAMC. Faces are split in half by a hash of their subject where the set names
+subjects (CK+), else of their id: certificates
 (:mod:`seke.selective`, Learn then Test) are fitted per source and granularity on the first
 half, and the realized error among labels they accept is measured on the second half, never
 seen by the fit. Exits 2 without real faces (no simulated fallback).
@@ -49,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from seke import metrics  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
-from seke.bench_data import DEFAULT_SPLIT, NoData, data_field  # noqa: E402
+from seke.bench_data import DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, split_option  # noqa: E402
 from seke.calibration import fit_calibration  # noqa: E402
 from seke.knowledge import knowledge_v1  # noqa: E402
 from seke.selective import audit_points, certify_losses, face_loss, face_score  # noqa: E402
@@ -80,9 +82,18 @@ def dev_faces(sv: Any, data: Path, per_set: int, split: str | None
     return faces, gold, used
 
 
-def half(face_id: str) -> int:
-    """0: calibration, 1: evaluation (stable hash, independent of order)."""
-    return hashlib.sha256(f"selective:{face_id}".encode()).digest()[0] & 1
+def half(face: Any) -> int:
+    """0: calibration, 1: evaluation, by a stable hash of the face's subject where the set knows
+    it (all frames of one CK+ subject on one side, so no person is in both halves), else of
+    its id; independent of order."""
+    key = f"subject:{face.source}:{face.subject_id}" if face.subject_id else face.face_id
+    return hashlib.sha256(f"selective:{key}".encode()).digest()[0] & 1
+
+
+def fer_source(sources: Sequence[str]) -> str | None:
+    """The FER2013 set the ``fer_*`` RESULT keys report: ``fer2013``, else the first set whose
+    name contains ``fer`` (a held-out copy named otherwise), else None (those keys are NaN)."""
+    return "fer2013" if "fer2013" in sources else next((s for s in sources if "fer" in s.lower()), None)
 
 
 def realized(rows: Sequence[dict], gold: dict, certs: dict[str, Any], source_of: dict[str, str], g: str,
@@ -133,7 +144,7 @@ def eces(pairs: Sequence[Any], calibration: Any) -> tuple[float, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
-    ap.add_argument("--split", default=DEFAULT_SPLIT)
+    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
     ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
     ap.add_argument("--targets", default="0.05,0.10,0.20")
     ap.add_argument("--delta", type=float, default=0.1)
@@ -141,8 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="a checkpoint folder from the training assets as the offline annotator's second "
                          "expression model (RESULT source=offline+checkpoint)")
     args = ap.parse_args(argv)
-    targets = [float(t) for t in args.targets.split(",")]
-    split = None if args.split == "all" else args.split
+    try:
+        targets = [float(t) for t in args.targets.split(",") if t.strip()]
+    except ValueError:
+        targets = []
+    if not targets or not all(0 < t < 1 for t in targets) or not 0 < args.delta < 1:
+        print(f"bad targets: --targets {args.targets!r} and --delta {args.delta} must be numbers in (0, 1)",
+              file=sys.stderr)
+        return 2
+    split = args.split
     sv = _sv_bench()
     loaded = dev_faces(sv, args.data, args.per_set, split)
     if loaded is None:
@@ -155,9 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = run_sampling(faces, sv.prompts_for(faces), annotator, knowledge, SamplingConfig())
     source_of = {f.face_id: f.source for f in faces}
     sources = sorted(set(source_of.values()))
-    cal_rows = [r for r in res.labels if half(r["face_id"]) == 0]
-    ev_rows = [r for r in res.labels if half(r["face_id"]) == 1]
-    ev_faces = [f for f in faces if half(f.face_id) == 1]
+    half_of = {f.face_id: half(f) for f in faces}
+    cal_rows = [r for r in res.labels if half_of[r["face_id"]] == 0]
+    ev_rows = [r for r in res.labels if half_of[r["face_id"]] == 1]
+    ev_faces = [f for f in faces if half_of[f.face_id] == 1]
     base_rows = {name: run_sampling(ev_faces, sv.prompts_for(ev_faces), annotator, knowledge, cfg).labels
                  for name, cfg in sv.strategies(SamplingConfig()).items() if name != "sv_uamc"}
     out: dict[str, Any] = {}
@@ -184,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sv_err = 1 - float(np.mean([r["expression"] == gold[r["face_id"]].expression for r in sv_acc])) if sv_acc else float("nan")
     ex_rows = [r for r in ev_rows if gold[r["face_id"]].expression is not None]
     full_acc = metrics.accuracy([gold[r["face_id"]].expression for r in ex_rows], [r.get("expression") or "" for r in ex_rows])
-    fer_rows = [r for r in res.labels if source_of[r["face_id"]] == "fer2013"]
+    fer = fer_source(sources)
+    fer_rows = [r for r in res.labels if source_of[r["face_id"]] == fer]
     fer_acc = metrics.accuracy([gold[r["face_id"]].expression for r in fer_rows],
                                [r.get("expression") or "" for r in fer_rows]) if fer_rows else float("nan")
     sv_cov = {s: (nan, sum(1 for r in sv_acc if source_of[r["face_id"]] == s)
@@ -209,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kv = {"expr_target": 0.10, "expr_realized_error": out[("expression", 0.10)]["all"][0] if ("expression", 0.10) in out else nan,
           "expr_coverage": out[("expression", 0.10)]["all"][1] if ("expression", 0.10) in out else nan,
           "expr_coverage_at_0.20": out[("expression", 0.20)]["all"][1] if ("expression", 0.20) in out else nan,
-          "fer_coverage_at_0.20": out[("expression", 0.20)].get("fer2013", (nan, nan, 0))[1] if ("expression", 0.20) in out else nan,
+          "fer_coverage_at_0.20": out[("expression", 0.20)].get(fer, (nan, nan, 0))[1] if ("expression", 0.20) in out else nan,
           "max_expr_excess_over_target": max(excess) if excess else nan,
           "au_realized_error": out[("aus", 0.10)]["all"][0] if ("aus", 0.10) in out else nan,
           "au_coverage": out[("aus", 0.10)]["all"][1] if ("aus", 0.10) in out else nan,

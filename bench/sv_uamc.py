@@ -14,9 +14,10 @@ face counts, or the simulated set), the headline ratios and the baseline figures
   full ground truth and a named noise model; all three granularities are generated (audit of
   everything), so expression accuracy, AU F1 and VA are all measured. Strategies see common
   random numbers (sample *i* of a face is the same draw under every strategy).
-* **offline** (``seke.annotators.offline.OfflineAnnotator``): the dev splits of ``--data``
-  (default ``../shared/data``: FER2013 rows of ``--split``, default ``validation``; CK+ and
-  wild as shipped, they have no split column), in audit mode with every human label hidden,
+* **offline** (``seke.annotators.offline.OfflineAnnotator``): the sets of ``--data`` (one set
+  folder with a ``manifest.csv``, or a folder of such sets; default ``../shared/data``: FER2013
+  rows of ``--split``, default ``auto``: ``validation`` where a set has it, else its splits
+  other than ``train``; CK+ and wild as shipped, they have no split column), in audit mode with every human label hidden,
   scored against the hidden labels.
 
 Per strategy the table shows model calls per face (samples + verification calls), expression
@@ -59,7 +60,8 @@ from seke import metrics  # noqa: E402
 from seke.annotation import FaceItem, Labels, PromptSpec  # noqa: E402
 from seke.annotators.simulated import NoiseModel, SimulatedAnnotator, simulate_faces  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
-from seke.bench_data import DEFAULT_SPLIT, NoData, data_field, select_split, split_used  # noqa: E402
+from seke.bench_data import (DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, labelled_sets,  # noqa: E402
+                             resolve_split, select_split, split_option)
 from seke.calibration import Calibration, fit_calibration  # noqa: E402
 from seke.knowledge import Knowledge, knowledge_v1  # noqa: E402
 from seke.sv_uamc import SamplingConfig, run_sampling  # noqa: E402
@@ -196,7 +198,9 @@ def tune(n: int, knowledge: Knowledge, regime: str) -> None:
 
 # ---- offline on dev splits -------------------------------------------------------------------
 
-#: Sets measured from ``--data``; rows are cut to ``--split`` where a set has split labels.
+#: The dev sets, measured first (in this order) when ``--data`` is a folder of sets; any other
+#: set folder there (``manifest.csv`` inside) is measured too, and ``--data`` may name one set.
+#: Rows are cut to ``--split`` where a set has split labels.
 DEV_SETS: tuple[str, ...] = ("fer2013", "ckplus", "wild")
 
 
@@ -213,14 +217,13 @@ def offline_dev_faces(data: Path, per_set: int, split: str | None = DEFAULT_SPLI
     from seke.faces import default_detector, ingest_folder, read_manifest
 
     faces, gold, notes, used = [], {}, [], {}
-    for name in DEV_SETS:
-        folder = data / name
-        if not (folder / "manifest.csv").exists():
-            notes.append(f"{name}: no manifest under {folder}, skipped")
-            continue
+    sets = labelled_sets(data, DEV_SETS)
+    notes += [f"{name}: no manifest under {data / name}, skipped" for name in DEV_SETS
+              if not (data / "manifest.csv").is_file() and name not in dict(sets)]
+    for name, folder in sets:
         manifest = read_manifest(folder)
         rows = select_split(manifest.items(), lambda kv: kv[1].split, split, name)
-        used[name] = split_used((k.split for k in manifest.values()), split)
+        used[name] = resolve_split((k.split for k in manifest.values()), split)
         names = sorted((n for n, k in rows if k.expression is not None),
                        key=lambda n: hashlib.sha256(n.encode()).hexdigest())[:per_set]
         crops, rejected = ingest_folder(folder, default_detector(), files=[folder / n for n in names])
@@ -274,8 +277,7 @@ def result_line(table: Mapping[str, Mapping[str, float]], source: str, data: str
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
-    ap.add_argument("--split", default=DEFAULT_SPLIT,
-                    help="rows of this split in sets that have a split column ('all': every row)")
+    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
     ap.add_argument("--simulated", action="store_true",
                     help="measure the simulated annotator instead of real faces (RESULT source=simulated)")
     ap.add_argument("--no-offline", action="store_true", help="same as --simulated")
@@ -295,9 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = SamplingConfig()
     print(f"SV-UAMC config: {base}")
     if not (args.simulated or args.no_offline):
-        split = None if args.split == "all" else args.split
         try:
-            off, data, source = offline_benchmark(args.data, args.per_set, knowledge, base, split,
+            off, data, source = offline_benchmark(args.data, args.per_set, knowledge, base, args.split,
                                                   args.expression_checkpoint)
         except NoData as exc:
             print(f"no real data: {exc} (use --simulated to measure the simulated annotator)", file=sys.stderr)

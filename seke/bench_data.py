@@ -5,45 +5,100 @@ Why: ``bench/sv_uamc.py`` once kept FER2013 rows only when their split was liter
 to the simulated annotator without saying so. The benches now choose rows through
 :func:`select_split` (the split is an option; a set with a split column and no row of the asked
 split is an error naming the splits it has), refuse to run on no data (:class:`NoData`), and
-print what they measured in their RESULT line with :func:`data_field`.
+print what they measured in their RESULT line with :func:`data_field`. The default split,
+``auto``, measures a dev split where a set has one and a held-out copy's own test splits
+otherwise, and a bench's ``--data`` may be one set or a folder of sets (:func:`labelled_sets`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, TypeVar
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
-#: The split benches measure by default: a dev split (tune on dev splits only; test sets are
-#: held back outside ../shared/data).
-DEFAULT_SPLIT = "validation"
+#: ``--split`` value that picks a dev-or-held-out split per set (:func:`resolve_split`): the
+#: benches' default, so that a folder of sets is measured with whatever splits it has.
+AUTO_SPLIT = "auto"
+#: The dev split ``auto`` prefers (tune on dev splits only; test sets are held back outside
+#: ../shared/data), and the split it never measures while a set has any other.
+DEV_SPLIT, TRAIN_SPLIT = "validation", "train"
+#: Every bench's default ``--split``.
+DEFAULT_SPLIT = AUTO_SPLIT
+
+#: ``--split`` help shared by the benches.
+SPLIT_HELP = (f"rows of this split in sets that have a split column: '{AUTO_SPLIT}' (default) "
+              f"{DEV_SPLIT} where a set has it, else its splits other than {TRAIN_SPLIT}; "
+              "'a+b' several splits; 'all' every row")
 
 T = TypeVar("T")
+
+
+def split_option(value: str) -> str | None:
+    """``--split`` as :func:`select_split` takes it: ``all`` is None (every row)."""
+    return None if value == "all" else value
 
 
 class NoData(RuntimeError):
     """A benchmark asked for real faces and found none (or none of the asked split)."""
 
 
+def resolve_split(splits: Iterable[str | None], split: str | None) -> str | None:
+    """The split a set's rows are cut to: None (every row) when ``split`` is None or the set has
+    no split labels; for ``auto``, ``validation`` where the set has it, else every split but
+    ``train`` joined with ``+`` (a held-out copy's ``PublicTest+PrivateTest``), else ``train``;
+    any other value as asked (``a+b`` names several).
+
+    Why: a held-out set ships its own split names; measuring it must not need them spelt out,
+    and must never fall back to training rows while the set has others.
+    """
+    present = sorted({s for s in splits if s})
+    if split is None or not present:
+        return None
+    if split != AUTO_SPLIT:
+        return split
+    if DEV_SPLIT in present:
+        return DEV_SPLIT
+    return "+".join(s for s in present if s != TRAIN_SPLIT) or TRAIN_SPLIT
+
+
 def select_split(rows: Iterable[T], split_of: Callable[[T], str | None], split: str | None,
                  set_name: str) -> list[T]:
-    """Rows of ``split``; all rows when ``split`` is None or the set has no split labels at all.
+    """Rows of the split :func:`resolve_split` picks; all rows when it picks None.
 
-    A set whose rows carry split labels but none equal to ``split`` raises :class:`NoData`
+    A set whose rows carry split labels but none of the picked split raises :class:`NoData`
     naming the splits it has, instead of quietly yielding nothing.
     """
     rows = list(rows)
-    present = sorted({s for s in (split_of(r) for r in rows) if s})
-    if split is None or not present:
+    labels = [split_of(r) for r in rows]
+    chosen = resolve_split(labels, split)
+    if chosen is None:
         return rows
-    keep = [r for r in rows if split_of(r) == split]
+    wanted = set(chosen.split("+"))
+    keep = [r for r, s in zip(rows, labels) if s in wanted]
     if not keep:
-        raise NoData(f"{set_name}: no rows with split={split!r} (splits present: {', '.join(present)}); "
-                     f"pass --split with one of them")
+        present = sorted({s for s in labels if s})
+        raise NoData(f"{set_name}: no rows with split={chosen!r} (splits present: {', '.join(present)}); "
+                     f"pass --split with one of them, or --split {AUTO_SPLIT}")
     return keep
 
 
-def split_used(splits: Iterable[str | None], split: str | None) -> str | None:
-    """The split a set was cut to by :func:`select_split`: None when it was used whole."""
-    return split if split is not None and any(splits) else None
+def labelled_sets(data: Path, preferred: Sequence[str] = ()) -> list[tuple[str, Path]]:
+    """``(name, folder)`` of the labelled sets at ``data``: ``data`` itself when it holds a
+    ``manifest.csv`` (one set, named after its folder), else every sub-folder that holds one,
+    the ``preferred`` names first in their order and the rest by name.
+
+    Why: a benchmark given one set (``--data ../shared/data/ckplus``) or a folder of sets under
+    other names (a held-out copy) must measure them, not look only for the dev sets' names and
+    then report that it found nothing. Raises :class:`NoData` when there is no set.
+    """
+    if (data / "manifest.csv").is_file():
+        return [(data.resolve().name, data)]
+    found = sorted((d for d in data.iterdir() if (d / "manifest.csv").is_file()), key=lambda d: d.name) \
+        if data.is_dir() else []
+    rank = {name: i for i, name in enumerate(preferred)}
+    found.sort(key=lambda d: (rank.get(d.name, len(rank)), d.name))
+    if not found:
+        raise NoData(f"no manifest.csv in {data} nor in any folder directly under it")
+    return [(d.name, d) for d in found]
 
 
 def data_field(counts: Mapping[str, int], splits: Mapping[str, str | None] | None = None) -> str:

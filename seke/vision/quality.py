@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from seke import metrics
-from seke.bench_data import DEFAULT_SPLIT, select_split, split_used
+from seke.bench_data import DEFAULT_SPLIT, resolve_split, select_split
 from seke.annotation import FaceItem, Labels, PromptSpec, SampleRequest
 from seke.annotators.offline import OfflineAnnotator, decode_crop
 from seke.taxonomy import AU_CATALOGUE, EXPRESSIONS, au_column, normalise_expression
@@ -33,14 +33,16 @@ BATCH = 32
 
 def load_set(d: Path, limit: int | None, split: str | None = DEFAULT_SPLIT) -> pl.DataFrame:
     """The set's rows of ``split`` (:func:`seke.bench_data.select_split`: a set without split
-    labels is used whole; a set with split labels but none named ``split`` raises NoData)."""
+    labels is used whole, ``auto`` picks a dev or held-out split, a set with split labels but
+    none of the picked split raises NoData)."""
     man = pl.read_csv(d / "manifest.csv", infer_schema_length=10000)
     if "split" in man.columns:
         splits = man["split"].cast(pl.String).to_list()
         idx = select_split(range(man.height), lambda i: splits[i], split, d.name)
         man = man[idx]
-        if split_used(splits, split):
-            man = man.with_columns(pl.lit(split).alias("_split_used"))
+        used = resolve_split(splits, split)
+        if used:
+            man = man.with_columns(pl.lit(used).alias("_split_used"))
     if "expression" in man.columns:
         man = man.with_columns(pl.col("expression").map_elements(normalise_expression, return_dtype=pl.String))
     if limit and man.height > limit:

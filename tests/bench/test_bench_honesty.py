@@ -27,10 +27,15 @@ def _fer_like(root: Path, split: str) -> Path:
 def test_sv_uamc_without_real_data_exits_non_zero_instead_of_simulating(tmp_path, capsys):
     sv = _load("sv_uamc")
     assert sv.main(["--data", str(tmp_path / "nowhere")]) == 2
-    # a FER-like set whose dev split is named otherwise: an error naming its splits, not 0 faces
-    assert sv.main(["--data", str(_fer_like(tmp_path / "d", "PublicTest"))]) == 2
+    # a FER-like set without the named split: an error naming its splits, not 0 faces
+    root = _fer_like(tmp_path / "d", "PublicTest")
+    assert sv.main(["--data", str(root), "--split", "validation"]) == 2
     out = capsys.readouterr()
     assert "RESULT" not in out.out and "PublicTest" in out.err and "--simulated" in out.err
+    # the default (auto) takes that held-out split: its one row is tried (its image is absent)
+    assert sv.main(["--data", str(root)]) == 2
+    out = capsys.readouterr()
+    assert "RESULT" not in out.out and "fer2013: 0 faces, 1 rejected" in out.err
 
 
 def test_sv_uamc_simulated_result_says_so(capsys):
@@ -51,8 +56,10 @@ def test_annotator_quality_without_the_asked_data_exits_non_zero(tmp_path, capsy
     aq = _load("annotator_quality")
     assert aq.main(["--data", str(tmp_path / "missing")]) == 2
     root = _fer_like(tmp_path / "d", "train")
-    assert aq.main(["--data", str(root / "fer2013")]) == 2
+    assert aq.main(["--data", str(root / "fer2013"), "--split", "validation"]) == 2
     assert "split='validation'" in capsys.readouterr().err
+    assert aq.main(["--data", str(tmp_path / "d" / "nothing_here")]) == 2  # a folder of no sets
+    assert "no manifest.csv" in capsys.readouterr().err
 
 
 # ---- issue 19 item 3: every RESULT says source=, data= and its baselines; no data -> exit 2 ----
@@ -101,3 +108,26 @@ def test_synthetic_benches_say_so_with_their_baselines(capsys):
     kv = _result(capsys.readouterr().out)
     assert kv["source"] in ("simulated", "offline+simulated") and kv["data"] == "synthetic:6"
     float(kv["big_alone_usd_per_accepted"]), float(kv["big_alone_error"])
+
+
+def test_selective_refuses_bad_targets_before_measuring(tmp_path, capsys):
+    sel = _load("selective")
+    for targets in ("0", "0.1,1.0", "x"):
+        assert sel.main(["--data", str(tmp_path / "nowhere"), "--targets", targets]) == 2
+        assert "bad targets" in capsys.readouterr().err
+    assert sel.main(["--data", str(tmp_path / "nowhere")]) == 2  # no data: no simulated fallback
+    assert "no real data" in capsys.readouterr().err
+
+
+def test_selective_halves_keep_each_subject_on_one_side():
+    from seke.annotation import FaceItem
+
+    half = _load("selective").half
+    frames = [FaceItem(f"ck{i}", b"", source="ckplus", subject_id=f"S{i // 3:03d}") for i in range(300)]
+    by_subject: dict[str, set[int]] = {}
+    for f in frames:
+        by_subject.setdefault(f.subject_id, set()).add(half(f))
+    assert all(len(sides) == 1 for sides in by_subject.values())  # no person in both halves
+    assert 0.3 < sum(half(f) for f in frames) / len(frames) < 0.7
+    loose = [FaceItem(f"fer{i}", b"", source="fer2013") for i in range(300)]  # no subjects: by face id
+    assert 0.4 < sum(half(f) for f in loose) / len(loose) < 0.6
