@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seke.annotators.offline import build_offline_annotator  # noqa: E402
-from seke.bench_data import DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, labelled_sets, split_option  # noqa: E402
+from seke.bench_data import CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, labelled_sets, split_option  # noqa: E402
 from seke.knowledge import knowledge_v1, knowledge_with_estimate  # noqa: E402
 from seke.vision.au_evidence import with_au_calibration  # noqa: E402
 from seke.vision.calibrate_au import EVAL_MIN_PREVALENCE  # noqa: E402
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=1, help="TTA samples per face (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="at most N faces per set (random, seed 0)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--expression-checkpoint", default=None,
-                    help="a checkpoint folder from the training assets as the offline annotator's second "
-                         "expression model (RESULT source=offline+checkpoint)")
+    ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
+    ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
+                    help=CHECKPOINT_WEIGHTS_HELP)
     ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
     args = ap.parse_args(argv)
     split = args.split
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ck = SHARED / "ckplus" / "manifest.csv"
     knowledge = knowledge_with_estimate(pl.read_csv(ck), "ckplus") if ck.exists() else knowledge_v1()
     knowledge = with_au_calibration(knowledge)
-    ann = build_offline_annotator(knowledge, args.seed, args.expression_checkpoint)
+    ann = build_offline_annotator(knowledge, args.seed, args.expression_checkpoint,
+                                  args.expression_checkpoint_weights)
     print(f"annotator: {ann.model}\nsamples per face: {args.samples}")
     results = []
     for name, d in sets:

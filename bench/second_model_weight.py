@@ -6,12 +6,16 @@ On the dev faces of ``--data`` (FER2013, CK+, wild in the ``../shared/data`` man
 cropped by the platform's own ingestion, every label hidden), the identity view of each face is
 scored by the fused fer model (what the offline annotator uses without a second model) and by
 the checkpoint. The linear pool ``(1 - w)·fused + w·checkpoint`` is swept over ``w``; ``w`` is
-chosen on the calibration half of the faces (the same stable hash halves as
-``bench/selective.py``) by mean log-loss, and accuracy is reported on the other half beside the
-two models alone (``w=0``, the baseline, and ``w=1``), per source.
+chosen on the calibration half of the faces (the same subject-wise halves as
+``bench/selective.py``) by mean log-loss, once for all faces and once per source (posed faces
+may want none of a model trained in the wild), and accuracy is reported on the other half
+beside the two models alone (``w=0``, the baseline, and ``w=1``), per source. The per-source
+choice is printed in the form ``SEKE_EXPRESSION_CHECKPOINT_WEIGHTS`` and the benches'
+``--expression-checkpoint-weights`` take.
 
-Last line: ``RESULT source=offline+checkpoint data=… weight=… acc_fused=… acc_pooled=…
-acc_checkpoint=… fer_acc_fused=… fer_acc_pooled=… nll_fused=… nll_pooled=…`` (evaluation half).
+Last line: ``RESULT source=offline+checkpoint data=… weight=… weights=… acc_fused=… acc_pooled=…
+acc_pooled_per_source=… acc_checkpoint=… fer_acc_fused=… fer_acc_pooled=… nll_fused=…
+nll_pooled=… nll_pooled_per_source=…`` (evaluation half).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--expression-checkpoint", required=True, help="checkpoint folder from the training assets")
     args = ap.parse_args(argv)
     from bench.selective import _sv_bench, dev_faces, half  # the selective bench's faces and halves
-    from seke.annotators.offline import OfflineAnnotator, decode_crop
+    from seke.annotators.offline import ANY_SOURCE, OfflineAnnotator, decode_crop, format_second_weights
     from seke.knowledge import knowledge_v1
     from seke.train.expression_model import CheckpointExpressionModel
 
@@ -90,28 +94,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return (np.array([r[2] for r in sel]), np.stack([r[3] for r in sel]) if sel else np.zeros((0, 8)),
                 np.stack([r[4] for r in sel]) if sel else np.zeros((0, 8)))
 
-    y0, f0, s0 = part(0)
-    sweep = {w: log_loss(pooled(f0, s0, w), y0) for w in WEIGHTS}
-    chosen = min(sweep, key=sweep.get)
+    def best_weight(source: str | None) -> tuple[float, dict[float, float]]:
+        y, f, s = part(0, source)
+        sweep = {w: log_loss(pooled(f, s, w), y) for w in WEIGHTS}
+        return min(sweep, key=sweep.get), sweep
+
+    sources = sorted({r[0] for r in rows})
+    chosen, sweep = best_weight(None)
     print("calibration half, mean log-loss by weight: " + " ".join(f"{w:g}:{v:.4f}" for w, v in sweep.items()))
-    print(f"chosen weight (calibration half): {chosen:g}")
-    print(f"{'source':8s} {'faces':>6s} {'fused':>7s} {'pooled':>7s} {'checkpoint':>10s}   (evaluation half, accuracy)")
+    per_source = {ANY_SOURCE: chosen}
+    for source in sources:
+        if len(part(0, source)[0]):
+            per_source[source], sweep = best_weight(source)
+            print(f"  {source}: " + " ".join(f"{w:g}:{v:.4f}" for w, v in sweep.items()))
+    spec = format_second_weights(per_source)
+    print(f"chosen weight (calibration half): {chosen:g}; per source: {spec}")
+    print(f"{'source':8s} {'faces':>6s} {'fused':>7s} {'pooled':>7s} {'per-src':>7s} {'checkpoint':>10s}"
+          "   (evaluation half, accuracy)")
     out = {}
-    for source in sorted({r[0] for r in rows}) + [None]:
+    for source in sources + [None]:
         y, f, s = part(1, source)
         if not len(y):
             continue
-        accs = (accuracy(f, y), accuracy(pooled(f, s, chosen), y), accuracy(s, y))
-        out[source] = accs + (log_loss(f, y), log_loss(pooled(f, s, chosen), y))
-        print(f"{source or 'all':8s} {len(y):6d} {accs[0]:7.3f} {accs[1]:7.3f} {accs[2]:10.3f}")
+        w_of = np.array([per_source.get(r[0], chosen) for r in rows if r[1] == 1 and source in (None, r[0])])
+        by_source = (1 - w_of[:, None]) * f + w_of[:, None] * s
+        accs = (accuracy(f, y), accuracy(pooled(f, s, chosen), y), accuracy(s, y), accuracy(by_source, y))
+        out[source] = accs + (log_loss(f, y), log_loss(pooled(f, s, chosen), y), log_loss(by_source, y))
+        print(f"{source or 'all':8s} {len(y):6d} {accs[0]:7.3f} {accs[1]:7.3f} {accs[3]:7.3f} {accs[2]:10.3f}")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r[0]] = counts.get(r[0], 0) + 1
-    fer = out.get("fer2013", (float("nan"),) * 5)
-    print(f"RESULT source=offline+checkpoint data={data_field(counts, used)} weight={chosen:g} "
-          f"acc_fused={out[None][0]:.4f} acc_pooled={out[None][1]:.4f} acc_checkpoint={out[None][2]:.4f} "
-          f"fer_acc_fused={fer[0]:.4f} fer_acc_pooled={fer[1]:.4f} "
-          f"nll_fused={out[None][3]:.4f} nll_pooled={out[None][4]:.4f}")
+    fer = out.get("fer2013", (float("nan"),) * 7)
+    print(f"RESULT source=offline+checkpoint data={data_field(counts, used)} weight={chosen:g} weights={spec} "
+          f"acc_fused={out[None][0]:.4f} acc_pooled={out[None][1]:.4f} acc_pooled_per_source={out[None][3]:.4f} "
+          f"acc_checkpoint={out[None][2]:.4f} fer_acc_fused={fer[0]:.4f} fer_acc_pooled={fer[1]:.4f} "
+          f"nll_fused={out[None][4]:.4f} nll_pooled={out[None][5]:.4f} nll_pooled_per_source={out[None][6]:.4f}")
     return 0
 
 

@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from seke import metrics  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
-from seke.bench_data import DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, split_option  # noqa: E402
+from seke.bench_data import CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, split_option  # noqa: E402
 from seke.calibration import fit_calibration  # noqa: E402
 from seke.knowledge import knowledge_v1  # noqa: E402
 from seke.selective import audit_points, certify_losses, face_loss, face_score  # noqa: E402
@@ -148,9 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
     ap.add_argument("--targets", default="0.05,0.10,0.20")
     ap.add_argument("--delta", type=float, default=0.1)
-    ap.add_argument("--expression-checkpoint", default=None,
-                    help="a checkpoint folder from the training assets as the offline annotator's second "
-                         "expression model (RESULT source=offline+checkpoint)")
+    ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
+    ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
+                    help=CHECKPOINT_WEIGHTS_HELP)
     args = ap.parse_args(argv)
     try:
         targets = [float(t) for t in args.targets.split(",") if t.strip()]
@@ -169,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from seke.annotators.offline import build_offline_annotator
 
     knowledge = knowledge_v1()
-    annotator = build_offline_annotator(knowledge, 0, args.expression_checkpoint)  # one instance: the strategies share cached TTA views
+    annotator = build_offline_annotator(knowledge, 0, args.expression_checkpoint,
+                                        args.expression_checkpoint_weights)  # one instance: the strategies share cached TTA views
     res = run_sampling(faces, sv.prompts_for(faces), annotator, knowledge, SamplingConfig())
     source_of = {f.face_id: f.source for f in faces}
     sources = sorted(set(source_of.values()))

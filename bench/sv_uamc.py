@@ -60,8 +60,8 @@ from seke import metrics  # noqa: E402
 from seke.annotation import FaceItem, Labels, PromptSpec  # noqa: E402
 from seke.annotators.simulated import NoiseModel, SimulatedAnnotator, simulate_faces  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
-from seke.bench_data import (DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, labelled_sets,  # noqa: E402
-                             resolve_split, select_split, split_option)
+from seke.bench_data import (CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT, SPLIT_HELP,  # noqa: E402
+                             NoData, data_field, labelled_sets, resolve_split, select_split, split_option)
 from seke.calibration import Calibration, fit_calibration  # noqa: E402
 from seke.knowledge import Knowledge, knowledge_v1  # noqa: E402
 from seke.sv_uamc import SamplingConfig, run_sampling  # noqa: E402
@@ -238,8 +238,8 @@ def offline_dev_faces(data: Path, per_set: int, split: str | None = DEFAULT_SPLI
 
 
 def offline_benchmark(data: Path, per_set: int, knowledge: Knowledge, base: SamplingConfig,
-                      split: str | None = DEFAULT_SPLIT, expression_checkpoint: str | None = None
-                      ) -> tuple[dict[str, dict[str, Any]], str, str]:
+                      split: str | None = DEFAULT_SPLIT, expression_checkpoint: str | None = None,
+                      checkpoint_weights: Mapping[str, float] | None = None) -> tuple[dict[str, dict[str, Any]], str, str]:
     """Strategies with the offline annotator on dev data, the RESULT ``data=`` value (sets,
     splits, faces measured) and ``source=`` value; raises :class:`NoData` when it cannot
     measure any real face."""
@@ -259,7 +259,7 @@ def offline_benchmark(data: Path, per_set: int, knowledge: Knowledge, base: Samp
         counts[f.source] = counts.get(f.source, 0) + 1
     # One instance for every strategy: sample i of a face is the same TTA view (cached), so the
     # strategies see common random numbers and fixed-10's views are computed once.
-    annotator = build_offline_annotator(knowledge, 0, expression_checkpoint)
+    annotator = build_offline_annotator(knowledge, 0, expression_checkpoint, checkpoint_weights)
     return (run_strategies(faces, gold, lambda: annotator, knowledge, strategies(base)), data_field(counts, used),
             annotator.source)
 
@@ -283,9 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-offline", action="store_true", help="same as --simulated")
     ap.add_argument("--faces", type=int, default=1000, help="simulated faces (dev and eval sets each)")
     ap.add_argument("--per-set", type=int, default=100, help="offline dev faces per data set")
-    ap.add_argument("--expression-checkpoint", default=None,
-                    help="a checkpoint folder from the training assets as the offline annotator's second "
-                         "expression model (RESULT source=offline+checkpoint)")
+    ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
+    ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
+                    help=CHECKPOINT_WEIGHTS_HELP)
     ap.add_argument("--tune", action="store_true", help="sweep k/thresholds on the simulated dev seed")
     ap.add_argument("--regime", default="default", choices=sorted(REGIMES), help="noise regime for --tune")
     ap.add_argument("--regimes", default="default,consistent,noisy", help="simulated regimes to report")
@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.simulated or args.no_offline):
         try:
             off, data, source = offline_benchmark(args.data, args.per_set, knowledge, base, args.split,
-                                                  args.expression_checkpoint)
+                                                  args.expression_checkpoint, args.expression_checkpoint_weights)
         except NoData as exc:
             print(f"no real data: {exc} (use --simulated to measure the simulated annotator)", file=sys.stderr)
             return 2

@@ -69,6 +69,11 @@ class AnnotatorResource(ConfigurableResource):
                                   "platform's training assets, used as a second expression model — pooled "
                                   "into the expression probabilities and a voter in verification; needs the "
                                   "train extra (torch) (env SEKE_EXPRESSION_CHECKPOINT)")
+    expression_checkpoint_weights: Optional[str] = Field(
+        default=None, description="pooling weight of that checkpoint per source, e.g. 'ckplus=0,*=0.4' "
+                                  "(a bare number: every source; unset: 0.4; 0 for a source: not used "
+                                  "for its faces); choose it with bench/second_model_weight.py "
+                                  "(env SEKE_EXPRESSION_CHECKPOINT_WEIGHTS)")
     vllm: Optional[VLLMResource] = Field(default=None,  # type: ignore[valid-type]
                                          description="the OpenAI-compatible endpoint (env SEKE_VLLM_*; "
                                                      "unset: the resource's defaults)")
@@ -91,7 +96,8 @@ class AnnotatorResource(ConfigurableResource):
         from seke.weights import use_cache_dir
 
         use_cache_dir(self.weights_dir)
-        return build_offline_annotator(knowledge, seed=self.seed, expression_checkpoint=self.expression_checkpoint)
+        return build_offline_annotator(knowledge, seed=self.seed, expression_checkpoint=self.expression_checkpoint,
+                                       checkpoint_weights=self.expression_checkpoint_weights)
 
     def validate_pool(self) -> list[tuple[PoolMember, Optional[VLLMConfig]]]:
         """Members and their endpoint configs, every problem reported at once; no call made."""

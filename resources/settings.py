@@ -46,6 +46,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SEKE_POOL_VERIFIER", "—", "pool member that verifies every face (unset: cascade self-verifies, jury picks another model)"),
     Setting("SEKE_SEED", "0", "seed of the offline annotator's test-time augmentation"),
     Setting("SEKE_EXPRESSION_CHECKPOINT", "—", "offline annotator: a checkpoint folder (local or `s3://`) from the training assets, used as a second expression model (pooled into the expression probabilities, a voter in verification); needs `make .venv/.train-extra`"),
+    Setting("SEKE_EXPRESSION_CHECKPOINT_WEIGHTS", "0.4", "pooling weight of that checkpoint per source, e.g. `ckplus=0,*=0.4` (a bare number: every source; 0: not used for that source's faces, neither pooled nor voting); choose it with `bench/second_model_weight.py`"),
     Setting("SEKE_KNOWLEDGE_VERSION", "v2", "`v1` literature tables, `v2` + P(AU | expression) estimated from CK+"),
     Setting("SEKE_CACHE_DIR", "~/.cache/seke", "where fetched model files, sample photos and downloaded S3 batches live"),
     Setting("SEKE_SHARED_DATA", "../shared/data", "labelled dev faces (manifest format) for the training and annotator-quality assets"),
@@ -192,6 +193,7 @@ def default_resources() -> dict[str, Any]:
         "annotator": AnnotatorResource(vllm=vllm, weights_dir=cache_dir(), **given(
             kind=env_str("SEKE_ANNOTATOR"), seed=env_int("SEKE_SEED"),
             expression_checkpoint=env_str("SEKE_EXPRESSION_CHECKPOINT"),
+            expression_checkpoint_weights=env_str("SEKE_EXPRESSION_CHECKPOINT_WEIGHTS"),
             pool=env_parsed("SEKE_ANNOTATOR_POOL", pool_members),
             pool_strategy=env_str("SEKE_POOL_STRATEGY"), pool_verifier=env_str("SEKE_POOL_VERIFIER"),
             pool_cross_check=env_parsed("SEKE_POOL_CROSS_CHECK", flag))),

@@ -29,12 +29,30 @@ SPLIT_HELP = (f"rows of this split in sets that have a split column: '{AUTO_SPLI
               f"{DEV_SPLIT} where a set has it, else its splits other than {TRAIN_SPLIT}; "
               "'a+b' several splits; 'all' every row")
 
+#: ``--expression-checkpoint`` / ``--expression-checkpoint-weights`` help shared by the benches.
+CHECKPOINT_HELP = ("a checkpoint folder from the training assets as the offline annotator's second "
+                   "expression model (RESULT source=offline+checkpoint)")
+CHECKPOINT_WEIGHTS_HELP = ("its pooling weight per source, e.g. 'ckplus=0,*=0.4' (as "
+                           "SEKE_EXPRESSION_CHECKPOINT_WEIGHTS; default 0.4 for every source)")
+
 T = TypeVar("T")
 
 
 def split_option(value: str) -> str | None:
     """``--split`` as :func:`select_split` takes it: ``all`` is None (every row)."""
     return None if value == "all" else value
+
+
+def checkpoint_weights_option(value: str) -> dict[str, float]:
+    """``--expression-checkpoint-weights`` parsed, a bad spec an argparse error naming the bad part."""
+    import argparse
+
+    from seke.annotators.offline import parse_second_weights
+
+    try:
+        return parse_second_weights(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class NoData(RuntimeError):

@@ -28,8 +28,11 @@ It answers the :class:`seke.annotation.Annotator` protocol exactly like the VLLM
   on every view its probabilities are averaged into the expression probabilities (linear
   pooling, weight :data:`SECOND_MODEL_WEIGHT`; linear so that contempt, which FER-trained
   models never saw, keeps the fused model's mass), and in verification it is one more
-  independent voter. Its version is part of :attr:`OfflineAnnotator.model`, so certificates
-  and caches fitted without it are not reused with it.
+  independent voter. The weight can differ per source (:func:`parse_second_weights`): a model
+  trained on in-the-wild faces may hurt posed ones, and a source whose weight is 0 does not
+  use the second model at all (no pooling, no vote). Its version and weights are part of
+  :attr:`OfflineAnnotator.model`, so certificates and caches fitted without them are not
+  reused with them.
 
 Bad input (undecodable bytes, crops smaller than 8 px, oversized images) gives failed samples /
 reject verdicts with a clear ``error``; it never raises out of a batch.
@@ -44,7 +47,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 import polars as pl
@@ -76,6 +79,48 @@ REJECT_SUPPORT = 0.6
 #: lowest mean log-loss on the calibration half of the dev faces (FER2013 validation, CK+, wild)
 #: for a compact checkpoint trained 20 min on FER2013 train (``bench/second_model_weight.py``).
 SECOND_MODEL_WEIGHT = 0.4
+#: The key of :func:`parse_second_weights`' mapping that stands for every source not named.
+ANY_SOURCE = "*"
+
+
+def parse_second_weights(spec: "str | float | Mapping[str, float] | None") -> dict[str, float]:
+    """The second model's pooling weight per source, :data:`ANY_SOURCE` for the rest.
+
+    ``spec`` is a number (every source), a mapping, or text such as ``"ckplus=0,*=0.4"`` or
+    ``"0.4"`` (comma-separated ``source=weight``; a bare number is the weight of every source
+    not named). Unnamed sources get :data:`SECOND_MODEL_WEIGHT` unless ``*`` is given. A weight
+    outside [0, 1] or text that does not parse is a ValueError naming the bad part."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        items: dict[str, object] = {}
+    elif isinstance(spec, (int, float)):
+        items = {ANY_SOURCE: spec}
+    elif isinstance(spec, str):
+        items = {}
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            source, sep, value = part.rpartition("=")
+            items[source.strip() if sep else ANY_SOURCE] = value.strip()
+    else:
+        items = dict(spec)
+    weights = {ANY_SOURCE: SECOND_MODEL_WEIGHT}
+    for source, value in items.items():
+        try:
+            w = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"second model weight for {source!r} is not a number: {value!r}") from None
+        if not 0.0 <= w <= 1.0 or not math.isfinite(w):
+            raise ValueError(f"second model weight for {source!r} must be in [0, 1], not {value}")
+        if not source:
+            raise ValueError(f"second model weight {value!r} names an empty source")
+        weights[source] = w
+    return weights
+
+
+def format_second_weights(weights: Mapping[str, float]) -> str:
+    """The text form :func:`parse_second_weights` reads back (named sources sorted, ``*`` last)."""
+    named = sorted(s for s in weights if s != ANY_SOURCE)
+    return ",".join(f"{s}={weights[s]:g}" for s in named + [ANY_SOURCE] if s in weights)
 
 
 class ExpressionModel(Protocol):
@@ -125,15 +170,19 @@ def blendshape_va(bs: np.ndarray) -> tuple[float, float]:
 
 
 def build_offline_annotator(knowledge: Knowledge, seed: int = 0, expression_checkpoint: str | None = None,
+                            checkpoint_weights: "str | float | Mapping[str, float] | None" = None,
                             **kwargs: object) -> "OfflineAnnotator":
     """The offline annotator, with a trained checkpoint as its second expression model when
-    ``expression_checkpoint`` names one (needs torch, the train extra)."""
+    ``expression_checkpoint`` names one (needs torch, the train extra), pooled with
+    ``checkpoint_weights`` (see :func:`parse_second_weights`)."""
+    weights = parse_second_weights(checkpoint_weights)  # a bad spec fails before the model loads
     second = None
     if expression_checkpoint:
         from seke.train.expression_model import CheckpointExpressionModel
 
         second = CheckpointExpressionModel(expression_checkpoint)
-    return OfflineAnnotator(knowledge, seed=seed, second_model=second, **kwargs)  # type: ignore[arg-type]
+    return OfflineAnnotator(knowledge, seed=seed, second_model=second, second_weight=weights,  # type: ignore[arg-type]
+                            **kwargs)
 
 
 class OfflineAnnotator:
@@ -144,7 +193,7 @@ class OfflineAnnotator:
     def __init__(self, knowledge: Knowledge, seed: int = 0, au_table: pl.DataFrame | None = None,
                  cache_size: int = 4096, use_fusion: bool = True,
                  second_model: ExpressionModel | None = None,
-                 second_weight: float = SECOND_MODEL_WEIGHT) -> None:
+                 second_weight: "float | Mapping[str, float] | str" = SECOND_MODEL_WEIGHT) -> None:
         self.knowledge = knowledge
         self.seed = int(seed)
         table = au_table if au_table is not None else knowledge.extra.get("au_calibration")
@@ -155,15 +204,24 @@ class OfflineAnnotator:
         fusion = self.fusion.version if self.fusion else "no expression fusion"
         self.geometry: GeometryClassifier | None = load_expression_geometry() if use_fusion else None
         geometry = self.geometry.version if self.geometry else "no geometry verifier"
-        if not 0.0 <= second_weight <= 1.0:
-            raise ValueError(f"second_weight must be in [0, 1], not {second_weight}")
-        self.second_model, self.second_weight = second_model, float(second_weight)
-        second = (f"; second model {second_model.version} weight {second_weight:g}"
-                  if second_model is not None else "")
+        try:
+            self.second_weights = parse_second_weights(second_weight)
+        except ValueError as exc:
+            raise ValueError(f"second_weight: {exc}") from None
+        self.second_model = second_model
+        weights = (f"weight {self.second_weights[ANY_SOURCE]:g}" if len(self.second_weights) == 1
+                   else f"weights {format_second_weights(self.second_weights)}")
+        second = f"; second model {second_model.version} {weights}" if second_model is not None else ""
         self.model = f"{MODEL_VERSION}; {version}; {fusion}; {geometry}{second}; knowledge {knowledge.version}"
         self._cache: OrderedDict[tuple[str, int], ViewEvidence] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+
+    def second_weight_for(self, source: str = "") -> float:
+        """The second model's pooling weight for faces of ``source`` (0: not used for them)."""
+        if self.second_model is None:
+            return 0.0
+        return self.second_weights.get(source, self.second_weights[ANY_SOURCE])
 
     @property
     def source(self) -> str:
@@ -208,16 +266,17 @@ class OfflineAnnotator:
         """The bare expression model (what the AU calibration's blind prior was fitted on)."""
         return self._to_taxonomy(ev.fer_probs)
 
-    def _expr_probs(self, ev: ViewEvidence) -> dict[str, float]:
-        """Expression probabilities: the model fused with blendshape evidence when a table exists."""
+    def _expr_probs(self, ev: ViewEvidence, source: str = "") -> dict[str, float]:
+        """Expression probabilities: the model fused with blendshape evidence when a table exists,
+        pooled with the second model at ``source``'s weight."""
         if self.fusion is None:
             probs = self._raw_probs(ev)
         else:
             bs = ev.blendshapes if ev.presence >= MIN_PRESENCE else None
             probs = self._to_taxonomy(self.fusion.probs(ev.fer_probs, bs))
-        if ev.second_probs is None:
+        w = self.second_weight_for(source)
+        if ev.second_probs is None or w == 0.0:
             return probs
-        w = self.second_weight
         return {e: (1 - w) * probs[e] + w * float(q) for e, q in zip(EXPRESSIONS, ev.second_probs)}
 
     def au_probs(self, ev: ViewEvidence, expression: str | None, expr_probs: dict[str, float]) -> dict[int, float]:
@@ -245,8 +304,9 @@ class OfflineAnnotator:
         return (round(float(np.clip(w * v_e + (1 - w) * v_b, -1, 1)), 4),
                 round(float(np.clip(w * a_e + (1 - w) * a_b, -1, 1)), 4))
 
-    def _answer(self, face_known: Labels, ev: ViewEvidence) -> tuple[Labels, dict[str, float], str, dict]:
-        model_probs = self._expr_probs(ev)
+    def _answer(self, face_known: Labels, ev: ViewEvidence,
+                source: str = "") -> tuple[Labels, dict[str, float], str, dict]:
+        model_probs = self._expr_probs(ev, source)
         known_expr = normalise_expression(face_known.expression)
         if known_expr is not None:
             expr, probs = known_expr, {e: float(e == known_expr) for e in EXPRESSIONS}
@@ -308,7 +368,7 @@ class OfflineAnnotator:
             t0 = time.perf_counter()
             try:
                 ev, aug = self._evidence(face.face_id, img, i)
-                labels, probs, rationale, origins = self._answer(face.known, ev)
+                labels, probs, rationale, origins = self._answer(face.known, ev, face.source)
             except ValueError as exc:  # e.g. crop too small for the models
                 samples.append(self._failed(face.face_id, i, req.round, str(exc)))
                 continue
@@ -349,7 +409,7 @@ class OfflineAnnotator:
         except ValueError as exc:
             return self._verdict(face.face_id, "reject", [f"image cannot be analysed: {exc}"], None, t0)
         reasons: list[str] = []
-        model_probs = self._expr_probs(ev)
+        model_probs = self._expr_probs(ev, face.source)
         raw_probs = self._raw_probs(ev)
         blind_aus = self.au_probs(ev, None, raw_probs)
         au_post = self.au_expression_posterior(blind_aus) if ev.presence >= MIN_PRESENCE else None
@@ -378,7 +438,7 @@ class OfflineAnnotator:
                 return self._verdict(face.face_id, "reject",
                                      reasons + [f"no independent evidence supports {c}"], None, t0)
             else:
-                verdict = self._independent_check(ev, c, model_probs, raw_probs, reasons)
+                verdict = self._independent_check(ev, c, model_probs, raw_probs, reasons, face.source)
                 if verdict == "reject":
                     return self._verdict(face.face_id, "reject", reasons, None, t0)
                 if verdict is not None:
@@ -420,9 +480,10 @@ class OfflineAnnotator:
         return self._verdict(face.face_id, "correct", reasons, corrected, t0)
 
     def _independent_check(self, ev: ViewEvidence, c: str, model_probs: dict[str, float],
-                           raw_probs: dict[str, float], reasons: list[str]) -> str | None:
+                           raw_probs: dict[str, float], reasons: list[str], source: str = "") -> str | None:
         """The independent voters — geometry classifier, aligned-crop model and, when the
-        annotator has one, the second expression model — against candidate ``c``: "reject", a
+        annotator has one with a weight above 0 for ``source``, the second expression model —
+        against candidate ``c``: "reject", a
         corrected class, or None (no objection / no evidence).
 
         Every voter and the bare model naming one other class corrects; two voters naming
@@ -433,7 +494,7 @@ class OfflineAnnotator:
             return None
         voters = {"geometry": self._to_taxonomy(self.geometry.probs(ev.geometry, ev.blendshapes)),
                   "aligned crop": self._to_taxonomy(ev.fer_aligned)}
-        if ev.second_probs is not None:
+        if ev.second_probs is not None and self.second_weight_for(source) > 0.0:
             voters["second model"] = dict(zip(EXPRESSIONS, map(float, ev.second_probs)))
         tops = {name: max(p, key=p.get) for name, p in voters.items()}
         r_top = max(raw_probs, key=raw_probs.get)

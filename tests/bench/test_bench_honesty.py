@@ -131,3 +131,13 @@ def test_selective_halves_keep_each_subject_on_one_side():
     assert 0.3 < sum(half(f) for f in frames) / len(frames) < 0.7
     loose = [FaceItem(f"fer{i}", b"", source="fer2013") for i in range(300)]  # no subjects: by face id
     assert 0.4 < sum(half(f) for f in loose) / len(loose) < 0.6
+
+
+def test_bad_checkpoint_weights_are_refused_by_every_bench_that_takes_them(tmp_path, capsys):
+    import pytest
+
+    for name in ("selective", "sv_uamc", "annotator_quality"):
+        with pytest.raises(SystemExit) as exc:
+            _load(name).main(["--data", str(tmp_path / "nowhere"), "--expression-checkpoint-weights", "ckplus=2"])
+        assert exc.value.code == 2
+        assert "second model weight for 'ckplus' must be in [0, 1]" in capsys.readouterr().err

@@ -32,6 +32,15 @@ def test_expression_checkpoint_from_env_becomes_the_second_model(monkeypatch, tm
     ann = resource.build(knowledge_v1(), None)
     assert ann.source == "offline+checkpoint" and f"second model checkpoint tiny@{cfg.digest()}" in ann.model
 
+    monkeypatch.setenv("SEKE_EXPRESSION_CHECKPOINT_WEIGHTS", "ckplus=0,*=0.3")
+    ann = _annotator_from_env().build(knowledge_v1(), None)
+    assert ann.second_weight_for("ckplus") == 0.0 and ann.second_weight_for("wild") == 0.3
+    assert "weights ckplus=0,*=0.3" in ann.model
+    monkeypatch.setenv("SEKE_EXPRESSION_CHECKPOINT_WEIGHTS", "ckplus=2")
+    with pytest.raises(ValueError, match="must be in"):
+        _annotator_from_env().build(knowledge_v1(), None)
+
+    monkeypatch.delenv("SEKE_EXPRESSION_CHECKPOINT_WEIGHTS")
     monkeypatch.setenv("SEKE_EXPRESSION_CHECKPOINT", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         _annotator_from_env().build(knowledge_v1(), None)

@@ -189,6 +189,56 @@ def test_second_model_is_pooled_into_every_view_and_named_in_the_version(annotat
         OfflineAnnotator(annotator.knowledge, second_model=_FixedModel(_one_hot("anger")), second_weight=1.5)
 
 
+def test_second_model_weight_per_source_and_zero_means_unused(annotator, ckplus):
+    """A source at weight 0 answers exactly as the annotator without a second model (pooling
+    and verification); other sources are pooled at the default weight."""
+    from dataclasses import replace
+
+    from seke.annotators.offline import OfflineAnnotator
+
+    face = _face(ckplus, "happiness")
+    per_source = OfflineAnnotator(annotator.knowledge, seed=7, second_model=_FixedModel(_one_hot("surprise")),
+                                  second_weight="ckplus=0, *=0.25")
+    assert "; second model fixed-v1 weights ckplus=0,*=0.25; " in per_source.model
+    assert per_source.second_weight_for("ckplus") == 0.0 and per_source.second_weight_for("wild") == 0.25
+    alone = annotator.sample_batch([SampleRequest(face, SPEC, n=2)])[0]
+    posed = per_source.sample_batch([SampleRequest(replace(face, source="ckplus"), SPEC, n=2)])[0]
+    wild = per_source.sample_batch([SampleRequest(replace(face, source="wild"), SPEC, n=2)])[0]
+    for a, p, w in zip(alone, posed, wild):
+        assert p.expression_probs == a.expression_probs
+        assert w.expression_probs["surprise"] == pytest.approx(0.75 * a.expression_probs["surprise"] + 0.25, abs=2e-4)
+    cand = Labels(expression="happiness")
+    (v_alone,) = annotator.verify_batch([VerifyRequest(face, cand)])
+    (v_posed,) = per_source.verify_batch([VerifyRequest(replace(face, source="ckplus"), cand)])
+    assert v_posed.verdict == v_alone.verdict and v_posed.reasons == v_alone.reasons
+
+
+@pytest.mark.parametrize("spec, want", [
+    (None, {"*": 0.4}), ("", {"*": 0.4}), (0.3, {"*": 0.3}), ("0.2", {"*": 0.2}),
+    ("ckplus=0", {"ckplus": 0.0, "*": 0.4}), ("ckplus=0,wild=0.5,*=0.3", {"ckplus": 0.0, "wild": 0.5, "*": 0.3}),
+    ({"fer2013": 1}, {"fer2013": 1.0, "*": 0.4}),
+])
+def test_parse_second_weights(spec, want):
+    from seke.annotators.offline import format_second_weights, parse_second_weights
+
+    assert parse_second_weights(spec) == want
+    assert parse_second_weights(format_second_weights(want)) == want
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("ckplus=1.5", "must be in \\[0, 1\\]"), ("ckplus=x", "not a number"), ("=0.3", "empty source"),
+    (float("nan"), "must be in"), ("-0.1", "must be in"),
+])
+def test_bad_second_weights_are_refused_with_the_part_named(spec, match):
+    from seke.annotators.offline import build_offline_annotator, parse_second_weights
+    from seke.knowledge import knowledge_v1
+
+    with pytest.raises(ValueError, match=match):
+        parse_second_weights(spec)
+    with pytest.raises(ValueError, match=match):   # before any checkpoint is looked for
+        build_offline_annotator(knowledge_v1(), expression_checkpoint="/no/such/checkpoint", checkpoint_weights=spec)
+
+
 def test_second_model_without_a_distribution_fails_the_item_not_the_batch(annotator, ckplus):
     from seke.annotators.offline import OfflineAnnotator
 
@@ -226,7 +276,8 @@ def test_independent_voters_decide_reject_and_correct(annotator, geometry, align
         def probs(self, g, bs):
             return _fer(geometry)
 
-    ann = annotator.__class__(annotator.knowledge, seed=7)
+    ann = annotator.__class__(annotator.knowledge, seed=7,
+                              second_model=_FixedModel(_one_hot("anger")) if second is not None else None)
     ann.geometry = Geometry()
     ev = ViewEvidence(fer_probs=_fer("sad"), blendshapes=np.zeros(52), presence=0.9, geometry=np.zeros(3),
                       fer_aligned=_fer(aligned))
