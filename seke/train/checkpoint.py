@@ -92,16 +92,46 @@ def write_latest(root: str, name: str, checkpoint_path: str, fs: pafs.FileSystem
 def read_latest(root: str, name: str, fs: pafs.FileSystem | None = None) -> dict[str, Any] | None:
     fs, root = _fs(fs, root)
     p = f"{root.rstrip('/')}/models/{name}/latest.json"
-    if fs.get_file_info(p).type != pafs.FileType.File:
+    if not _is_file(fs, p):
         return None
     return json.loads(_get(fs, p))
 
 
+def _is_file(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def resolve_checkpoint(path: str, fs: pafs.FileSystem | None = None) -> str:
+    """The checkpoint folder ``path`` names: the folder itself, or a training output root (what
+    ``bench/train_fer.py --out`` and the training assets write: ``<root>/models/<run>/latest.json``)
+    holding one run, followed to that run's newest checkpoint.
+
+    Why: users pass the ``--out`` folder they chose, not the ``data=…/config=…`` folder inside
+    it. The pointer is written as an absolute path, so a root that was moved or copied is
+    followed by its relative layout. A root with several runs is ambiguous and refused."""
+    fs, path = _fs(fs, path)
+    if _is_file(fs, f"{path}/manifest.json"):
+        return path
+    listed = fs.get_file_info(pafs.FileSelector(f"{path}/models", allow_not_found=True))
+    runs = sorted(i.path for i in listed if i.type == pafs.FileType.Directory and _is_file(fs, f"{i.path}/latest.json"))
+    if len(runs) > 1:
+        names = ", ".join(r.rsplit("/", 1)[-1] for r in runs)
+        raise FileNotFoundError(f"{path}: {len(runs)} training runs under models/ ({names}); name one checkpoint folder")
+    if runs:
+        pointed = str(json.loads(_get(fs, f"{runs[0]}/latest.json")).get("path", "")).rstrip("/")
+        for candidate in (pointed, f"{runs[0]}/" + "/".join(pointed.split("/")[-2:])):
+            if candidate and _is_file(fs, f"{candidate}/manifest.json"):
+                return candidate
+    return path
+
+
 def load_checkpoint(path: str, fs: pafs.FileSystem | None = None, device: str = "cpu"
                     ) -> tuple[MultiTaskNet, TrainConfig, dict[str, Any]]:
-    """Rebuild the model from a checkpoint folder; checks every file against the manifest."""
+    """Rebuild the model from a checkpoint folder (or a training output root with one run, see
+    :func:`resolve_checkpoint`); checks every file against the manifest."""
     fs, path = _fs(fs, path)
-    if fs.get_file_info(f"{path}/manifest.json").type != pafs.FileType.File:
+    path = resolve_checkpoint(path, fs)
+    if not _is_file(fs, f"{path}/manifest.json"):
         raise FileNotFoundError(f"{path}: no manifest.json (missing or interrupted checkpoint)")
     manifest = json.loads(_get(fs, f"{path}/manifest.json"))
     blobs = {}

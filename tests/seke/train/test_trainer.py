@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from seke.train.arrays import FaceArrays, from_feid  # noqa: E402
-from seke.train.checkpoint import load_checkpoint, read_latest, save_checkpoint, write_latest  # noqa: E402
+from seke.train.checkpoint import load_checkpoint, read_latest, resolve_checkpoint, save_checkpoint, write_latest  # noqa: E402
 from seke.train.config import TrainConfig  # noqa: E402
 from seke.train.evaluate import evaluate_arrays, predict  # noqa: E402
 from seke.train.trainer import label_weights, train  # noqa: E402
@@ -78,6 +78,26 @@ def test_checkpoint_round_trip(tmp_path, faces):
     (tmp_path / "models/x/data=v/config=c/model.pt").write_bytes(b"corrupt")
     with pytest.raises(ValueError, match="sha256"):
         load_checkpoint(path)
+
+
+def test_training_output_root_resolves_to_its_newest_checkpoint_even_when_moved(tmp_path, faces):
+    cfg = TrainConfig.tiny(max_steps=2, batch_size=8)
+    model = train(faces, cfg, device="cpu", log=_silent).model
+    root = tmp_path / "out"
+    path = save_checkpoint(model, cfg, {"note": "root"}, str(root / "models/x/data=v/config=c"))
+    write_latest(str(root), "x", path)
+    assert resolve_checkpoint(str(root)) == path
+    assert load_checkpoint(str(root))[2] == {"note": "root"}
+    moved = tmp_path / "moved"
+    root.rename(moved)  # latest.json still names the old absolute path
+    assert resolve_checkpoint(str(moved)) == str(moved / "models/x/data=v/config=c")
+    assert load_checkpoint(str(moved))[2] == {"note": "root"}
+    other = save_checkpoint(model, cfg, {}, str(moved / "models/y/data=v/config=c"))
+    write_latest(str(moved), "y", other)
+    with pytest.raises(FileNotFoundError, match="2 training runs under models/ \\(x, y\\)"):
+        load_checkpoint(str(moved))
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        load_checkpoint(str(tmp_path / "nothing here"))
 
 
 def test_time_limit_cuts_epochs(faces):
