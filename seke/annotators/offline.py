@@ -77,7 +77,9 @@ VA_EXPRESSION_WEIGHT = 0.75
 REJECT_SUPPORT = 0.6
 #: Weight of the second expression model in the linear pool with the fused fer model: the
 #: lowest mean log-loss on the calibration half of the dev faces (FER2013 validation, CK+, wild)
-#: for a compact checkpoint trained 20 min on FER2013 train (``bench/second_model_weight.py``).
+#: for a compact checkpoint trained 20 min on FER2013 train (``bench/second_model_weight.py``;
+#: 0.5 for the 30-epoch compact checkpoint of 2026-12-05 — the weight belongs to a checkpoint,
+#: so choose it per checkpoint and pass it as the annotator's ``second_weight``).
 SECOND_MODEL_WEIGHT = 0.4
 #: The key of :func:`parse_second_weights`' mapping that stands for every source not named.
 ANY_SOURCE = "*"
