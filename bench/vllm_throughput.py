@@ -25,9 +25,7 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +43,7 @@ from seke.cache import CapabilityMemo, ResponseCache  # noqa: E402
 from seke.knowledge import knowledge_v1  # noqa: E402
 from seke.lake import Lake  # noqa: E402
 from seke.prompts import answer_json_schema, build_annotation_prompt, response_format  # noqa: E402
+from tests.fake_openai_server import Behaviour, ServerProcess  # noqa: E402
 
 
 def make_faces(n: int) -> list[FaceItem]:
@@ -56,18 +55,6 @@ def make_faces(n: int) -> list[FaceItem]:
         img.save(buf, "PNG")
         out.append(FaceItem(f"face{i}", buf.getvalue(), known=Labels(expression=None)))
     return out
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_openai_server", "--latency", str(latency)],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"fake server did not start: {line!r}")
-    return proc, line.split()[1]
 
 
 def run_bare(base_url: str, requests: list[SampleRequest], concurrency: int) -> tuple[float, float, int]:
@@ -121,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     faces = make_faces(args.faces)
     reqs = [SampleRequest(f, build_annotation_prompt(f.known, k), n=args.n) for f in faces]
     samples = args.faces * args.n
-    proc, url = start_server(args.latency)
-    print(f"server {url} latency={args.latency*1000:.0f}ms faces={args.faces} n={args.n} "
-          f"samples={samples} concurrency={args.concurrency} repeats={args.repeats}")
-    ideal = samples / (-(-args.faces // args.concurrency) * args.latency)
-    try:
+    with ServerProcess(Behaviour(latency_s=args.latency, record=False)) as server:
+        url = server.base_url
+        print(f"server {url} latency={args.latency*1000:.0f}ms faces={args.faces} n={args.n} "
+              f"samples={samples} concurrency={args.concurrency} repeats={args.repeats}")
+        ideal = samples / (-(-args.faces // args.concurrency) * args.latency)
         run_bare(url, reqs[: args.concurrency], args.concurrency)  # warm-up (imports, server)
         bare, plat = [], []
         last_lake = ""
@@ -166,13 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RESULT source=simulated data=synthetic:{args.faces}x{args.n} throughput_ratio={ratio:.3f} "
               f"overhead_ms={overhead_ms:.3f} bare_samples_per_s={samples / tb:.1f} "
               f"platform_samples_per_s={samples / tp:.1f}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # SIGTERM blocked or ignored as inherited from the caller
-            proc.kill()
-            proc.wait(timeout=10)
     return 0
 
 

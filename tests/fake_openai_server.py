@@ -11,9 +11,10 @@ Usage in a test::
         srv.script(["malformed", "good"])          # consumed by image-bearing chat requests
         client = openai.OpenAI(base_url=srv.base_url, api_key="k")
 
-Standalone (for benchmarks in another process)::
+In its own process (timing-sensitive tests and benchmarks: no GIL shared with the client)::
 
-    python -m tests.fake_openai_server --latency 0.05   # prints "READY <base_url>"
+    with ServerProcess(Behaviour(rpm=1200)) as srv:    # python -m tests.fake_openai_server --behaviour '{...}'
+        ...                                            # srv.base_url, srv.throttled, srv.admitted
 
 Scripted actions (one per chat request that carries an image; probes without an image and
 requests after the script runs out get ``default_action``):
@@ -285,6 +286,7 @@ class FakeOpenAIServer:
             Route("/v1/batches", self._batches_create, methods=["POST"]),
             Route("/v1/batches/{batch_id}", self._batches_get, methods=["GET"]),
             Route("/v1/batches/{batch_id}/cancel", self._batches_cancel, methods=["POST"]),
+            Route("/_fake/stats", self._stats, methods=["GET"]),
         ])
         self._server = None
         self._thread: threading.Thread | None = None
@@ -371,6 +373,11 @@ class FakeOpenAIServer:
                                    "You can find your API key at https://platform.openai.com/account/api-keys.")
             return _error(401, "Incorrect API key provided.")
         return None
+
+    async def _stats(self, request: Request) -> Response:
+        """Admission record for a client in another process (:class:`ServerProcess`)."""
+        with self._lock:
+            return JSONResponse({"admitted": list(self.admitted), "throttled": list(self.throttled)})
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "fake-vlm", "object": "model"}]})
@@ -639,16 +646,88 @@ class FakeOpenAIServer:
         batch["status"] = "expired" if expire_after is not None and expire_after < len(lines) else "completed"
 
 
+class ServerProcess:
+    """The same server in a child process (``python -m tests.fake_openai_server``).
+
+    Why: a server thread in the test process competes with the client for the GIL, so requests
+    that the client spaced out can reach the server's rate buckets in a clump and draw a 429 that
+    a real endpoint would not send (a CI run failed once that way). Timing-sensitive tests and
+    benchmarks use this; scripted answers and recorded bodies need the in-process server.
+    ``throttled``/``admitted`` are read from the child over HTTP (``/_fake/stats``).
+    """
+
+    def __init__(self, behaviour: Behaviour | None = None, start_timeout_s: float = 30.0) -> None:
+        b = behaviour or Behaviour()
+        self.behaviour = b
+        self._args = ["--behaviour", json.dumps({**b.__dict__, "record": False})]
+        self._timeout = start_timeout_s
+        self.proc: Any = None
+        self.base_url = ""
+
+    def __enter__(self) -> "ServerProcess":
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[1]
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.fake_openai_server", *self._args],
+                                     cwd=root, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(root)})
+        assert self.proc.stdout is not None
+        ready = threading.Thread(target=self._read_ready, daemon=True)
+        ready.start()
+        ready.join(self._timeout)
+        if not self.base_url:
+            self.__exit__()
+            raise RuntimeError(f"fake OpenAI server process did not start within {self._timeout:.0f}s")
+        return self
+
+    def _read_ready(self) -> None:
+        line = self.proc.stdout.readline().strip()
+        if line.startswith("READY "):
+            self.base_url = line.split()[1]
+
+    def _stats(self) -> dict[str, list[float]]:
+        import urllib.request
+
+        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/_fake/stats", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    @property
+    def throttled(self) -> list[float]:
+        return self._stats()["throttled"]
+
+    @property
+    def admitted(self) -> list[float]:
+        return self._stats()["admitted"]
+
+    def __exit__(self, *exc: Any) -> None:
+        import subprocess
+
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # SIGTERM blocked or ignored as inherited from the caller
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--no-n", action="store_true")
+    ap.add_argument("--behaviour", default=None, help="a whole Behaviour as JSON (overrides the two above)")
     args = ap.parse_args()
     # a signal mask and ignored signals survive fork+exec: a caller that blocked or ignored
     # SIGTERM (some libraries do in their threads) would otherwise leave this server unkillable
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    srv = FakeOpenAIServer(Behaviour(latency_s=args.latency, supports_n=not args.no_n, record=False)).start()
+    behaviour = (Behaviour(**json.loads(args.behaviour)) if args.behaviour
+                 else Behaviour(latency_s=args.latency, supports_n=not args.no_n, record=False))
+    srv = FakeOpenAIServer(behaviour).start()
     print(f"READY {srv.base_url}", flush=True)
     try:
         while True:

@@ -52,7 +52,9 @@ L2 = 0.1
 
 
 def extract_features(data: Path, manifest: pl.DataFrame, cache: Path | None = None) -> dict[str, np.ndarray]:
-    """Identity-view FER probabilities and blendshapes for every manifest row (cached by content)."""
+    """Identity-view FER probabilities, blendshapes and landmark geometry for every manifest row
+    (cached by content; ``geo`` is what :func:`seke.vision.features.geometry_features` gives,
+    used by ``bench/au_features.py`` to compare richer AU models with the shipped ones)."""
     from seke.vision.features import view_evidence
 
     key = hashlib.sha256(("|".join(manifest["image"].to_list()) + MODEL_VERSION + str(data.resolve())).encode()).hexdigest()[:16]
@@ -60,13 +62,15 @@ def extract_features(data: Path, manifest: pl.DataFrame, cache: Path | None = No
         f = cache / f"features-{key}.npz"
         if f.exists():
             d = np.load(f)
-            return {k: d[k] for k in d.files}
-    fer, bs = [], []
+            if {"fer", "bs", "geo"} <= set(d.files):
+                return {k: d[k] for k in d.files}
+    fer, bs, geo = [], [], []
     for rel in manifest["image"]:
         ev = view_evidence(Image.open(data / rel), refine=False)
         fer.append(ev.fer_probs)
         bs.append(ev.blendshapes)
-    out = {"fer": np.array(fer), "bs": np.array(bs)}
+        geo.append(ev.geometry)
+    out = {"fer": np.array(fer), "bs": np.array(bs), "geo": np.array(geo)}
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(cache / f"features-{key}.npz", **out)
@@ -134,7 +138,7 @@ def _held_out(man: pl.DataFrame, rows: np.ndarray, fer: np.ndarray, bs: np.ndarr
     the training subjects of each fold.
     """
     expressions = man["expression"].to_list()
-    subjects = _subjects(man)
+    subjects = subjects_of(man)
     fold = np.full(man.height, -1)
     fold[rows] = subject_folds([s for s, r in zip(subjects, rows) if r], folds)
     out = {(m, a): np.zeros(man.height, dtype=bool if not m.endswith("_p") else float)
@@ -182,7 +186,7 @@ def cross_validate(man: pl.DataFrame, fer: np.ndarray, bs: np.ndarray, aus: list
     """
     everything = np.ones(man.height, dtype=bool)
     outer = _held_out(man, everything, fer, bs, aus, folds)
-    fold = subject_folds(_subjects(man), folds)
+    fold = subject_folds(subjects_of(man), folds)
     cv = {(m, a): outer[(m, a)] for m in ("prior", "blind_prior") for a in aus}
     cv |= {(f"{m}_fitted", a): outer[(m, a)] for m in BARE for a in aus}
     cv |= {(m, a): np.zeros(man.height, dtype=bool) for m in BARE for a in aus}
@@ -198,7 +202,8 @@ def cross_validate(man: pl.DataFrame, fer: np.ndarray, bs: np.ndarray, aus: list
     return cv, cvp
 
 
-def _subjects(man: pl.DataFrame) -> list[str]:
+def subjects_of(man: pl.DataFrame) -> list[str]:
+    """Subject id per row (row numbers where the set has no ``subject_id``: every row its own subject)."""
     return man["subject_id"].cast(pl.String).to_list() if "subject_id" in man.columns else [str(i) for i in range(man.height)]
 
 

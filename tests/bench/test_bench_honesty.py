@@ -79,6 +79,7 @@ def test_benches_asked_for_absent_data_exit_non_zero(tmp_path, monkeypatch, caps
     assert _load("feid_fer2013").main(["--data-dir", str(nowhere), "--work", str(tmp_path / "w")]) == 2
     assert _load("pack_fer").main(["--data-dir", str(nowhere), "--out", str(tmp_path / "x.npz")]) == 2
     assert _load("phash_threshold").main(["--ckplus", str(nowhere)]) == 2
+    assert _load("au_features").main(["--data", str(nowhere)]) == 2
     cascade = _load("vllm_cascade")
     monkeypatch.setattr(cascade, "SHARED", nowhere)
     assert cascade.main(["--faces", "2"]) == 2
@@ -89,11 +90,14 @@ def test_benches_asked_for_absent_data_exit_non_zero(tmp_path, monkeypatch, caps
     monkeypatch.setenv("SEKE_SHARED_DATA", str(nowhere))
     assert _load("products").main([]) == 2
     out = capsys.readouterr()
-    assert "RESULT" not in out.out and out.err.count("no data") == 9, out.err
+    assert "RESULT" not in out.out and out.err.count("no data") == 10, out.err
     assert _load("second_model_weight").main(["--data", str(nowhere), "--expression-checkpoint",
                                               str(tmp_path / "ckpt")]) == 2
     out = capsys.readouterr()
     assert "RESULT" not in out.out and "no real data" in out.err, out.err
+    assert _load("au_features").main(["--data", str(fer_like)]) == 2  # no AU columns: not FACS-coded
+    out = capsys.readouterr()
+    assert "RESULT" not in out.out and "not a FACS-coded set" in out.err, out.err
 
 
 def test_synthetic_benches_say_so_with_their_baselines(capsys):

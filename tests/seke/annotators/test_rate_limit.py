@@ -9,7 +9,7 @@ import pytest
 
 from seke.annotators.rate_limit import EndpointLimiter, parse_duration
 from seke.annotators.vllm import VLLMAnnotator, VLLMConfig
-from tests.fake_openai_server import Behaviour, FakeOpenAIServer
+from tests.fake_openai_server import Behaviour, FakeOpenAIServer, ServerProcess
 
 from .conftest import faces, requests
 
@@ -56,16 +56,18 @@ def test_limits_must_be_positive_numbers():
 
 def test_rpm_bucket_shared_by_all_concurrent_requests(knowledge):
     """Server allows 1200 RPM (20 per 1 s window). Without a limit, 32 in-flight requests hit
-    429s; with rpm=1200 none does and the rate stays at the limit."""
+    429s; with rpm=1200 none does and the rate stays at the limit. The server runs in its own
+    process, as a real endpoint does: a server thread sharing the client's GIL can receive
+    requests that the client spaced out in a clump (this test failed once that way)."""
     b = Behaviour(rpm=1200, latency_s=0.01)
     items = faces(50)
-    with FakeOpenAIServer(b) as srv:
+    with ServerProcess(b) as srv:
         with make(srv, knowledge, max_concurrency=32, max_retries=0) as ann:
             out = ann.sample_batch(requests(items, n=1))
         unlimited_429 = len(srv.throttled)
         assert unlimited_429 > 0
         assert any(s.error and s.error.startswith("rate_limited") for ss in out for s in ss)
-    with FakeOpenAIServer(b) as srv:
+    with ServerProcess(b) as srv:
         with make(srv, knowledge, max_concurrency=32, max_retries=0, rpm=1200) as ann:
             t0 = time.monotonic()
             out = ann.sample_batch(requests(items, n=1))
@@ -89,11 +91,11 @@ def test_tpm_bucket_counts_prompt_and_max_tokens(knowledge):
     assert per_request > 600  # prompt (text + 255 image tokens) + 2 * 300
     tpm = per_request * 8 * 60  # 8 requests per second
     b = Behaviour(tpm=tpm, usage_rule="openai")
-    with FakeOpenAIServer(b) as srv:
+    with ServerProcess(b) as srv:
         with make(srv, knowledge, max_concurrency=24, max_retries=0, max_tokens=300) as ann:
             ann.sample_batch(requests(items, n=2))
         assert len(srv.throttled) > 0
-    with FakeOpenAIServer(b) as srv:
+    with ServerProcess(b) as srv:
         with make(srv, knowledge, max_concurrency=24, max_retries=0, max_tokens=300, tpm=tpm) as ann:
             t0 = time.monotonic()
             out = ann.sample_batch(requests(items, n=2))
@@ -106,7 +108,7 @@ def test_server_429_retry_after_is_honoured_by_all(knowledge):
     """A client that believes in a higher RPM than the server's: the SDK retries the 429s, the
     retry-after pauses every other request, and every sample arrives."""
     b = Behaviour(rpm=600)
-    with FakeOpenAIServer(b) as srv:
+    with ServerProcess(b) as srv:
         with make(srv, knowledge, max_concurrency=16, max_retries=6, rpm=6000) as ann:
             out = ann.sample_batch(requests(faces(30), n=1))
             meta = ann.stats.as_metadata()
