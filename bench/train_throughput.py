@@ -13,6 +13,9 @@ so load from other processes on a shared machine hits them alike:
 * ``cpu bf16 channels_last`` — what the recipe does now on CPUs with AMX or AMD AVX512-BF16
   (``amp="auto"`` picks bf16 there, see :func:`seke.train.tensors.cpu_bf16_is_faster`); elsewhere the recipe is
   ``cpu fp32 channels_last``;
+* ``recipe now without the 48-px block`` (``--recipe compact``): the recipe's step with
+  ``blocks=(0, 1, 1, 1)``, the layout that trades the 16-channel block at full resolution for
+  speed (``bench/train_fer.py --blocks 0,1,1,1``, ``bench/train_ablation.py --blocks``);
 * ``--compile``: the same under ``torch.compile`` (inductor; compile time printed separately).
 
 Batch sizes are compared with ``--batch``. On CUDA the recipe default, the cuDNN autotuner and
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                     fp32_cl: replace(cfg, amp="off", channels_last=True),
                     "cpu bf16 contiguous": replace(cfg, amp="bf16", channels_last=False),
                     bf16_cl: replace(cfg, amp="bf16", channels_last=True)}
+    if args.recipe == "compact":
+        cpu_variants["recipe now without the 48-px block"] = replace(cfg, blocks=(0,) + cfg.blocks[1:])
     steppers = {k: (make_stepper(images, labels, c, "cpu"), c.batch_size) for k, c in cpu_variants.items()}
     if args.compile:
         for k, c in (("cpu fp32 channels_last + torch.compile", replace(cfg, amp="off")),

@@ -81,3 +81,30 @@ def test_throughput_script_reports_cpu_and_nan_gpu(npz_dir: Path, capsys):
     now, before = float(fields["images_per_s_cpu"]), float(fields["images_per_s_cpu_before"])
     assert now > 0 and before > 0
     assert abs(float(fields["cpu_speedup"]) - now / before) < 0.01
+
+
+def test_throughput_script_times_the_layout_without_the_48px_block(npz_dir: Path, capsys):
+    _load("train_throughput").main(["--npz", str(npz_dir), "--recipe", "compact", "--batch", "8",
+                                    "--cpu-steps", "1", "--rounds", "1", "--threads", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("recipe now without the 48-px block")]
+    assert len(rows) == 1 and float(rows[0].split()[-2]) > 0  # images/s column, then "N.NNx"
+
+
+def test_ablation_refuses_a_block_layout_that_does_not_fit_before_building_anything(tmp_path: Path, capsys):
+    ablation = _load("train_ablation")
+    assert ablation._blocks("", "compact") == ()
+    assert ablation._blocks("0,1,1,1", "compact") == (0, 1, 1, 1)
+    for bad in ("1,1", "0,0,0,0", "1,-1,1,1", "a,1,1,1"):
+        assert ablation._blocks(bad, "compact") is None, bad
+    sets = {}
+    for name in ("fer2013", "ckplus"):
+        sets[name] = tmp_path / name
+        sets[name].mkdir()
+        (sets[name] / "manifest.csv").write_text("image,expression,subject_id\n")
+    work = tmp_path / "work"
+    rc = ablation.main(["--fer-dir", str(sets["fer2013"]), "--ckplus-dir", str(sets["ckplus"]),
+                        "--work", str(work), "--blocks", "1,1"])
+    out = capsys.readouterr()
+    assert rc == 2 and "refused: --blocks '1,1'" in out.err and "RESULT" not in out.out
+    assert not work.exists()  # no landing, lake or Dagster instance was made
