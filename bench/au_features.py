@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     mean = {m: float(np.mean(list(v.values()))) for m, v in f1.items()}
     print(f"{'mean':>4} {'':>6} " + " ".join(f"{mean[m]:>16.4f}" for m in methods))
     best = max(mean[m] for m in methods if m != "prior")
-    print(f"gain over the prior: " + ", ".join(f"{m} {mean[m] - mean['prior']:+.4f}" for m in methods if m != "prior")
+    print("gain over the prior: " + ", ".join(f"{m} {mean[m] - mean['prior']:+.4f}" for m in methods if m != "prior")
           + f" (issue 15 target: +0.05); {time.perf_counter() - t0:.0f}s")
     print(f"RESULT source=offline data={args.data.name}:{man.height} au_f1_prior={mean['prior']:.4f} "
           f"au_f1_calibrated={mean['calibrated']:.4f} au_f1_blendshapes_lr={mean['blendshapes_lr']:.4f} "

@@ -127,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     from seke.lake import Lake
     from seke.train import ablation
     from seke.train.arrays import data_version, from_feid, from_manifest
-    from seke.train.config import TrainConfig
     from seke.train.evaluate import evaluate_arrays
     from seke.train.trainer import train
 
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     lake.pin("feid", version, "bench/train_ablation.py")
-    base = {"compact": TrainConfig.compact, "full": TrainConfig, "tiny": TrainConfig.tiny}[args.recipe]()
+    base = _recipe(args.recipe)
     if blocks:
         base = replace(base, blocks=blocks)
     arrays, errors = from_feid(table, base.image_size)
@@ -225,14 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _recipe(name: str):
+    """The named recipe's :class:`~seke.train.config.TrainConfig` (``compact``, ``full``, ``tiny``)."""
+    from seke.train.config import TrainConfig
+
+    return {"compact": TrainConfig.compact, "full": TrainConfig, "tiny": TrainConfig.tiny}[name]()
+
+
 def _blocks(spec: str, recipe: str) -> tuple[int, ...] | None:
     """``--blocks`` as a tuple (``()`` when not given), or None when it cannot fit the recipe —
     checked before the FEID build, so a typo costs no annotation time."""
     if not spec:
         return ()
-    from seke.train.config import TrainConfig
-
-    stages = len({"compact": TrainConfig.compact, "full": TrainConfig, "tiny": TrainConfig.tiny}[recipe]().widths)
+    stages = len(_recipe(recipe).widths)
     try:
         blocks = tuple(int(b) for b in spec.split(","))
     except ValueError:
