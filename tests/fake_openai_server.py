@@ -717,17 +717,13 @@ class ServerProcess:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--latency", type=float, default=0.0)
-    ap.add_argument("--no-n", action="store_true")
-    ap.add_argument("--behaviour", default=None, help="a whole Behaviour as JSON (overrides the two above)")
+    ap.add_argument("--behaviour", default="{}", help="a Behaviour as JSON (what ServerProcess passes)")
     args = ap.parse_args()
     # a signal mask and ignored signals survive fork+exec: a caller that blocked or ignored
     # SIGTERM (some libraries do in their threads) would otherwise leave this server unkillable
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    behaviour = (Behaviour(**json.loads(args.behaviour)) if args.behaviour
-                 else Behaviour(latency_s=args.latency, supports_n=not args.no_n, record=False))
-    srv = FakeOpenAIServer(behaviour).start()
+    srv = FakeOpenAIServer(Behaviour(**json.loads(args.behaviour))).start()
     print(f"READY {srv.base_url}", flush=True)
     try:
         while True:
