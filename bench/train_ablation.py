@@ -1,7 +1,8 @@
 """Does FEID train better models? The FEID vs human-only ablation on a FEID built by the real jobs.
 
     .venv/bin/python bench/train_ablation.py [--work .data/ablation] [--time-budget 2400]
-        [--seeds 0,1] [--eval DIR ...] [--feid-version V] [--limit N] [--blocks 0,1,1,1]
+        [--seeds 0,1] [--eval DIR ...] [--feid-version V] [--limit N] [--blocks 1,1,1,1]
+        [--lanes 2] [--threads 1] [--set FIELD=VALUE ...]
 
 1. **FEID** (built once into ``--work`` and reused; not counted in the budget): FER2013 ``train``
    (human expressions) and the CK+ *dev* subjects (human expressions and FACS AUs) are landed
@@ -17,6 +18,11 @@
    ``--time-budget`` (seconds for probe + all training + all evaluation, both arms, all seeds):
    a probe times the step and one evaluation, then every run gets the same fixed step count —
    never a clock cut, so machine load cannot make the arms differ (:mod:`seke.train.ablation`).
+   By default the two arms of a seed train side by side in two worker processes of one torch
+   thread each (``--lanes 2 --threads 1``; the probe runs the same way): on 2 cores that trains
+   more images per second in all than one two-thread run after the other
+   (``bench/train_throughput.py`` times both). ``--lanes 1`` runs them one after the other.
+   ``--set field=value`` changes a recipe field for both arms.
 3. **Scores** (one metrics module, :mod:`seke.metrics`): expression accuracy and macro-F1 on
    FER2013 validation and every ``--eval DIR`` (manifest format), with flip/shift TTA as the
    recipe does; AU F1 of the AU head on the held-out CK+ subjects vs their human FACS codes.
@@ -26,9 +32,10 @@
 
 Last line: ``RESULT source=… data=… acc_human_only=… acc_feid=… acc_delta=… acc_spread=…
 macro_f1_human_only=… macro_f1_feid=… au_f1_ckplus_feid=… au_f1_ckplus_human_only=…
-au_f1_all_present=… acc_class_prior=… images_per_s=… steps=… seeds=…`` (accuracies on FER2013
-validation, TTA; ``acc_delta`` is the mean paired FEID − human-only difference over seeds and
-``acc_spread`` its standard deviation over seeds).
+au_f1_all_present=… acc_class_prior=… images_per_s=… images_per_s_per_run=… lanes=… steps=… seeds=…``
+(accuracies on FER2013 validation, TTA; ``acc_delta`` is the mean paired FEID − human-only
+difference over seeds and ``acc_spread`` its standard deviation over seeds; ``images_per_s`` the
+machine's steady training rate, all lanes together).
 """
 
 from __future__ import annotations
@@ -89,6 +96,7 @@ def build_feid(work: Path, fer_dir: Path, ck_dir: Path, eval_share: float, limit
 
 
 def main(argv: list[str] | None = None) -> int:
+    from seke.train.config import with_overrides
     from seke.train.run import shared_data_dir
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,13 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", action="append", default=[], help="more eval sets (manifest format)")
     ap.add_argument("--feid-version", type=int, default=-1, help="FEID table version (-1: latest)")
     ap.add_argument("--recipe", default="compact", choices=["compact", "full", "tiny"])
-    ap.add_argument("--blocks", default="", help="residual blocks per stage, e.g. 0,1,1,1 (no block at 48 px: "
-                    "about 1.5x the compact step on an AVX2 CPU); default: the recipe's")
+    ap.add_argument("--blocks", default="", help="residual blocks per stage, e.g. 1,1,1,1 (the compact recipe "
+                    "with a block at 48 px, as before 2026-12-07); default: the recipe's")
     ap.add_argument("--seeds", default="0,1", help="comma-separated; at least 2 for a spread")
     ap.add_argument("--time-budget", type=float, default=2400.0,
                     help="seconds for probe + training + evaluation of both arms and all seeds")
     ap.add_argument("--limit", type=int, default=None, help="first N FER2013 train faces (smoke runs)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--lanes", type=int, default=2,
+                    help="worker processes training the two arms of a seed side by side, --threads torch threads "
+                         "each (1: one run after the other in this process, with torch's default threads)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per lane (with --lanes ≥ 2)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a recipe field for both arms, e.g. --set aug_erase_p=0 (seke.train.config.TrainConfig)")
     ap.add_argument("--out", default=None, help="summary JSON (default <work>/ablation.json)")
     args = ap.parse_args(argv)
     fer_dir, ck_dir, work = Path(args.fer_dir), Path(args.ckplus_dir), Path(args.work).resolve()
@@ -119,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refused: --blocks {args.blocks!r} is not one non-negative count per stage of the {args.recipe} "
               "recipe with at least one block", file=sys.stderr)
         return 2
+    try:
+        base = with_overrides(replace(_recipe(args.recipe), **({"blocks": blocks} if blocks else {})), args.set)
+    except ValueError as exc:
+        print(f"refused: --set {exc}", file=sys.stderr)
+        return 2
+    if args.lanes < 1 or args.threads < 1:
+        print("refused: --lanes and --threads must be at least 1", file=sys.stderr)
+        return 2
     build_s = build_feid(work, fer_dir, ck_dir, args.ckplus_eval_share, args.limit)
 
     import numpy as np
@@ -127,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     from seke.lake import Lake
     from seke.train import ablation
     from seke.train.arrays import data_version, from_feid, from_manifest
-    from seke.train.evaluate import evaluate_arrays
-    from seke.train.trainer import train
 
     lake = Lake(str(work / "lake"))
     latest = lake.version("feid")
@@ -141,9 +161,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     lake.pin("feid", version, "bench/train_ablation.py")
-    base = _recipe(args.recipe)
-    if blocks:
-        base = replace(base, blocks=blocks)
     arrays, errors = from_feid(table, base.image_size)
     try:
         ablation.check_feid(arrays)
@@ -164,37 +181,39 @@ def main(argv: list[str] | None = None) -> int:
     data = ",".join([f"feid[{'+'.join(partitions)}]:{len(faces)}"]
                     + [f"{k}:{len(v)}" for k, v in evals.items()])
 
-    # probe: time steps and one evaluation of every eval set, then fix one step count for all runs
+    # probe: time steps and one evaluation of every eval set (with every lane busy, as the runs
+    # will be), then fix one step count for all runs
     t_budget = time.perf_counter()
-    probe_cfg = replace(base, name="probe", max_steps=40, epochs=1, time_limit_s=0.0)
-    probe = train(faces, probe_cfg, device=args.device, log=lambda m: None)
-    seconds_per_step = probe_cfg.batch_size / probe.history[-1]["images_per_s"]
-    t_eval = time.perf_counter()
-    for ev in evals.values():
-        evaluate_arrays(probe.model, ev, probe.device, base, tta=False)
-        if base.tta:
-            evaluate_arrays(probe.model, ev, probe.device, base, tta=True)
-    eval_s = time.perf_counter() - t_eval
     runs = 2 * len(seeds)
+    lanes = ablation.ArmLanes(faces, evals, lanes=args.lanes, threads=args.threads) if args.lanes > 1 else None
     try:
-        plan = ablation.plan_steps(budget_s=args.time_budget, spent_s=time.perf_counter() - t_budget, runs=runs,
-                                   seconds_per_step=seconds_per_step, eval_seconds=eval_s,
-                                   n_faces=len(faces), batch_size=base.batch_size)
-    except ablation.AblationError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
-    print(f"plan: {runs} runs × {plan.steps} steps ({plan.epochs:.1f} epochs of {plan.steps_per_epoch} steps, "
-          f"{seconds_per_step * 1000:.0f} ms/step, {eval_s:.0f}s evaluation each) in a {args.time_budget:.0f}s budget; "
-          f"{torch.get_num_threads()} torch threads", flush=True)
-
-    results = ablation.run_ablation(faces, base, seeds=seeds, steps=plan.steps, evals=evals, device=args.device,
-                                    checkpoint_root=str(work),
-                                    data_version=data_version(partitions, faces.face_id))
+        costs = lanes.probe(base, args.device) if lanes else ablation.probe_costs(faces, evals, base, args.device)
+        rounds = lanes.rounds(runs) if lanes else runs
+        try:
+            plan = ablation.plan_steps(budget_s=args.time_budget, spent_s=time.perf_counter() - t_budget,
+                                       runs=rounds, seconds_per_step=costs["seconds_per_step"],
+                                       eval_seconds=costs["eval_seconds"], n_faces=len(faces),
+                                       batch_size=base.batch_size)
+        except ablation.AblationError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
+        layout = (f"{args.lanes} lanes × {args.threads} torch threads, {rounds} runs each" if lanes
+                  else f"one run at a time, {torch.get_num_threads()} torch threads")
+        print(f"plan: {runs} runs × {plan.steps} steps ({plan.epochs:.1f} epochs of {plan.steps_per_epoch} steps, "
+              f"{costs['seconds_per_step'] * 1000:.0f} ms/step, {costs['eval_seconds']:.0f}s evaluation each) in a "
+              f"{args.time_budget:.0f}s budget; {layout}", flush=True)
+        results = ablation.run_ablation(faces, base, seeds=seeds, steps=plan.steps, evals=evals, device=args.device,
+                                        checkpoint_root=str(work), lanes=lanes,
+                                        data_version=data_version(partitions, faces.face_id))
+    finally:
+        if lanes:
+            lanes.close()
     spent = time.perf_counter() - t_budget
     acc = ablation.paired(results, "fer2013_validation", "expression", "accuracy")
     f1 = ablation.paired(results, "fer2013_validation", "expression", "macro_f1")
     au = ablation.paired(results, "ckplus_heldout", "aus", "mean_f1")
-    ips = float(np.mean([r[a]["images_per_s"] for r in results for a in ablation.ARMS]))
+    ips_run = float(np.mean([r[a]["images_per_s"] for r in results for a in ablation.ARMS]))
+    ips = ips_run * (min(args.lanes, runs) if lanes else 1)  # the machine's: lanes train side by side
     fer_val = evals["fer2013_validation"]
     prior = float(np.bincount(fer_val.expression[fer_val.expression >= 0]).max() / (fer_val.expression >= 0).sum())
     ck = evals["ckplus_heldout"]
@@ -211,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{a} acc {ablation.metric(r[a], 'fer2013_validation', 'expression', 'accuracy'):.4f}"
             for a in ablation.ARMS))
     print(f"baselines: FER2013 validation class prior {prior:.4f}; CK+ held-out all-AUs-present F1 {au_all:.4f}")
-    print(f"budget: {args.time_budget:.0f}s, used {spent:.0f}s ({runs} runs, steady {ips:.0f} images/s)")
+    print(f"budget: {args.time_budget:.0f}s, used {spent:.0f}s ({runs} runs, steady {ips_run:.0f} images/s per run, "
+          f"{ips:.0f} in all)")
     out = Path(args.out) if args.out else work / "ablation.json"
     out.write_text(json.dumps({"feid_version": version, "partitions": partitions, "plan": plan.__dict__,
                                "runs": results, "seconds": spent}, indent=2, default=str))
@@ -219,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
           f"acc_delta={acc['delta']:+.4f} acc_spread={acc['spread']:.4f} "
           f"macro_f1_human_only={f1['human_only']:.4f} macro_f1_feid={f1['feid']:.4f} "
           f"au_f1_ckplus_feid={au['feid']:.4f} au_f1_ckplus_human_only={au['human_only']:.4f} "
-          f"au_f1_all_present={au_all:.4f} acc_class_prior={prior:.4f} images_per_s={ips:.0f} "
+          f"au_f1_all_present={au_all:.4f} acc_class_prior={prior:.4f} images_per_s={ips:.0f} images_per_s_per_run={ips_run:.0f} lanes={args.lanes if lanes else 1} "
           f"steps={plan.steps} seeds={len(seeds)} seconds={spent:.0f}")
     return 0
 

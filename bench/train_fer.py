@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seke.train.config import TrainConfig  # noqa: E402
+from seke.train.config import TrainConfig, with_overrides  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help="cuDNN autotuner instead of deterministic algorithms")
     ap.add_argument("--no-tta", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="any recipe field, e.g. --set aug_erase_p=0 (seke.train.config.TrainConfig); applied last")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -135,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                       aug_brightness=0.0, aug_contrast=0.0, aug_erase_p=0.0)
     if args.ablation:
         cfg = cfg.ablation()
+    try:
+        cfg = with_overrides(cfg, args.set)
+    except ValueError as exc:
+        print(f"refused: --set {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = train_and_evaluate(train_set, cfg, device=args.device, evals={"fer2013_validation": val},

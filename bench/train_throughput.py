@@ -13,9 +13,14 @@ so load from other processes on a shared machine hits them alike:
 * ``cpu bf16 channels_last`` — what the recipe does now on CPUs with AMX or AMD AVX512-BF16
   (``amp="auto"`` picks bf16 there, see :func:`seke.train.tensors.cpu_bf16_is_faster`); elsewhere the recipe is
   ``cpu fp32 channels_last``;
-* ``recipe now without the 48-px block`` (``--recipe compact``): the recipe's step with
-  ``blocks=(0, 1, 1, 1)``, the layout that trades the 16-channel block at full resolution for
-  speed (``bench/train_fer.py --blocks 0,1,1,1``, ``bench/train_ablation.py --blocks``);
+* ``recipe with a 48-px block (the layout before 2026-12-07)`` (``--recipe compact``): the
+  recipe's step with ``blocks=(1, 1, 1, 1)``, i.e. with the 16-channel block at full resolution
+  that the compact recipe dropped for speed (``bench/train_fer.py --blocks 1,1,1,1``,
+  ``bench/train_ablation.py --blocks 1,1,1,1`` train it);
+* ``recipe now without augmentation (what it costs)``: the recipe's step on the raw batch;
+* ``recipe now, N processes × 1 thread (sum)`` (``--lanes N``, default 2): N copies of the
+  recipe's step in worker processes of one torch thread each, stepping together, images/s summed
+  — how ``bench/train_ablation.py`` trains the two arms of a seed side by side;
 * ``--compile``: the same under ``torch.compile`` (inductor; compile time printed separately).
 
 Batch sizes are compared with ``--batch``. On CUDA the recipe default, the cuDNN autotuner and
@@ -23,7 +28,8 @@ fp32 are timed too. Faces come from the packed npz when given, else random pixel
 does not depend on content).
 
 Last line: ``RESULT source=… data=… images_per_s_cpu=… images_per_s_cpu_before=…
-cpu_speedup=… gpu_cpu_ratio=… images_per_s_gpu=…`` (gpu keys = nan when no GPU is visible).
+cpu_speedup=… images_per_s_cpu_lanes=… lanes=… gpu_cpu_ratio=… images_per_s_gpu=…`` (gpu keys =
+nan when no GPU is visible; ``images_per_s_cpu_lanes`` = nan with ``--lanes 0``).
 """
 
 from __future__ import annotations
@@ -51,8 +57,9 @@ from seke.train.trainer import (amp_dtype, make_optimizer, memory_format, seed_e
 
 
 def make_stepper(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, device: str,
-                 compile_model: bool = False) -> Callable[[], None]:
-    """One training step of ``cfg`` on ``device`` as a closure (model, optimizer and data built once)."""
+                 compile_model: bool = False, augmented: bool = True) -> Callable[[], None]:
+    """One training step of ``cfg`` on ``device`` as a closure (model, optimizer and data built
+    once); ``augmented=False`` leaves the augmentation out, to measure what it costs."""
     seed_everything(cfg.seed, cfg.deterministic)
     cuda = device.startswith("cuda")
     data = to_device_images(images, cfg.image_size, device)
@@ -71,13 +78,54 @@ def make_stepper(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, devic
 
     def step() -> None:
         idx = torch.randint(0, n, (b,), device=device, generator=g)
-        x = augment(data[idx].float().div_(255.0), cfg, g).contiguous(memory_format=fmt)
+        x = data[idx].float().div_(255.0)
+        x = (augment(x, cfg, g) if augmented else x).contiguous(memory_format=fmt)
         t = Targets(expr[idx], ones[idx], va[idx], ones[idx], aus[idx], ones[idx])
         train_step(net, opt, scaler, x, t, cfg, dtype, cuda)
         if cuda:
             torch.cuda.synchronize()
 
     return step
+
+
+def _lane_worker(conn, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, threads: int) -> None:
+    """One lane of :class:`SideBySide`: a stepper on ``threads`` torch threads, stepping on demand."""
+    torch.set_num_threads(threads)
+    step = make_stepper(images, labels, cfg, "cpu")
+    while (n := conn.recv()) > 0:
+        for _ in range(n):
+            step()
+        conn.send(n)
+
+
+class SideBySide:
+    """``lanes`` worker processes with ``threads`` torch threads each, every call one step on all
+    of them at once — what ``bench/train_ablation.py --lanes`` does with the two arms of a seed.
+    Its images/s is the sum over lanes (pass ``lanes × batch`` to :func:`interleaved`)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, lanes: int, threads: int) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conns, self.procs = [], []
+        for _ in range(lanes):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_lane_worker, args=(child, images, labels, cfg, threads), daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def __call__(self) -> None:
+        for c in self.conns:
+            c.send(1)
+        for c in self.conns:
+            c.recv()
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.send(0)
+        for p in self.procs:
+            p.join(timeout=30)
 
 
 def interleaved(steppers: dict[str, tuple[Callable[[], None], int]], rounds: int, steps: int,
@@ -107,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds on the CPU")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile variants")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--lanes", type=int, default=2,
+                    help="also time the recipe in this many processes side by side, 1 thread each (0: not)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                     "cpu bf16 contiguous": replace(cfg, amp="bf16", channels_last=False),
                     bf16_cl: replace(cfg, amp="bf16", channels_last=True)}
     if args.recipe == "compact":
-        cpu_variants["recipe now without the 48-px block"] = replace(cfg, blocks=(0,) + cfg.blocks[1:])
+        cpu_variants["recipe with a 48-px block (the layout before)"] = replace(cfg, blocks=(1,) + cfg.blocks[1:])
     steppers = {k: (make_stepper(images, labels, c, "cpu"), c.batch_size) for k, c in cpu_variants.items()}
+    steppers["recipe now without augmentation (what it costs)"] = (
+        make_stepper(images, labels, cfg, "cpu", augmented=False), cfg.batch_size)
     if args.compile:
         for k, c in (("cpu fp32 channels_last + torch.compile", replace(cfg, amp="off")),
                      ("recipe now + torch.compile", cfg)):
@@ -167,9 +219,19 @@ def main(argv: list[str] | None = None) -> int:
             step()
             print(f"{k}: compiled in {time.perf_counter() - t0:.1f}s")
             steppers[k] = (step, c.batch_size)
-    cpu_rates = interleaved(steppers, rounds=args.rounds, steps=args.cpu_steps, warmup=2)
+    lanes = None
+    if args.lanes > 1:
+        lanes = SideBySide(images, labels, cfg, args.lanes, threads=1)
+        side = f"recipe now, {args.lanes} processes × 1 thread (sum)"
+        steppers[side] = (lanes, args.lanes * cfg.batch_size)
+    try:
+        cpu_rates = interleaved(steppers, rounds=args.rounds, steps=args.cpu_steps, warmup=2)
+    finally:
+        if lanes is not None:
+            lanes.close()
     rows += list(cpu_rates.items())
     cpu, cpu_before = cpu_rates[after], cpu_rates[before]
+    cpu_lanes = cpu_rates[side] if lanes is not None else float("nan")
     print(f"{'variant':<52} {'images/s':>10} {'vs before':>10}")
     for name, v in rows:
         print(f"{name:<52} {v:>10.1f} {v / cpu_before:>9.2f}x")
@@ -178,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({28709 / cpu_before:.0f}s before)")
     print(f"RESULT source={source} data={data} recipe={cfg.name} batch={cfg.batch_size} "
           f"images_per_s_cpu={cpu:.1f} images_per_s_cpu_before={cpu_before:.1f} "
-          f"cpu_speedup={cpu / cpu_before:.2f} gpu_cpu_ratio={gpu / cpu:.2f} images_per_s_gpu={gpu:.1f}")
+          f"cpu_speedup={cpu / cpu_before:.2f} images_per_s_cpu_lanes={cpu_lanes:.1f} lanes={args.lanes} "
+          f"gpu_cpu_ratio={gpu / cpu:.2f} images_per_s_gpu={gpu:.1f}")
     return 0
 
 

@@ -14,6 +14,8 @@ torch is imported by the functions that train, so the planning and checking part
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -125,29 +127,131 @@ def paired(runs: list[dict[str, dict[str, Any]]], eval_name: str, head: str, key
 
 def run_ablation(train_set: FaceArrays, base: TrainConfig, *, seeds: list[int], steps: int,
                  evals: dict[str, FaceArrays | None], device: str = "auto", log: Logger = print,
-                 checkpoint_root: str | None = None, data_version: str = "") -> list[dict[str, dict[str, Any]]]:
+                 checkpoint_root: str | None = None, data_version: str = "",
+                 lanes: "ArmLanes | None" = None) -> list[dict[str, dict[str, Any]]]:
     """Train both arms for every seed (same faces, recipe and steps) and score every eval set.
 
-    Both arms train on :func:`common_faces`. Returns one ``{"human_only": summary, "feid":
-    summary}`` per seed; each summary is
+    Both arms train on :func:`common_faces`. With ``lanes`` (an open :class:`ArmLanes`) the two
+    arms of a seed train at the same time, one per worker process, so both see the same machine
+    load; without, they train one after the other in this process. Returns one ``{"human_only":
+    summary, "feid": summary}`` per seed; each summary is
     :func:`seke.train.run.train_and_evaluate`'s plus ``recipe``. Raises :class:`AblationError`
     before reporting anything if the two arms of a seed differ in more than their labels."""
-    from seke.train.run import train_and_evaluate
-
     check_feid(train_set)
     train_set = common_faces(train_set)
+    if lanes is not None and not np.array_equal(lanes.face_ids, train_set.face_id):
+        raise AblationError("the worker lanes were started on other faces than this ablation trains on")
     steps_per_epoch = max(1, len(train_set) // min(base.batch_size, len(train_set)))
+    cfgs = [{arm: arm_config(base, arm, seed, steps, steps_per_epoch) for arm in ARMS} for seed in seeds]
+    jobs = [(c[arm].to_dict(), device, data_version, checkpoint_root) for c in cfgs for arm in ARMS]
+    if lanes is not None:
+        summaries = lanes.map(_lane_train_arm, jobs)  # queued in seed order: a seed's arms run together
+    else:
+        summaries = [_train_arm(train_set, evals, log, *job) for job in jobs]
     out: list[dict[str, dict[str, Any]]] = []
-    for seed in seeds:
-        pair: dict[str, dict[str, Any]] = {}
+    for i, seed in enumerate(seeds):
+        pair = dict(zip(ARMS, summaries[len(ARMS) * i: len(ARMS) * (i + 1)]))
         for arm in ARMS:
-            cfg = arm_config(base, arm, seed, steps, steps_per_epoch)
-            summary = train_and_evaluate(train_set, cfg, device=device, evals=evals, log=log,
-                                         data_version=data_version, checkpoint_root=checkpoint_root)
-            summary.pop("_model", None)
-            summary["recipe"] = cfg.to_dict()
-            summary["arm"], summary["seed"] = arm, seed
-            pair[arm] = summary
+            pair[arm]["arm"], pair[arm]["seed"] = arm, seed
         compare_arms(pair["human_only"], pair["feid"])
         out.append(pair)
     return out
+
+
+def _train_arm(train_set: FaceArrays, evals: dict[str, FaceArrays | None], log: Logger, recipe: dict[str, Any],
+               device: str, data_version: str, checkpoint_root: str | None) -> dict[str, Any]:
+    from seke.train.run import train_and_evaluate
+
+    cfg = TrainConfig.from_dict(recipe)
+    summary = train_and_evaluate(train_set, cfg, device=device, evals=evals, log=log,
+                                 data_version=data_version, checkpoint_root=checkpoint_root)
+    summary.pop("_model", None)
+    summary["recipe"] = cfg.to_dict()
+    return summary
+
+
+#: What a worker process of :class:`ArmLanes` trains on and scores with, set once when it starts.
+_LANE: dict[str, Any] = {}
+
+
+def _start_lane(threads: int, train_set: FaceArrays, evals: dict[str, FaceArrays | None]) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    pid = os.getpid()
+    _LANE.update(train_set=train_set, evals=evals, log=lambda m: print(f"[lane {pid}] {m}", flush=True))
+
+
+def _lane_train_arm(*job: Any) -> dict[str, Any]:
+    return _train_arm(_LANE["train_set"], _LANE["evals"], _LANE["log"], *job)
+
+
+def probe_costs(train_set: FaceArrays, evals: dict[str, FaceArrays | None], base: TrainConfig, device: str,
+                steps: int = 40) -> dict[str, float]:
+    """Seconds per training step (over ``steps`` steps) and seconds to score every eval set once
+    (plain and, when the recipe uses it, with TTA) — what :func:`plan_steps` sizes runs from."""
+    from seke.train.evaluate import evaluate_arrays
+    from seke.train.trainer import train
+
+    probe = train(train_set, replace(base, name="probe", max_steps=steps, epochs=1, time_limit_s=0.0),
+                  device=device, log=lambda m: None)
+    t0 = time.perf_counter()
+    for ev in evals.values():
+        if ev is not None and len(ev):
+            evaluate_arrays(probe.model, ev, probe.device, base, tta=False)
+            if base.tta:
+                evaluate_arrays(probe.model, ev, probe.device, base, tta=True)
+    return {"seconds_per_step": base.batch_size / probe.history[-1]["images_per_s"],
+            "eval_seconds": time.perf_counter() - t0}
+
+
+def _lane_probe(recipe: dict[str, Any], device: str, steps: int) -> dict[str, float]:
+    return probe_costs(_LANE["train_set"], _LANE["evals"], TrainConfig.from_dict(recipe), device, steps)
+
+
+class ArmLanes:
+    """Worker processes that train the two arms of a seed side by side, ``threads`` torch
+    threads each.
+
+    Why: on a 2-core CPU the compact net's small convolutions do not split well over two
+    threads, so two single-thread runs side by side train more images per second in total than
+    one two-thread run after the other (``bench/train_throughput.py --lanes 2`` measures it).
+    Running the arms of a seed together also gives both the same machine load. The training
+    faces (:func:`common_faces` of ``train_set``) and eval sets are sent to each worker once, when it starts (spawned, not forked:
+    torch's thread pools do not survive a fork)."""
+
+    def __init__(self, train_set: FaceArrays, evals: dict[str, FaceArrays | None], *, lanes: int = 2,
+                 threads: int = 1) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if lanes < 2:
+            raise ValueError(f"lanes={lanes}: side-by-side training needs at least 2 worker processes")
+        faces = common_faces(train_set)
+        self.lanes, self.threads, self.face_ids = lanes, threads, faces.face_id.copy()
+        self._pool = ProcessPoolExecutor(max_workers=lanes, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_start_lane, initargs=(threads, faces, evals))
+
+    def rounds(self, runs: int) -> int:
+        """How many runs each lane trains one after the other when ``runs`` runs are queued."""
+        return math.ceil(runs / self.lanes)
+
+    def map(self, fn: Callable[..., Any], jobs: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``fn(*job)`` for every job on the workers (at most ``lanes`` at once), in order."""
+        futures = [self._pool.submit(fn, *job) for job in jobs]
+        return [f.result() for f in futures]
+
+    def probe(self, base: TrainConfig, device: str, steps: int = 40) -> dict[str, float]:
+        """:func:`probe_costs` with every lane busy at once (the slowest lane's figures), i.e.
+        what a run costs while other runs train beside it."""
+        timings = self.map(_lane_probe, [(base.to_dict(), device, steps)] * self.lanes)
+        return {k: max(t[k] for t in timings) for k in timings[0]}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "ArmLanes":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

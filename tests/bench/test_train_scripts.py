@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,13 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def _load(name: str):
+    """A bench script as a module, importable by name (spawned worker processes unpickle its
+    functions by module name, and inherit this ``sys.path``)."""
+    if str(BENCH) not in sys.path:
+        sys.path.append(str(BENCH))
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 
@@ -80,14 +86,15 @@ def test_throughput_script_reports_cpu_and_nan_gpu(npz_dir: Path, capsys):
     assert fields["gpu_cpu_ratio"] == "nan" and fields["images_per_s_gpu"] == "nan"
     now, before = float(fields["images_per_s_cpu"]), float(fields["images_per_s_cpu_before"])
     assert now > 0 and before > 0
+    assert fields["lanes"] == "2" and float(fields["images_per_s_cpu_lanes"]) > 0  # two processes side by side
     assert abs(float(fields["cpu_speedup"]) - now / before) < 0.01
 
 
-def test_throughput_script_times_the_layout_without_the_48px_block(npz_dir: Path, capsys):
+def test_throughput_script_times_the_layout_with_the_48px_block(npz_dir: Path, capsys):
     _load("train_throughput").main(["--npz", str(npz_dir), "--recipe", "compact", "--batch", "8",
-                                    "--cpu-steps", "1", "--rounds", "1", "--threads", "1"])
+                                    "--cpu-steps", "1", "--rounds", "1", "--threads", "1", "--lanes", "0"])
     rows = [line for line in capsys.readouterr().out.splitlines()
-            if line.startswith("recipe now without the 48-px block")]
+            if line.startswith("recipe with a 48-px block (the layout before)")]
     assert len(rows) == 1 and float(rows[0].split()[-2]) > 0  # images/s column, then "N.NNx"
 
 
@@ -108,3 +115,11 @@ def test_ablation_refuses_a_block_layout_that_does_not_fit_before_building_anyth
     out = capsys.readouterr()
     assert rc == 2 and "refused: --blocks '1,1'" in out.err and "RESULT" not in out.out
     assert not work.exists()  # no landing, lake or Dagster instance was made
+    for bad, says in ((["--set", "aug_erase_p=lots"], "refused: --set 'aug_erase_p=lots'"),
+                      (["--set", "no_such_field=1"], "refused: --set 'no_such_field=1'"),
+                      (["--lanes", "0"], "refused: --lanes and --threads")):
+        rc = ablation.main(["--fer-dir", str(sets["fer2013"]), "--ckplus-dir", str(sets["ckplus"]),
+                            "--work", str(work)] + bad)
+        out = capsys.readouterr()
+        assert rc == 2 and says in out.err and "RESULT" not in out.out
+        assert not work.exists()

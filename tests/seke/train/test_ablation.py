@@ -73,3 +73,38 @@ def test_runs_that_differ_beyond_the_labels_are_not_compared() -> None:
     with pytest.raises(ablation.AblationError, match="steps"):
         ablation.compare_arms(a, b)
     ablation.compare_arms(a, {**b, "steps": 5})  # only the ablation switches differ: fine
+
+
+def test_arms_trained_side_by_side_in_lanes_match_one_after_the_other() -> None:
+    """Lanes change where a run trains, not what it computes: same seeds, same steps, same scores
+    as the serial runs at the same thread count."""
+    arrays, _ = from_feid(feid_rows(32, seed=5), image_size=24)
+    evals = {"val": from_feid(feid_rows(16, seed=6, start=1000), image_size=24)[0]}
+    base = TrainConfig.tiny(epochs=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = ablation.run_ablation(arrays, base, seeds=[0, 1], steps=6, evals=evals, device="cpu",
+                                       log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    with ablation.ArmLanes(arrays, evals, lanes=2, threads=1) as lanes:
+        costs = lanes.probe(base, "cpu", steps=3)
+        side = ablation.run_ablation(arrays, base, seeds=[0, 1], steps=6, evals=evals, device="cpu",
+                                     log=lambda _: None, lanes=lanes)
+        assert lanes.rounds(4) == 2
+        other = from_feid(feid_rows(30, seed=7), image_size=24)[0]
+        with pytest.raises(ablation.AblationError, match="other faces"):
+            ablation.run_ablation(other, base, seeds=[0], steps=2, evals=evals, device="cpu", lanes=lanes)
+    assert costs["seconds_per_step"] > 0 and costs["eval_seconds"] > 0
+    for a, b in zip(serial, side):
+        for arm in ablation.ARMS:
+            assert (a[arm]["seed"], a[arm]["arm"], a[arm]["steps"]) == (b[arm]["seed"], b[arm]["arm"], b[arm]["steps"])
+            assert a[arm]["evaluation"]["val"]["expression"] == b[arm]["evaluation"]["val"]["expression"]
+            assert a[arm]["history"][-1]["loss"] == b[arm]["history"][-1]["loss"]
+
+
+def test_lanes_need_two_workers() -> None:
+    arrays, _ = from_feid(feid_rows(8, seed=5), image_size=24)
+    with pytest.raises(ValueError, match="at least 2"):
+        ablation.ArmLanes(arrays, {}, lanes=1)
