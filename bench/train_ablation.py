@@ -18,8 +18,8 @@
    ``--time-budget`` (seconds for probe + all training + all evaluation, both arms, all seeds):
    a probe times the step and one evaluation, then every run gets the same fixed step count —
    never a clock cut, so machine load cannot make the arms differ (:mod:`seke.train.ablation`).
-   By default the two arms of a seed train side by side in two worker processes of one torch
-   thread each (``--lanes 2 --threads 1``; the probe runs the same way): on 2 cores that trains
+   On a CPU the two arms of a seed train side by side in two worker processes of one torch
+   thread each (``--lanes 2 --threads 1``, the default there; the probe runs the same way): on 2 cores that trains
    more images per second in all than one two-thread run after the other
    (``bench/train_throughput.py`` times both). ``--lanes 1`` runs them one after the other.
    ``--set field=value`` changes a recipe field for both arms.
@@ -114,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds for probe + training + evaluation of both arms and all seeds")
     ap.add_argument("--limit", type=int, default=None, help="first N FER2013 train faces (smoke runs)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--lanes", type=int, default=2,
+    ap.add_argument("--lanes", type=int, default=0,
                     help="worker processes training the two arms of a seed side by side, --threads torch threads "
-                         "each (1: one run after the other in this process, with torch's default threads)")
+                         "each (1: one run after the other in this process, with torch's default threads; "
+                         "0, the default: 2 on a CPU, 1 on a GPU)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per lane (with --lanes ≥ 2)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a recipe field for both arms, e.g. --set aug_erase_p=0 (seke.train.config.TrainConfig)")
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"refused: --set {exc}", file=sys.stderr)
         return 2
-    if args.lanes < 1 or args.threads < 1:
-        print("refused: --lanes and --threads must be at least 1", file=sys.stderr)
+    if args.lanes < 0 or args.threads < 1:
+        print("refused: --lanes must be 0 (auto) or more, --threads at least 1", file=sys.stderr)
         return 2
     build_s = build_feid(work, fer_dir, ck_dir, args.ckplus_eval_share, args.limit)
 
@@ -185,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     # will be), then fix one step count for all runs
     t_budget = time.perf_counter()
     runs = 2 * len(seeds)
+    if not args.lanes:
+        from seke.train.device import pick_device
+
+        args.lanes = 1 if pick_device(args.device, say=lambda m: None).startswith("cuda") else 2
     lanes = ablation.ArmLanes(faces, evals, lanes=args.lanes, threads=args.threads) if args.lanes > 1 else None
     try:
         costs = lanes.probe(base, args.device) if lanes else ablation.probe_costs(faces, evals, base, args.device)

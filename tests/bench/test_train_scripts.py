@@ -117,7 +117,7 @@ def test_ablation_refuses_a_block_layout_that_does_not_fit_before_building_anyth
     assert not work.exists()  # no landing, lake or Dagster instance was made
     for bad, says in ((["--set", "aug_erase_p=lots"], "refused: --set 'aug_erase_p=lots'"),
                       (["--set", "no_such_field=1"], "refused: --set 'no_such_field=1'"),
-                      (["--lanes", "0"], "refused: --lanes and --threads")):
+                      (["--lanes", "-1"], "refused: --lanes must be"), (["--threads", "0"], "refused: --lanes must be")):
         rc = ablation.main(["--fer-dir", str(sets["fer2013"]), "--ckplus-dir", str(sets["ckplus"]),
                             "--work", str(work)] + bad)
         out = capsys.readouterr()
