@@ -8,7 +8,8 @@ loss, backward, optimizer step) on the same data. On the CPU the variants are ti
 interleaved rounds (each round times every variant for a few steps; the median round counts),
 so load from other processes on a shared machine hits them alike:
 
-* ``cpu fp32 contiguous`` — the CPU recipe before 2026-12-02 (the baseline);
+* ``cpu fp32 contiguous`` — the CPU recipe before 2026-12-02 (the baseline; for ``--recipe
+  compact`` with the 48-px block it had until 2026-12-07; every other variant has the layout of now);
 * ``cpu fp32 channels_last``, ``cpu bf16 contiguous`` — each change alone;
 * ``cpu bf16 channels_last`` — what the recipe does now on CPUs with AMX or AMD AVX512-BF16
   (``amp="auto"`` picks bf16 there, see :func:`seke.train.tensors.cpu_bf16_is_faster`); elsewhere the recipe is
@@ -197,12 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     cpu_info = device_info("cpu")
     print(f"CPU: {cpu_info.get('device_name')}, {torch.get_num_threads()} torch threads, "
           f"{cpu_info.get('cpu_count')} cores, recipe amp on cpu = {amp_dtype(cfg, 'cpu')}")
-    before = "cpu fp32 contiguous (recipe before; baseline)"
+    before = "cpu fp32 contiguous" + (", 48-px block" if args.recipe == "compact" else "") + " (recipe before; baseline)"
     bf16_now = amp_dtype(cfg, "cpu") is not None
     fp32_cl = "cpu fp32 channels_last" + ("" if bf16_now else " (recipe now: bf16 not faster here)")
     bf16_cl = "cpu bf16 channels_last" + (" (recipe now)" if bf16_now else "")
     after = bf16_cl if bf16_now else fp32_cl
-    cpu_variants = {before: replace(cfg, amp="off", channels_last=False),
+    # the baseline is the CPU recipe as it was before any of this work: fp32, contiguous and, for
+    # the compact net, with its former 48-px block
+    old_layout = {"blocks": (1,) + cfg.blocks[1:]} if args.recipe == "compact" else {}
+    cpu_variants = {before: replace(cfg, amp="off", channels_last=False, **old_layout),
                     fp32_cl: replace(cfg, amp="off", channels_last=True),
                     "cpu bf16 contiguous": replace(cfg, amp="bf16", channels_last=False),
                     bf16_cl: replace(cfg, amp="bf16", channels_last=True)}
@@ -232,9 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     rows += list(cpu_rates.items())
     cpu, cpu_before = cpu_rates[after], cpu_rates[before]
     cpu_lanes = cpu_rates[side] if lanes is not None else float("nan")
-    print(f"{'variant':<52} {'images/s':>10} {'vs before':>10}")
+    print(f"{'variant':<60} {'images/s':>10} {'vs before':>10}")
     for name, v in rows:
-        print(f"{name:<52} {v:>10.1f} {v / cpu_before:>9.2f}x")
+        print(f"{name:<60} {v:>10.1f} {v / cpu_before:>9.2f}x")
     epoch_s = 28709 / gpu if gpu == gpu else float("nan")
     print(f"one FER2013-train epoch (28,709 faces): {epoch_s:.1f}s on GPU, {28709 / cpu:.0f}s on CPU "
           f"({28709 / cpu_before:.0f}s before)")
