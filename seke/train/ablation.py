@@ -213,11 +213,12 @@ class ArmLanes:
     """Worker processes that train the two arms of a seed side by side, ``threads`` torch
     threads each.
 
-    Why: on a 2-core CPU the compact net's small convolutions do not split well over two
-    threads, so two single-thread runs side by side train more images per second in total than
-    one two-thread run after the other (``bench/train_throughput.py --lanes 2`` measures it).
-    Running the arms of a seed together also gives both the same machine load. The training
-    faces (:func:`common_faces` of ``train_set``) and eval sets are sent to each worker once, when it starts (spawned, not forked:
+    Why: on 2 cores two single-thread training loops side by side train more images per second
+    in all than one two-thread loop (1,085 vs 895 on an AMD EPYC, ``bench/train_fer.py``,
+    2026-12-07): the step itself splits well over threads (``bench/train_throughput.py`` times
+    it both ways), the rest of the loop does not. Running the arms of a seed together also
+    gives both the same machine load. The training faces (:func:`common_faces` of
+    ``train_set``) and eval sets go to each worker once, when it starts (spawned, not forked:
     torch's thread pools do not survive a fork)."""
 
     def __init__(self, train_set: FaceArrays, evals: dict[str, FaceArrays | None], *, lanes: int = 2,
