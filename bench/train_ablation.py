@@ -19,9 +19,9 @@
    a probe times the step and one evaluation, then every run gets the same fixed step count —
    never a clock cut, so machine load cannot make the arms differ (:mod:`seke.train.ablation`).
    On a CPU the two arms of a seed train side by side in two worker processes of one torch
-   thread each (``--lanes 2 --threads 1``, the default there; the probe runs the same way): on 2 cores that trains
-   more images per second in all than one two-thread run after the other
-   (``bench/train_throughput.py`` times both). ``--lanes 1`` runs them one after the other.
+   thread each (``--lanes 2 --threads 1``, the default there; the probe runs the same way): on
+   2 cores that trains more images per second in all than one two-thread run after the other
+   (:class:`seke.train.ablation.ArmLanes`). ``--lanes 1`` runs them one after the other.
    ``--set field=value`` changes a recipe field for both arms.
 3. **Scores** (one metrics module, :mod:`seke.metrics`): expression accuracy and macro-F1 on
    FER2013 validation and every ``--eval DIR`` (manifest format), with flip/shift TTA as the
