@@ -229,7 +229,7 @@ class ArmLanes:
         if lanes < 2:
             raise ValueError(f"lanes={lanes}: side-by-side training needs at least 2 worker processes")
         faces = common_faces(train_set)
-        self.lanes, self.threads, self.face_ids = lanes, threads, faces.face_id.copy()
+        self.lanes, self.face_ids = lanes, faces.face_id.copy()
         self._pool = ProcessPoolExecutor(max_workers=lanes, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start_lane, initargs=(threads, faces, evals))
 
