@@ -3,7 +3,9 @@
     PYTHONPATH=. .venv/bin/python bench/checkpoint_eval.py CKPT [CKPT ...]
 
 A checkpoint is a folder written by the training assets or ``bench/train_fer.py``
-(``…/models/<run>/data=…/config=…``). Each is scored with the recipe it was trained with (TTA
+(``…/models/<run>/data=…/config=…``); ``A,B,C`` is the ensemble of those checkpoints, their
+predicted probabilities averaged (as ``SEKE_EXPRESSION_CHECKPOINT=A,B,C`` pools them in the
+offline annotator), scored as one column. Each is scored with the recipe it was trained with (TTA
 included when the recipe has it): expression accuracy / macro-F1 on both sets, and on CK+ the
 mean F1 of the AU head against FACS codes. The first checkpoint is the baseline of the Δ column;
 the class prior of each set (always its commonest expression) and, on CK+, calling every AU
@@ -24,27 +26,39 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+
 from seke.train.checkpoint import load_checkpoint  # noqa: E402
-from seke.train.evaluate import evaluate_arrays  # noqa: E402
+from seke.train.evaluate import evaluate_predictions, predict  # noqa: E402
+from seke.train.expression_model import checkpoint_paths  # noqa: E402
 from seke.train.run import load_ckplus, load_fer_validation  # noqa: E402
 
 METRICS = (("fer2013_validation", "expression", "accuracy"), ("fer2013_validation", "expression", "macro_f1"),
            ("ckplus", "expression", "accuracy"), ("ckplus", "aus", "mean_f1"))
 
 
-def score(path: str) -> tuple[str, dict]:
-    model, cfg, _ = load_checkpoint(path)
+def score(spec: str) -> tuple[str, dict]:
+    """(name, metrics per dev set) of one checkpoint, or of the ensemble a comma-separated spec
+    names (:func:`seke.train.expression_model.checkpoint_paths`): the members' predictions,
+    each made with its own recipe, averaged as the offline annotator averages them."""
+    loaded = [load_checkpoint(p)[:2] for p in checkpoint_paths(spec)]
     out = {}
-    for name, arrays in (("fer2013_validation", load_fer_validation(cfg.image_size)),
-                         ("ckplus", load_ckplus(cfg.image_size))):
-        out[name] = evaluate_arrays(model, arrays, "cpu", cfg) if arrays is not None else {}
-    return cfg.name, out
+    for name, load in (("fer2013_validation", load_fer_validation), ("ckplus", load_ckplus)):
+        preds = []
+        for model, cfg in loaded:
+            arrays = load(cfg.image_size)
+            if arrays is None:
+                break
+            preds.append(predict(model, arrays.images, "cpu", cfg))
+        out[name] = (evaluate_predictions({k: np.mean([p[k] for p in preds], axis=0) for k in preds[0]}, arrays)
+                     if preds and arrays is not None else {})
+    names = [cfg.name for _, cfg in loaded]
+    return names[0] if len(names) == 1 else f"ensemble of {len(names)}: {'+'.join(names)}", out
 
 
 def references() -> tuple[dict[str, float], dict[str, int]]:
     """Chance-level references on the dev sets (class prior; every AU present on CK+) and the
     face counts behind them."""
-    import numpy as np
 
     from seke.bench_data import class_prior_rate
     from seke.train.evaluate import au_metrics

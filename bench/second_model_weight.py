@@ -55,19 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
     ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
     ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
-    ap.add_argument("--expression-checkpoint", required=True, help="checkpoint folder from the training assets")
+    ap.add_argument("--expression-checkpoint", required=True, help="checkpoint folder from the training assets, or several comma-separated (an ensemble)")
     args = ap.parse_args(argv)
     from bench.selective import _sv_bench, dev_faces, half  # the selective bench's faces and halves
     from seke.annotators.offline import ANY_SOURCE, OfflineAnnotator, decode_crop, format_second_weights
     from seke.knowledge import knowledge_v1
-    from seke.train.expression_model import CheckpointExpressionModel
+    from seke.train.expression_model import load_expression_model
 
     loaded = dev_faces(_sv_bench(), args.data, args.per_set, args.split)
     if loaded is None:
         return 2
     faces, gold, used = loaded
     try:
-        second = CheckpointExpressionModel(args.expression_checkpoint)
+        second = load_expression_model(args.expression_checkpoint)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"no checkpoint: {exc}", file=sys.stderr)
         return 2

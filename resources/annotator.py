@@ -66,7 +66,8 @@ class AnnotatorResource(ConfigurableResource):
                              description="where `seke fetch-weights` put the offline models (env SEKE_CACHE_DIR)")
     expression_checkpoint: Optional[str] = Field(
         default=None, description="offline annotator: a checkpoint folder (local or s3://) trained by the "
-                                  "platform's training assets, used as a second expression model — pooled "
+                                  "platform's training assets, or several comma-separated (an ensemble, "
+                                  "their probabilities averaged), used as a second expression model — pooled "
                                   "into the expression probabilities and a voter in verification; needs the "
                                   "train extra (torch) (env SEKE_EXPRESSION_CHECKPOINT)")
     expression_checkpoint_weights: Optional[str] = Field(

@@ -45,7 +45,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SEKE_POOL_CROSS_CHECK", "1", "`pool`: a face a cheaper cascade stage resolved is re-checked by another member (one verification call) before it is final, and escalates if that member disagrees; in a jury every face is verified by another model. `0` turns it off"),
     Setting("SEKE_POOL_VERIFIER", "—", "pool member that verifies every face (unset: cascade self-verifies, jury picks another model)"),
     Setting("SEKE_SEED", "0", "seed of the offline annotator's test-time augmentation"),
-    Setting("SEKE_EXPRESSION_CHECKPOINT", "—", "offline annotator: a checkpoint folder (local or `s3://`) from the training assets, used as a second expression model (pooled into the expression probabilities, a voter in verification); needs `make .venv/.train-extra`"),
+    Setting("SEKE_EXPRESSION_CHECKPOINT", "—", "offline annotator: a checkpoint folder (local or `s3://`) from the training assets, or several comma-separated (an ensemble: their expression probabilities averaged), used as a second expression model (pooled into the expression probabilities, a voter in verification); needs `make .venv/.train-extra`"),
     Setting("SEKE_EXPRESSION_CHECKPOINT_WEIGHTS", "0.4", "pooling weight of that checkpoint per source, e.g. `ckplus=0,*=0.4` (a bare number: every source; 0: not used for that source's faces, neither pooled nor voting); choose it with `bench/second_model_weight.py`"),
     Setting("SEKE_KNOWLEDGE_VERSION", "v2", "`v1` literature tables, `v2` + P(AU | expression) estimated from CK+"),
     Setting("SEKE_CACHE_DIR", "~/.cache/seke", "where fetched model files, sample photos and downloaded S3 batches live"),

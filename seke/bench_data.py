@@ -31,7 +31,8 @@ SPLIT_HELP = (f"rows of this split in sets that have a split column: '{AUTO_SPLI
 
 #: ``--expression-checkpoint`` / ``--expression-checkpoint-weights`` help shared by the benches.
 CHECKPOINT_HELP = ("a checkpoint folder from the training assets as the offline annotator's second "
-                   "expression model (RESULT source=offline+checkpoint)")
+                   "expression model, or several comma-separated (an ensemble, their probabilities "
+                   "averaged) (RESULT source=offline+checkpoint)")
 CHECKPOINT_WEIGHTS_HELP = ("its pooling weight per source, e.g. 'ckplus=0,*=0.4' (as "
                            "SEKE_EXPRESSION_CHECKPOINT_WEIGHTS; default 0.4 for every source)")
 

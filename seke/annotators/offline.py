@@ -24,7 +24,8 @@ It answers the :class:`seke.annotation.Annotator` protocol exactly like the VLLM
   landmark-*aligned* re-crop. Both disagreeing with a weakly supported candidate rejects it;
   geometry, aligned crop and the bare model agreeing on another class corrects it.
 * **A second expression model** (optional, :class:`ExpressionModel`; e.g. a checkpoint the
-  platform trained on human labels, :class:`seke.train.expression_model.CheckpointExpressionModel`):
+  platform trained on human labels, :class:`seke.train.expression_model.CheckpointExpressionModel`,
+  or the ensemble of several, :class:`~seke.train.expression_model.CheckpointEnsemble`):
   on every view its probabilities are averaged into the expression probabilities (linear
   pooling, weight :data:`SECOND_MODEL_WEIGHT`; linear so that contempt, which FER-trained
   models never saw, keeps the fused model's mass), and in verification it is one more
@@ -175,14 +176,15 @@ def build_offline_annotator(knowledge: Knowledge, seed: int = 0, expression_chec
                             checkpoint_weights: "str | float | Mapping[str, float] | None" = None,
                             **kwargs: object) -> "OfflineAnnotator":
     """The offline annotator, with a trained checkpoint as its second expression model when
-    ``expression_checkpoint`` names one (needs torch, the train extra), pooled with
-    ``checkpoint_weights`` (see :func:`parse_second_weights`)."""
+    ``expression_checkpoint`` names one, or the ensemble of several when it names them
+    comma-separated (:func:`seke.train.expression_model.load_expression_model`; needs torch,
+    the train extra), pooled with ``checkpoint_weights`` (see :func:`parse_second_weights`)."""
     weights = parse_second_weights(checkpoint_weights)  # a bad spec fails before the model loads
     second = None
     if expression_checkpoint:
-        from seke.train.expression_model import CheckpointExpressionModel
+        from seke.train.expression_model import load_expression_model
 
-        second = CheckpointExpressionModel(expression_checkpoint)
+        second = load_expression_model(expression_checkpoint)
     return OfflineAnnotator(knowledge, seed=seed, second_model=second, second_weight=weights,  # type: ignore[arg-type]
                             **kwargs)
 

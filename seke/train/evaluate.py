@@ -93,7 +93,12 @@ def au_metrics(probs: np.ndarray, target: np.ndarray, mask: np.ndarray, threshol
 def evaluate_arrays(model: MultiTaskNet, arrays: FaceArrays, device: str, cfg: TrainConfig,
                     tta: bool | None = None) -> dict[str, Any]:
     """All metrics for the granularities ``arrays`` has labels for."""
-    pred = predict(model, arrays.images, device, cfg, tta=tta)
+    return evaluate_predictions(predict(model, arrays.images, device, cfg, tta=tta), arrays)
+
+
+def evaluate_predictions(pred: dict[str, np.ndarray], arrays: FaceArrays) -> dict[str, Any]:
+    """:func:`evaluate_arrays` on predictions already made (:func:`predict`'s output, or the
+    mean of several models' outputs for an ensemble)."""
     target = np.where(arrays.expression_w > 0, arrays.expression, -1)
     return {"faces": len(arrays),
             "expression": expression_metrics(pred["expression_probs"], target),

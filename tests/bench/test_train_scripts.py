@@ -123,3 +123,30 @@ def test_ablation_refuses_a_block_layout_that_does_not_fit_before_building_anyth
         out = capsys.readouterr()
         assert rc == 2 and says in out.err and "RESULT" not in out.out
         assert not work.exists()
+
+
+def test_checkpoint_eval_scores_an_ensemble_as_one_column(tmp_path: Path, monkeypatch, capsys):
+    """``A,B`` is scored on the members' averaged predictions, each member with its own recipe."""
+    from seke.train.checkpoint import save_checkpoint
+    from seke.train.config import TrainConfig
+    from seke.train.evaluate import expression_metrics, predict
+    from seke.train.trainer import train
+
+    arrays, _ = from_feid(feid_rows(40, seed=3), image_size=24)
+    models, paths = [], []
+    for seed in (1, 2):
+        cfg = TrainConfig.tiny(max_steps=4, batch_size=8, seed=seed)
+        model = train(arrays, cfg, device="cpu", log=lambda _: None).model
+        models.append((model, cfg))
+        paths.append(save_checkpoint(model, cfg, {"config_digest": cfg.digest()}, str(tmp_path / f"c{seed}")))
+    ce = _load("checkpoint_eval")
+    monkeypatch.setattr(ce, "load_fer_validation", lambda size=48: arrays)
+    monkeypatch.setattr(ce, "load_ckplus", lambda size=48: None)
+    name, out = ce.score(",".join(paths))
+    preds = [predict(m, arrays.images, "cpu", c)["expression_probs"] for m, c in models]
+    target = np.where(arrays.expression_w > 0, arrays.expression, -1)
+    want = expression_metrics((preds[0] + preds[1]) / 2, target)
+    assert name == "ensemble of 2: tiny+tiny" and out["ckplus"] == {}
+    assert out["fer2013_validation"]["expression"]["accuracy"] == want["accuracy"]
+    assert ce.main([paths[0], ",".join(paths)]) == 0
+    assert "RESULT source=checkpoint" in capsys.readouterr().out

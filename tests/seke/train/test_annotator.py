@@ -73,3 +73,39 @@ def test_checkpoint_as_the_offline_annotators_second_expression_model(tmp_path):
     np.testing.assert_allclose(p, want, atol=2e-3)   # RGB→grey of a grey image: same pixels
     with pytest.raises(FileNotFoundError):
         CheckpointExpressionModel(str(tmp_path / "nowhere"))
+
+
+def test_checkpoint_ensemble_averages_its_members(tmp_path):
+    """SEKE_EXPRESSION_CHECKPOINT=A,B: the second model is the mean of the members' probabilities,
+    named by every member; checkpoint_eval scores the same spec as one column."""
+    import io
+
+    from PIL import Image
+
+    from seke.train.expression_model import CheckpointEnsemble, CheckpointExpressionModel, load_expression_model
+
+    arrays, _ = from_feid(feid_rows(32, seed=5), image_size=24)
+    paths = []
+    for seed in (1, 2):
+        cfg = TrainConfig.tiny(max_steps=4, batch_size=8, seed=seed)
+        result = train(arrays, cfg, device="cpu", log=lambda _: None)
+        paths.append(save_checkpoint(result.model, cfg, {"config_digest": cfg.digest(), "data_version": f"v{seed}"},
+                                     str(tmp_path / f"models/m{seed}/data=v{seed}/config=c")))
+    one = load_expression_model(paths[0])
+    assert isinstance(one, CheckpointExpressionModel)
+    ens = load_expression_model(f" {paths[0]} ,{paths[1]},")
+    assert isinstance(ens, CheckpointEnsemble) and len(ens.members) == 2
+    assert "data v1" in ens.version and "data v2" in ens.version and ens.version.startswith("ensemble of 2")
+    image = Image.open(io.BytesIO(feab_rows(1)["image_png"][0].as_py())).convert("RGB")
+    a, b = (CheckpointExpressionModel(p).probs(image) for p in paths)
+    assert not np.allclose(a, b, atol=1e-4)   # the members differ, so the mean is not either one
+    np.testing.assert_allclose(ens.probs(image), (a + b) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec, match", [("", "needs a checkpoint"), (" , ", "needs a checkpoint"),
+                                         ("a,b,a", "names a more than once")])
+def test_checkpoint_spec_refused(spec, match):
+    from seke.train.expression_model import checkpoint_paths
+
+    with pytest.raises(ValueError, match=match):
+        checkpoint_paths(spec)
