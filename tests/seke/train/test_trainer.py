@@ -182,3 +182,17 @@ def test_cpu_picks_bf16_only_where_it_was_measured_faster():
     assert bf16_is_faster_for(f"vendor_id\t: AuthenticAMD\n{flags}\n")                     # EPYC, AVX512-BF16
     assert not bf16_is_faster_for(f"vendor_id\t: GenuineIntel\n{flags}\n")                 # Intel, no AMX
     assert not bf16_is_faster_for("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2\n")  # no bf16 at all
+
+
+def test_tta_views_of_few_faces_in_one_forward_score_as_one_by_one(faces):
+    """predict forwards all TTA views of a small batch at once (the offline annotator's one-face
+    calls); the scores are those of one forward per view, every head."""
+    from dataclasses import replace
+
+    cfg = TrainConfig.tiny(max_steps=3, tta=True)
+    model = train(faces, cfg, device="cpu", log=_silent).model
+    together = predict(model, faces.images[:3], "cpu", cfg)
+    one_by_one = predict(model, faces.images[:3], "cpu", replace(cfg, eval_batch_size=1))
+    for k in ("expression_probs", "va", "au_probs"):
+        assert together[k].shape == one_by_one[k].shape
+        np.testing.assert_allclose(together[k], one_by_one[k], atol=1e-5)
