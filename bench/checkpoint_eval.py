@@ -59,7 +59,6 @@ def score(spec: str) -> tuple[str, dict]:
 def references() -> tuple[dict[str, float], dict[str, int]]:
     """Chance-level references on the dev sets (class prior; every AU present on CK+) and the
     face counts behind them."""
-
     from seke.bench_data import class_prior_rate
     from seke.train.evaluate import au_metrics
 
