@@ -84,8 +84,9 @@ class CheckpointEnsemble:
     their probabilities can beat each of them. Measured on FER2013 validation with
     ``bench/checkpoint_eval.py A,B`` (2026-12-07): two 50-epoch compact checkpoints, seeds 0
     and 1, 0.6417 and 0.6395 alone, 0.6442 together; a stronger member gains nothing from
-    weaker ones (the 0.6551 wide checkpoint with those two: 0.6484), so ensemble checkpoints of
-    like strength. Each member scores a view its own way (its input size, its TTA); the version
+    weaker ones (the 0.6551 wide checkpoint with those two: 0.6484), and two wide seeds, 0.6551
+    and 0.6620 alone, got 0.6587 together: measure an ensemble against its best member before
+    using it. Each member scores a view its own way (its input size, its TTA); the version
     names every member, so a certificate fitted with one ensemble is not reused with another.
     """
 
