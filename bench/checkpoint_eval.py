@@ -44,14 +44,13 @@ def score(spec: str) -> tuple[str, dict]:
     loaded = [load_checkpoint(p)[:2] for p in checkpoint_paths(spec)]
     out = {}
     for name, load in (("fer2013_validation", load_fer_validation), ("ckplus", load_ckplus)):
-        preds = []
-        for model, cfg in loaded:
-            arrays = load(cfg.image_size)
-            if arrays is None:
-                break
-            preds.append(predict(model, arrays.images, "cpu", cfg))
-        out[name] = (evaluate_predictions({k: np.mean([p[k] for p in preds], axis=0) for k in preds[0]}, arrays)
-                     if preds and arrays is not None else {})
+        by_size = {size: load(size) for size in {cfg.image_size for _, cfg in loaded}}  # one read per input size
+        if any(arrays is None for arrays in by_size.values()):
+            out[name] = {}
+            continue
+        preds = [predict(model, by_size[cfg.image_size].images, "cpu", cfg) for model, cfg in loaded]
+        out[name] = evaluate_predictions({k: np.mean([p[k] for p in preds], axis=0) for k in preds[0]},
+                                         by_size[loaded[0][1].image_size])
     names = [cfg.name for _, cfg in loaded]
     return names[0] if len(names) == 1 else f"ensemble of {len(names)}: {'+'.join(names)}", out
 
