@@ -26,11 +26,15 @@ ECE of accepted labels: raw, and after the pipeline's isotonic calibration
 (:func:`seke.calibration.fit_calibration`) fitted on the calibration half, pooled and per source.
 
 RESULT: ``expr_target=0.10 expr_realized_error expr_coverage expr_coverage_at_0.20
-fer_coverage_at_0.20 max_expr_excess_over_target`` (worst realized − target over sources and
+fer_coverage_at_0.20 fer_ceiling_coverage_at_0.20`` (the most coverage any threshold reaches at
+error <= 0.20 on the evaluation half, picked with its labels: the ceiling, not a result)
+``max_expr_excess_over_target`` (worst realized − target over sources and
 targets) ``au_realized_error au_coverage accepted_error_ratio`` (SV-UAMC's error among labels
 certified at 0.10 ÷ single-shot's error at the same coverage) ``fixed10_error_ratio`` (the same
 ÷ fixed-10's) ``sv_accepted_error sv_error_ratio_equal_coverage`` (SV-UAMC's own accepted
-error ÷ single-shot's at the same coverage per source, no certificate) ``full_coverage_acc
+error ÷ single-shot's at the same coverage per source, no certificate) ``sv_ratio_floor_rejecting_only``
+(the same ratio for a verifier that rejects only wrong single-shot labels at that coverage: the
+lowest a rejecting verifier can reach there) ``full_coverage_acc
 fer_full_coverage_acc ece_accepted ece_accepted_calibrated``, plus ``source=`` and ``data=``.
 """
 
@@ -110,6 +114,23 @@ def realized(rows: Sequence[dict], gold: dict, certs: dict[str, Any], source_of:
     return out
 
 
+def ceiling(rows: Sequence[dict], gold: dict, source_of: dict[str, str], g: str, source: str, target: float) -> float:
+    """The most coverage any threshold on this score could reach on the evaluation half with mean
+    loss <= ``target``, chosen *with* the evaluation labels: not a result, the ceiling that shows how
+    much of the gap to it is the certificate's finite-sample price and how much the score's ranking."""
+    lossy = [(r, face_loss(r, gold[r["face_id"]], g)) for r in rows if source_of[r["face_id"]] == source]
+    lossy = [(r, lo) for r, lo in lossy if lo is not None]
+    scored = sorted(((face_score(r, g), lo) for r, lo in lossy if r["status"] == "accepted" and face_score(r, g) is not None),
+                    key=lambda x: -x[0])
+    if not scored:
+        return float("nan")
+    score = np.array([sc for sc, _ in scored])
+    mean_loss = np.cumsum([lo for _, lo in scored]) / np.arange(1, len(scored) + 1)
+    cut = np.append(score[1:] < score[:-1], True)  # a threshold cannot split tied scores
+    ok = np.flatnonzero((mean_loss <= target) & cut)
+    return float((ok.max() + 1) / len(lossy)) if ok.size else 0.0
+
+
 def same_coverage_error(rows: Sequence[dict], gold: dict, certified: dict[str, tuple[float, float, int]],
                         source_of: dict[str, str], sources: Sequence[str]) -> float:
     """Expression error of a baseline's labels (``rows``, evaluation half) at the certificate's
@@ -122,6 +143,22 @@ def same_coverage_error(rows: Sequence[dict], gold: dict, certified: dict[str, t
         lossy = [(sc, lo) for sc, lo in lossy if lo is not None]
         losses += metrics.most_confident([sc for sc, _ in lossy], [lo for _, lo in lossy], cov)
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def perfect_rejector_error(rows: Sequence[dict], gold: dict, coverage: dict[str, tuple[float, float, int]],
+                           source_of: dict[str, str], sources: Sequence[str]) -> float:
+    """The lowest error a verifier could leave among ``rows``' labels (single-shot's, evaluation
+    half) by rejecting only, at the given coverage per source: it rejects wrong labels first, so
+    ``max(0, wrong - rejected) / accepted``. Below it a verifier must correct labels, not just
+    reject them; it shows whether an error ratio is reachable at that coverage at all."""
+    wrong_left = accepted = 0
+    for s in sources:
+        losses = [face_loss(r, gold[r["face_id"]], "expression") for r in rows if source_of[r["face_id"]] == s]
+        losses = [lo for lo in losses if lo is not None]
+        keep = round(coverage[s][1] * len(losses)) if coverage[s][1] == coverage[s][1] else 0
+        wrong_left += max(0, int(sum(losses)) - (len(losses) - keep))
+        accepted += keep
+    return wrong_left / accepted if accepted else float("nan")
 
 
 def ratio(out: dict, at_cov: dict, baseline: str, target: float = 0.10) -> float:
@@ -182,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                  for name, cfg in sv.strategies(SamplingConfig()).items() if name != "sv_uamc"}
     out: dict[str, Any] = {}
     at_cov: dict[tuple[str, float], dict[str, float]] = {}
-    print(f"\n{'gran':<11}{'target':>7}  realized error / coverage on the evaluation half, per source; thresholds fitted on the other half")
+    ceilings: dict[tuple[str, float], dict[str, float]] = {}
+    print(f"\n{'gran':<11}{'target':>7}  realized error / coverage on the evaluation half, per source; thresholds fitted on the other half; "
+          f"ceiling: the most coverage with error <= target on this half, picked with its labels")
     for g in ("expression", "aus"):
         for t in targets:
             certs = {}
@@ -190,8 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sc, ls, _ = audit_points([r for r in cal_rows if source_of[r["face_id"]] == s], gold, g)
                 certs[s] = certify_losses(sc, ls, t, args.delta, bounded=(g == "aus"), source=s, granularity=g)
             out[(g, t)] = realized(ev_rows, gold, certs, source_of, g, sources)
+            ceilings[(g, t)] = {s: ceiling(ev_rows, gold, source_of, g, s, t) for s in sources}
             print(f"{g:<11}{t:>7.2f}  " + "  ".join(f"{s}: {e:.3f}/{c:.3f} (thr {certs[s].threshold if s in certs else '-'}, "
-                                                     f"n_cal={certs[s].n_calibration if s in certs else '-'})"
+                                                     f"n_cal={certs[s].n_calibration if s in certs else '-'}, "
+                                                     f"ceiling {ceilings[(g, t)][s]:.3f})"
                                                      if s != "all" else f"all: {e:.3f}/{c:.3f}"
                                                      for s, (e, c, _) in out[(g, t)].items()))
             if g == "expression":
@@ -211,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sv_cov = {s: (nan, sum(1 for r in sv_acc if source_of[r["face_id"]] == s)
                   / max(1, sum(1 for r in ex_rows if source_of[r["face_id"]] == s)), 0) for s in sources}
     ss_at_sv = same_coverage_error(base_rows["single_shot"], gold, sv_cov, source_of, sources)
+    floor_at_sv = perfect_rejector_error(base_rows["single_shot"], gold, sv_cov, source_of, sources)
     pairs = [p for p in audit_pairs(ev_rows, gold) if p.accepted and p.granularity == "expression"]
     calibration = fit_calibration(audit_pairs(cal_rows, gold), "isotonic")
     ece_acc, ece_cal = eces(pairs, calibration)
@@ -219,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw, cal = eces(ps, calibration)
         print(f"ECE of SV-UAMC accepted labels, {s}: raw {raw:.3f}, isotonic (fitted on the calibration half) {cal:.3f} ({len(ps)} labels)")
     print(f"baselines on the evaluation half: SV-UAMC accepted error {sv_err:.3f} "
-          f"(coverage {len(sv_acc) / max(1, len(ex_rows)):.3f}; single-shot at the same coverage per source {ss_at_sv:.3f}), full-coverage accuracy {full_acc:.3f}; "
+          f"(coverage {len(sv_acc) / max(1, len(ex_rows)):.3f}; single-shot at the same coverage per source {ss_at_sv:.3f}; "
+          f"a verifier rejecting only single-shot's wrong labels at that coverage {floor_at_sv:.3f}), full-coverage accuracy {full_acc:.3f}; "
           f"FER2013 full-coverage accuracy (all its faces) {fer_acc:.3f}; ECE of SV-UAMC accepted labels {ece_acc:.3f} raw, "
           f"{ece_cal:.3f} isotonic; verdicts {res.stats['verdicts']}")
     excess = [e - t for (g, t), per in out.items() if g == "expression" for s, (e, c, n) in per.items()
@@ -231,12 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           "expr_coverage": out[("expression", 0.10)]["all"][1] if ("expression", 0.10) in out else nan,
           "expr_coverage_at_0.20": out[("expression", 0.20)]["all"][1] if ("expression", 0.20) in out else nan,
           "fer_coverage_at_0.20": out[("expression", 0.20)].get(fer, (nan, nan, 0))[1] if ("expression", 0.20) in out else nan,
+          "fer_ceiling_coverage_at_0.20": ceilings[("expression", 0.20)].get(fer, nan) if ("expression", 0.20) in ceilings else nan,
           "max_expr_excess_over_target": max(excess) if excess else nan,
           "au_realized_error": out[("aus", 0.10)]["all"][0] if ("aus", 0.10) in out else nan,
           "au_coverage": out[("aus", 0.10)]["all"][1] if ("aus", 0.10) in out else nan,
           "accepted_error_ratio": ratio(out, at_cov, "single_shot"),
           "fixed10_error_ratio": ratio(out, at_cov, "fixed_10"),
-          "sv_accepted_error": sv_err, "sv_error_ratio_equal_coverage": sv_err / ss_at_sv if ss_at_sv else nan, "full_coverage_acc": full_acc, "fer_full_coverage_acc": fer_acc,
+          "sv_accepted_error": sv_err, "sv_error_ratio_equal_coverage": sv_err / ss_at_sv if ss_at_sv else nan,
+          "sv_ratio_floor_rejecting_only": floor_at_sv / ss_at_sv if ss_at_sv else nan, "full_coverage_acc": full_acc, "fer_full_coverage_acc": fer_acc,
           "ece_accepted": ece_acc, "ece_accepted_calibrated": ece_cal}
     print(f"RESULT source={annotator.source} data={data_field(counts, used)} delta={args.delta} "
           + " ".join(f"{k}={v:.3f}" for k, v in kv.items()))

@@ -137,6 +137,36 @@ def test_selective_halves_keep_each_subject_on_one_side():
     assert 0.4 < sum(half(f) for f in loose) / len(loose) < 0.6
 
 
+def test_selective_ceiling_is_the_largest_untied_prefix_within_the_target():
+    from seke.annotation import Labels
+
+    ceiling = _load("selective").ceiling
+    scores, right = [0.9, 0.8, 0.8, 0.5, 0.4], [True, True, False, False, True]
+    rows = [{"face_id": f"f{i}", "status": "accepted" if i < 4 else "rejected", "expression_confidence": sc,
+             "expression": "happy" if ok else "sad"} for i, (sc, ok) in enumerate(zip(scores, right))]
+    gold = {r["face_id"]: Labels(expression="happy") for r in rows}
+    src = {r["face_id"]: "a" for r in rows}
+    # prefixes 1..4 of the accepted faces have error 0, 0 (splits the tie at 0.8: no), 1/3, 1/2;
+    # the rejected fifth face counts in the coverage denominator only
+    assert ceiling(rows, gold, src, "expression", "a", 0.2) == 1 / 5
+    assert ceiling(rows, gold, src, "expression", "a", 0.4) == 3 / 5
+    assert ceiling(rows, gold, src, "expression", "a", 0.5) == 4 / 5
+    rows[0]["expression"] = "sad"
+    assert ceiling(rows, gold, src, "expression", "a", 0.2) == 0.0
+
+
+def test_selective_perfect_rejector_rejects_wrong_labels_first():
+    from seke.annotation import Labels
+
+    floor = _load("selective").perfect_rejector_error
+    rows = [{"face_id": f"{s}{i}", "expression": "happy" if i < 2 else "sad"} for s in "ab" for i in range(4)]
+    gold = {r["face_id"]: Labels(expression="happy") for r in rows}
+    src = {r["face_id"]: r["face_id"][0] for r in rows}
+    # source a keeps 3 of 4 (one of its two wrong labels rejected), b keeps all 4 (both wrong stay)
+    assert floor(rows, gold, {"a": (0, 0.75, 4), "b": (0, 1.0, 4)}, src, ["a", "b"]) == 3 / 7
+    assert floor(rows, gold, {"a": (0, 0.5, 4), "b": (0, 0.5, 4)}, src, ["a", "b"]) == 0.0
+
+
 def test_bad_checkpoint_weights_are_refused_by_every_bench_that_takes_them(tmp_path, capsys):
     import pytest
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import binom
 
-from seke.selective import (ABSTAIN_REASON, Certificate, apply, binomial_p_value, certify, fixed_sequence_rejections,
-                            load, save)
+from seke.selective import (ABSTAIN_REASON, GRID, Certificate, apply, binomial_p_value, certify,
+                            fixed_sequence_rejections, load, save)
 
 V = {"annotator": "offline-a", "knowledge": "v2", "prompt": "p1"}
 
@@ -65,6 +66,36 @@ def test_fixed_sequences_stop_at_their_first_failure_and_union_their_rejections(
     assert not fixed_sequence_rejections(grid, p2, 0.1, starts=(0.9, 0.7, 0.5)).any()
     with pytest.raises(ValueError):
         fixed_sequence_rejections(grid, p, 0.1, starts=())
+
+
+def test_a_rejected_threshold_hands_its_level_down_and_sequences_that_meet_pool_it():
+    grid = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    # 0.9 is rejected at 0.05 and hands 0.05 to 0.8, which also holds 0.05 as a start: 0.8 and
+    # 0.7 are tested at 0.1 (separate sequences at 0.05 each stopped at 0.8); 0.6 fails at 0.1.
+    p = np.array([0.03, 0.06, 0.09, 0.2, 0.001, 0.001])
+    assert fixed_sequence_rejections(grid, p, 0.1, starts=(0.9, 0.8)).tolist() == [True, True, True, False, False, False]
+    # a start that is not rejected hands nothing down: 0.8 is tested at its own 0.05 only
+    p2 = np.array([0.5, 0.06, 0.001, 0.001, 0.001, 0.001])
+    assert not fixed_sequence_rejections(grid, p2, 0.1, starts=(0.9, 0.8)).any()
+    # the levels never exceed delta in total: with every p-value at 0.1 + eps nothing is rejected
+    assert not fixed_sequence_rejections(grid, np.full(6, 0.1001), 0.1, starts=(0.9, 0.8, 0.5)).any()
+
+
+def test_pooled_levels_keep_the_family_wise_error_at_delta_when_every_threshold_is_null():
+    # every hypothesis true (selective error exactly at the target everywhere): any rejection is
+    # a family-wise error; the chain must keep its rate at or below delta
+    rng = np.random.default_rng(3)
+    target, delta, reps = 0.2, 0.1, 2000
+    grid = np.asarray(GRID)
+    errors = 0
+    for _ in range(reps):
+        c = rng.uniform(size=400)
+        wrong = rng.uniform(size=400) < target
+        n_acc = (c[None, :] >= grid[:, None]).sum(1)
+        n_err = ((c[None, :] >= grid[:, None]) & wrong[None, :]).sum(1)
+        p = np.where(n_acc > 0, binom.cdf(n_err, np.maximum(n_acc, 1), target), 1.0)
+        errors += bool(fixed_sequence_rejections(grid, p, delta).any())
+    assert errors / reps <= delta + 0.02  # binomial slack over 2,000 draws
 
 
 def _bonferroni_on_the_old_grid(c: np.ndarray, ok: np.ndarray, target: float, delta: float) -> float | None:
