@@ -52,6 +52,8 @@ CalibrationConfig = derived(
     "Confidence calibration and certified selective acceptance (targets from seke.selective.SelectiveTargets).",
     method=(str, Field("isotonic", description="temperature | isotonic")),
     min_pairs=(int, Field(20, description="fewest audit pairs a granularity needs to get a map")),
+    min_source_pairs=(int, Field(200, description="fewest audit pairs of one source a granularity needs to get "
+                                                  "that source its own map (fewer: the pooled map)")),
     expression_accuracy_floor=(float, Field(AUDIT_FLOORS["expression_accuracy"],
                                             description="audit check warns below this accuracy")),
 )
@@ -183,7 +185,7 @@ def confidence_calibration(context: AssetExecutionContext, config: CalibrationCo
         if not ok:
             failing[f"{key[0]}__{key[1]}"] = bad
     pairs = audit_pairs(rows, gold)
-    cal = fit_calibration(pairs, config.method, min_pairs=config.min_pairs,
+    cal = fit_calibration(pairs, config.method, min_pairs=config.min_pairs, min_source_pairs=config.min_source_pairs,
                           notes=f"{len(gold)} audited faces in {len(per_partition)} partitions")
     artefact = json.dumps(cal.to_json(), sort_keys=True)
     frame = pl.DataFrame({"version": [cal.version], "method": [cal.method], "created_at": [cal.created_at],
@@ -193,7 +195,7 @@ def confidence_calibration(context: AssetExecutionContext, config: CalibrationCo
 
     expr = [p for p in pairs if p.granularity == "expression" and p.accepted]
     raw_ece = ece([p.confidence for p in expr], [p.correct for p in expr]) if expr else None
-    cal_ece = ece([cal.apply(p.confidence, "expression") for p in expr], [p.correct for p in expr]) if expr else None
+    cal_ece = ece([cal.apply(p.confidence, "expression", p.source) for p in expr], [p.correct for p in expr]) if expr else None
     context.log.info(f"calibration {cal.version} on {len(pairs)} audit pairs; {len(failing)} partitions below floors")
     per_part_sel, sel_report, curves_md = _certify(store, rows, gold, config.targets(), context)
     return MaterializeResult(

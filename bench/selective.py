@@ -23,7 +23,8 @@ Scores and losses are the pipeline's (:func:`seke.selective.face_score` / ``face
 with the face as the unit (per-face share of wrong AUs, Hoeffding–Bentkus).
 
 ECE of accepted labels: raw, and after the pipeline's isotonic calibration
-(:func:`seke.calibration.fit_calibration`) fitted on the calibration half, pooled and per source.
+(:func:`seke.calibration.fit_calibration`, a map per source with enough faces) fitted on the
+calibration half, measured pooled and per source.
 
 RESULT: ``expr_target=0.10 expr_realized_error expr_coverage expr_coverage_at_0.20
 fer_coverage_at_0.20 fer_ceiling_coverage_at_0.20`` (the most coverage any threshold reaches at
@@ -175,7 +176,7 @@ def eces(pairs: Sequence[Any], calibration: Any) -> tuple[float, float]:
         return float("nan"), float("nan")
     ok = [p.correct for p in pairs]
     return (metrics.ece([p.confidence for p in pairs], ok),
-            metrics.ece([calibration.apply(p.confidence, "expression") for p in pairs], ok))
+            metrics.ece([calibration.apply(p.confidence, "expression", p.source) for p in pairs], ok))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         args.expression_checkpoint_weights)  # one instance: the strategies share cached TTA views
     res = run_sampling(faces, sv.prompts_for(faces), annotator, knowledge, SamplingConfig())
     source_of = {f.face_id: f.source for f in faces}
+    for r in res.labels:  # as the lake's rows: audit pairs, hence per-source calibration, need it
+        r.setdefault("source", source_of[r["face_id"]])
     sources = sorted(set(source_of.values()))
     half_of = {f.face_id: half(f) for f in faces}
     cal_rows = [r for r in res.labels if half_of[r["face_id"]] == 0]

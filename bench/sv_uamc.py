@@ -115,9 +115,12 @@ def run_strategies(faces, gold, make_annotator: Callable[[], Any], knowledge: Kn
     """Run every strategy on the same faces; with ``calibrations``, also score calibrated ECE."""
     out = {}
     prompts = prompts_for(faces)
+    source_of = {f.face_id: f.source for f in faces}
     for name, cfg in configs.items():
         t0 = time.perf_counter()
         res = run_sampling(faces, prompts, make_annotator(), knowledge, cfg)
+        for r in res.labels:  # as the lake's rows: per-source calibration needs it
+            r.setdefault("source", source_of[r["face_id"]])
         out[name] = score(res.labels, gold, res.stats["calls"])
         out[name]["seconds"] = time.perf_counter() - t0
         out[name]["stop_reasons"] = res.stats["stop_reasons"]
@@ -125,7 +128,7 @@ def run_strategies(faces, gold, make_annotator: Callable[[], Any], knowledge: Kn
         out[name]["pairs"] = audit_pairs(res.labels, gold)
         ps = [p for p in out[name]["pairs"] if p.accepted and p.granularity == "expression"]
         for method, cal in ((calibrations or {}).get(name) or {}).items():
-            out[name][f"ece_{method[:4]}"] = metrics.ece([cal.apply(p.confidence, "expression") for p in ps],
+            out[name][f"ece_{method[:4]}"] = metrics.ece([cal.apply(p.confidence, "expression", p.source) for p in ps],
                                                          [p.correct for p in ps]) if ps else math.nan
     return out
 

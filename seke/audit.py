@@ -80,6 +80,7 @@ class AuditPair:
     confidence: float
     correct: bool
     accepted: bool
+    source: str = ""          # the row's source ("" when the row names none): per-source calibration
 
 
 def _present(aus: Mapping[int, float] | None) -> set[int] | None:
@@ -99,18 +100,19 @@ def audit_pairs(rows: Sequence[Mapping[str, Any]], gold: Mapping[str, Labels]) -
         if g is None:
             continue
         acc = r["status"] == "accepted"
+        src = r.get("source") or ""
         if g.expression is not None and r.get("expression") is not None and r.get("expression_confidence") is not None:
             out.append(AuditPair(r["face_id"], "expression", float(r["expression_confidence"]),
-                                 r["expression"] == g.expression, acc))
+                                 r["expression"] == g.expression, acc, src))
         if g.valence is not None and r.get("valence") is not None and r.get("va_confidence") is not None:
             ok = (r["valence"] >= 0) == (g.valence >= 0) and (r["arousal"] >= 0) == (g.arousal >= 0)
-            out.append(AuditPair(r["face_id"], "va", float(r["va_confidence"]), ok, acc))
+            out.append(AuditPair(r["face_id"], "va", float(r["va_confidence"]), ok, acc, src))
         if g.aus is not None and r.get("au_probs") is not None:
             truth = _present(g.aus)
             for au, p in zip(AU_CATALOGUE, r["au_probs"]):
                 if p is None:
                     continue
-                out.append(AuditPair(r["face_id"], "au", max(p, 1 - p), (p >= 0.5) == (au in truth), acc))
+                out.append(AuditPair(r["face_id"], "au", max(p, 1 - p), (p >= 0.5) == (au in truth), acc, src))
     return out
 
 

@@ -129,7 +129,7 @@ ConsistencyFn = Callable[[Labels, Knowledge], ConsistencyLike]
 class Calibrator(Protocol):
     """Maps a raw confidence to a calibrated one (see :mod:`seke.calibration`)."""
 
-    def apply(self, confidence: float, granularity: str) -> float: ...
+    def apply(self, confidence: float, granularity: str, source: str | None = None) -> float: ...
 
 
 @dataclass
@@ -596,7 +596,7 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
         row.update(expression=known.expression, expression_confidence=1.0, expression_origin="human",
                    expression_probs=_one_hot(known.expression), uncertainty_expression=0.0)
     elif final is not None and "expression" in missing and final.expression is not None:
-        row.update(expression=final.expression, expression_confidence=_cal(calibration, expr_conf, "expression"),
+        row.update(expression=final.expression, expression_confidence=_cal(calibration, expr_conf, "expression", face.source),
                    expression_origin=gen_origin,
                    expression_probs=st.expr.probs if st.expr else None,
                    uncertainty_expression=st.uncertainty.get("expression"))
@@ -609,7 +609,7 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
                    uncertainty_va=0.0)
     elif final is not None and "va" in missing and final.valence is not None:
         row.update(valence=final.valence, arousal=final.arousal,
-                   va_confidence=_cal(calibration, st.va.confidence if st.va else None, "va"),
+                   va_confidence=_cal(calibration, st.va.confidence if st.va else None, "va", face.source),
                    va_origin=gen_origin, uncertainty_va=_finite(st.uncertainty.get("va")))
     else:
         row.update(valence=None, arousal=None, va_confidence=None, va_origin=None,
@@ -622,7 +622,7 @@ def _label_row(st: _Face, candidate: Labels | None, score: ConsistencyLike | Non
     elif final is not None and "aus" in missing and final.aus is not None:
         row.update(aus=sorted(au for au, p in final.aus.items() if p >= 0.5),
                    au_probs=st.aus.probs if st.aus else None,
-                   au_confidence=_cal(calibration, st.aus.confidence if st.aus else None, "aus"),
+                   au_confidence=_cal(calibration, st.aus.confidence if st.aus else None, "aus", face.source),
                    au_origin=gen_origin, uncertainty_aus=st.uncertainty.get("aus"))
     else:
         row.update(aus=None, au_probs=None, au_confidence=None, au_origin=None,
@@ -643,10 +643,10 @@ def _apply_correction(candidate: Labels, corrected: Labels, missing: Sequence[st
     return out
 
 
-def _cal(calibration: Calibrator | None, conf: float | None, granularity: str) -> float | None:
+def _cal(calibration: Calibrator | None, conf: float | None, granularity: str, source: str | None) -> float | None:
     if conf is None or calibration is None:
         return conf
-    return float(calibration.apply(conf, granularity))
+    return float(calibration.apply(conf, granularity, source))
 
 
 def _finite(x: float | None) -> float | None:

@@ -92,3 +92,48 @@ def test_apply_to_rows_leaves_human_confidences():
     out = cal.apply_to_rows(rows)[0]
     assert out["expression_confidence"] < 0.9 and out["va_confidence"] == 1.0
     assert rows[0]["expression_confidence"] == 0.9
+
+
+def _pairs_of(source: str, n: int, seed: int, overconfident: bool) -> list[AuditPair]:
+    """Over-confident pairs, or calibrated ones (right with probability c), named by source."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0.5, 1.0, n)
+    y = rng.random(n) < (0.5 + (c - 0.5) / 2 if overconfident else c)
+    return [AuditPair(f"{source}{i}", "expression", float(ci), bool(yi), True, source) for i, (ci, yi) in enumerate(zip(c, y))]
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_each_source_with_enough_pairs_gets_its_own_map(tmp_path, method):
+    """A posed source that is over-confident and a wild one that is calibrated: one pooled map
+    is wrong for both; per-source maps fix each, a small source and unnamed rows use the pooled one."""
+    fit = _pairs_of("posed", 1500, 1, True) + _pairs_of("wild", 1500, 2, False) + _pairs_of("tiny", 50, 3, False)
+    test = {"posed": _pairs_of("posed", 3000, 4, True), "wild": _pairs_of("wild", 3000, 5, False)}
+    pooled = fit_calibration(fit, method, min_source_pairs=10 ** 6)
+    cal = fit_calibration(fit, method, min_source_pairs=200)
+    assert not pooled.per_source and set(cal.per_source) == {"posed", "wild"}
+    assert cal.fitted_on == {"expression": 3050, "expression@posed": 1500, "expression@wild": 1500}
+    for src, ps in test.items():
+        ok = [p.correct for p in ps]
+        by_pooled = ece([pooled.apply(p.confidence, "expression", src) for p in ps], ok)
+        by_source = ece([cal.apply(p.confidence, "expression", src) for p in ps], ok)
+        assert by_source < min(0.05, by_pooled / 2), (src, by_source, by_pooled)
+    for c in (0.6, 0.9):
+        assert cal.apply(c, "expression", "tiny") == cal.apply(c, "expression") == pooled.apply(c, "expression")
+    rows = [{"source": "posed", "expression_confidence": 0.9, "expression_origin": "generated"},
+            {"source": "wild", "expression_confidence": 0.9, "expression_origin": "generated"}]
+    posed, wild = (r["expression_confidence"] for r in cal.apply_to_rows(rows))
+    assert posed < wild
+    back = Calibration.load(cal.save(tmp_path / "c.json"))
+    assert back.version == cal.version != pooled.version and back.per_source == cal.per_source
+    assert back.apply(0.9, "expression", "posed") == pytest.approx(posed)
+
+
+def test_a_pooled_only_artefact_keeps_the_version_it_had_before_per_source_maps():
+    import hashlib
+
+    cal = fit_calibration(overconfident_pairs(300, 8), "temperature")
+    payload = json.dumps({"m": cal.method, "p": cal.params}, sort_keys=True)
+    assert cal.version == f"cal-temperature-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+    d = cal.to_json()
+    del d["per_source"]  # an artefact written before per-source maps existed
+    assert Calibration.from_json(d).version == cal.version
