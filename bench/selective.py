@@ -1,7 +1,7 @@
 """Certified selective acceptance on real dev faces (issue 15, item 1): realized vs target error.
 
     PYTHONPATH=. python bench/selective.py [--data DIR] [--split S] [--per-set N]
-                                           [--targets 0.05,0.10,0.20] [--delta 0.1]
+                                           [--targets 0.05,0.10,0.20] [--delta 0.1] [--rows-out F.parquet]
 
 The offline annotator labels the faces of ``--data`` (one set folder with a ``manifest.csv``, or
 a folder of such sets, as ``bench/sv_uamc.py`` reads them) in audit mode (every human label
@@ -179,6 +179,28 @@ def eces(pairs: Sequence[Any], calibration: Any) -> tuple[float, float]:
             metrics.ece([calibration.apply(p.confidence, "expression", p.source) for p in pairs], ok))
 
 
+def write_rows(path: Path, rows: Sequence[dict], base_rows: dict[str, Sequence[dict]], gold: dict,
+               source_of: dict[str, str], half_of: dict[str, int]) -> Path:
+    """One Parquet row per face and strategy (SV-UAMC on every face, the baselines on the
+    evaluation half): source, half, status and abstain reason, expression, its certification
+    score and loss, the gold label. For re-analysis with DuckDB or polars without re-annotating."""
+    import polars as pl
+
+    out = []
+    for strategy, rs in {"sv_uamc": rows, **base_rows}.items():
+        for r in rs:
+            g = gold[r["face_id"]]
+            out.append({"face_id": r["face_id"], "source": source_of[r["face_id"]], "half": half_of[r["face_id"]],
+                        "strategy": strategy, "status": r["status"], "abstain_reason": r.get("abstain_reason"),
+                        "verdict": r.get("verdict"), "expression": r.get("expression"), "gold_expression": g.expression,
+                        "expression_score": face_score(r, "expression"),
+                        "expression_loss": face_loss(r, g, "expression"),
+                        "expression_confidence": r.get("expression_confidence")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(out, infer_schema_length=None).write_parquet(path)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
@@ -189,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
     ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
                     help=CHECKPOINT_WEIGHTS_HELP)
+    ap.add_argument("--rows-out", type=Path, default=None,
+                    help="also write every face's outcome per strategy to this Parquet file (for DuckDB/polars)")
     args = ap.parse_args(argv)
     try:
         targets = [float(t) for t in args.targets.split(",") if t.strip()]
@@ -220,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev_faces = [f for f in faces if half_of[f.face_id] == 1]
     base_rows = {name: run_sampling(ev_faces, sv.prompts_for(ev_faces), annotator, knowledge, cfg).labels
                  for name, cfg in sv.strategies(SamplingConfig()).items() if name != "sv_uamc"}
+    if args.rows_out:
+        print(f"rows: {write_rows(args.rows_out, res.labels, base_rows, gold, source_of, half_of)}")
     out: dict[str, Any] = {}
     at_cov: dict[tuple[str, float], dict[str, float]] = {}
     ceilings: dict[tuple[str, float], dict[str, float]] = {}
@@ -258,11 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor_at_sv = perfect_rejector_error(base_rows["single_shot"], gold, sv_cov, source_of, sources)
     pairs = [p for p in audit_pairs(ev_rows, gold) if p.accepted and p.granularity == "expression"]
     calibration = fit_calibration(audit_pairs(cal_rows, gold), "isotonic")
+    pooled_only = fit_calibration(audit_pairs(cal_rows, gold), "isotonic", min_source_pairs=sys.maxsize)
     ece_acc, ece_cal = eces(pairs, calibration)
-    for s in sources:
-        ps = [p for p in pairs if source_of[p.face_id] == s]
+    for s in [*sources, "all"]:
+        ps = [p for p in pairs if s == "all" or source_of[p.face_id] == s]
         raw, cal = eces(ps, calibration)
-        print(f"ECE of SV-UAMC accepted labels, {s}: raw {raw:.3f}, isotonic (fitted on the calibration half) {cal:.3f} ({len(ps)} labels)")
+        print(f"ECE of SV-UAMC accepted labels, {s}: raw {raw:.3f}, isotonic fitted on the calibration half "
+              f"{cal:.3f} (per-source maps: {sorted(calibration.per_source)}), {eces(ps, pooled_only)[1]:.3f} "
+              f"(one pooled map) ({len(ps)} labels)")
     print(f"baselines on the evaluation half: SV-UAMC accepted error {sv_err:.3f} "
           f"(coverage {len(sv_acc) / max(1, len(ex_rows)):.3f}; single-shot at the same coverage per source {ss_at_sv:.3f}; "
           f"a verifier rejecting only single-shot's wrong labels at that coverage {floor_at_sv:.3f}), full-coverage accuracy {full_acc:.3f}; "

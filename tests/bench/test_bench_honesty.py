@@ -175,3 +175,21 @@ def test_bad_checkpoint_weights_are_refused_by_every_bench_that_takes_them(tmp_p
             _load(name).main(["--data", str(tmp_path / "nowhere"), "--expression-checkpoint-weights", "ckplus=2"])
         assert exc.value.code == 2
         assert "second model weight for 'ckplus' must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_selective_rows_out_keeps_every_face_and_strategy(tmp_path):
+    import duckdb
+    from seke.annotation import Labels
+
+    write_rows = _load("selective").write_rows
+    sv = [{"face_id": "a", "status": "accepted", "expression": "happy", "expression_confidence": 0.9, "verdict": "none"},
+          {"face_id": "b", "status": "abstained", "abstain_reason": "verifier_rejected", "expression": "sad",
+           "expression_confidence": 0.4, "verdict": "reject"}]
+    base = {"single_shot": [{"face_id": "b", "status": "accepted", "expression": "happy", "expression_confidence": 0.7}]}
+    gold = {"a": Labels(expression="happy"), "b": Labels(expression="happy")}
+    path = write_rows(tmp_path / "r" / "rows.parquet", sv, base, gold, {"a": "fer2013", "b": "ckplus"}, {"a": 0, "b": 1})
+    got = duckdb.sql(f"select strategy, face_id, source, half, status, abstain_reason, expression_loss, expression_score "
+                     f"from '{path}' order by strategy desc, face_id").fetchall()
+    assert got == [("sv_uamc", "a", "fer2013", 0, "accepted", None, 0.0, 0.9),
+                   ("sv_uamc", "b", "ckplus", 1, "abstained", "verifier_rejected", 1.0, 0.4),
+                   ("single_shot", "b", "ckplus", 1, "accepted", None, 0.0, 0.7)]
