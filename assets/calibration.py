@@ -52,7 +52,7 @@ CalibrationConfig = derived(
     "Confidence calibration and certified selective acceptance (targets from seke.selective.SelectiveTargets).",
     method=(str, Field("isotonic", description="temperature | isotonic")),
     min_pairs=(int, Field(20, description="fewest audit pairs a granularity needs to get a map")),
-    min_source_pairs=(int, Field(200, description="fewest audit pairs of one source a granularity needs to get "
+    min_source_pairs=(int, Field(400, description="fewest audit pairs of one source a granularity needs to get "
                                                   "that source its own map (fewer: the pooled map)")),
     expression_accuracy_floor=(float, Field(AUDIT_FLOORS["expression_accuracy"],
                                             description="audit check warns below this accuracy")),
