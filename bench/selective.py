@@ -101,15 +101,20 @@ def fer_source(sources: Sequence[str]) -> str | None:
     return "fer2013" if "fer2013" in sources else next((s for s in sources if "fer" in s.lower()), None)
 
 
+def losses_of(rows: Sequence[dict], gold: dict, source_of: dict[str, str], source: str, g: str) -> list[tuple[dict, float]]:
+    """(row, loss) of the rows of ``source`` ("all": every source) whose loss against the hidden
+    gold is defined (:func:`seke.selective.face_loss`): the faces every coverage here is a share of."""
+    lossy = [(r, face_loss(r, gold[r["face_id"]], g)) for r in rows if source == "all" or source_of[r["face_id"]] == source]
+    return [(r, lo) for r, lo in lossy if lo is not None]
+
+
 def realized(rows: Sequence[dict], gold: dict, certs: dict[str, Any], source_of: dict[str, str], g: str,
              sources: Sequence[str]) -> dict[str, tuple[float, float, int]]:
     """Per source and pooled ("all"): (mean loss among certified-accepted faces, accepted share
-    of the source's evaluation faces, faces) on evaluation rows (:func:`seke.selective.face_loss`)."""
+    of the source's evaluation faces, faces) on evaluation rows."""
     out = {}
     for s in [*sources, "all"]:
-        rs = [r for r in rows if s == "all" or source_of[r["face_id"]] == s]
-        lossy = [(r, face_loss(r, gold[r["face_id"]], g)) for r in rs]
-        lossy = [(r, lo) for r, lo in lossy if lo is not None]
+        lossy = losses_of(rows, gold, source_of, s, g)
         acc = [lo for r, lo in lossy if r["status"] == "accepted" and certs[source_of[r["face_id"]]].accepts(face_score(r, g))]
         out[s] = (float(np.mean(acc)) if acc else float("nan"), len(acc) / len(lossy) if lossy else float("nan"), len(lossy))
     return out
@@ -119,8 +124,7 @@ def ceiling(rows: Sequence[dict], gold: dict, source_of: dict[str, str], g: str,
     """The most coverage any threshold on this score could reach on the evaluation half with mean
     loss <= ``target``, chosen *with* the evaluation labels: not a result, the ceiling that shows how
     much of the gap to it is the certificate's finite-sample price and how much the score's ranking."""
-    lossy = [(r, face_loss(r, gold[r["face_id"]], g)) for r in rows if source_of[r["face_id"]] == source]
-    lossy = [(r, lo) for r, lo in lossy if lo is not None]
+    lossy = losses_of(rows, gold, source_of, source, g)
     scored = sorted(((face_score(r, g), lo) for r, lo in lossy if r["status"] == "accepted" and face_score(r, g) is not None),
                     key=lambda x: -x[0])
     if not scored:
@@ -139,10 +143,8 @@ def same_coverage_error(rows: Sequence[dict], gold: dict, certified: dict[str, t
     losses: list[float] = []
     for s in sources:
         cov = certified[s][1]
-        lossy = [(face_score(r, "expression") or 0.0, face_loss(r, gold[r["face_id"]], "expression"))
-                 for r in rows if source_of[r["face_id"]] == s]
-        lossy = [(sc, lo) for sc, lo in lossy if lo is not None]
-        losses += metrics.most_confident([sc for sc, _ in lossy], [lo for _, lo in lossy], cov)
+        lossy = losses_of(rows, gold, source_of, s, "expression")
+        losses += metrics.most_confident([face_score(r, "expression") or 0.0 for r, _ in lossy], [lo for _, lo in lossy], cov)
     return float(np.mean(losses)) if losses else float("nan")
 
 
@@ -154,8 +156,7 @@ def perfect_rejector_error(rows: Sequence[dict], gold: dict, coverage: dict[str,
     reject them; it shows whether an error ratio is reachable at that coverage at all."""
     wrong_left = accepted = 0
     for s in sources:
-        losses = [face_loss(r, gold[r["face_id"]], "expression") for r in rows if source_of[r["face_id"]] == s]
-        losses = [lo for lo in losses if lo is not None]
+        losses = [lo for _, lo in losses_of(rows, gold, source_of, s, "expression")]
         keep = round(coverage[s][1] * len(losses)) if coverage[s][1] == coverage[s][1] else 0
         wrong_left += max(0, int(sum(losses)) - (len(losses) - keep))
         accepted += keep
