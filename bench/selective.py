@@ -125,8 +125,8 @@ def ceiling(rows: Sequence[dict], gold: dict, source_of: dict[str, str], g: str,
     loss <= ``target``, chosen *with* the evaluation labels: not a result, the ceiling that shows how
     much of the gap to it is the certificate's finite-sample price and how much the score's ranking."""
     lossy = losses_of(rows, gold, source_of, source, g)
-    scored = sorted(((face_score(r, g), lo) for r, lo in lossy if r["status"] == "accepted" and face_score(r, g) is not None),
-                    key=lambda x: -x[0])
+    scored = sorted(((sc, lo) for sc, lo in ((face_score(r, g), lo) for r, lo in lossy if r["status"] == "accepted")
+                     if sc is not None), key=lambda x: -x[0])
     if not scored:
         return float("nan")
     score = np.array([sc for sc, _ in scored])
@@ -284,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ss_at_sv = same_coverage_error(base_rows["single_shot"], gold, sv_cov, source_of, sources)
     floor_at_sv = perfect_rejector_error(base_rows["single_shot"], gold, sv_cov, source_of, sources)
     pairs = [p for p in audit_pairs(ev_rows, gold) if p.accepted and p.granularity == "expression"]
-    calibration = fit_calibration(audit_pairs(cal_rows, gold), "isotonic")
-    pooled_only = fit_calibration(audit_pairs(cal_rows, gold), "isotonic", min_source_pairs=sys.maxsize)
+    cal_pairs = audit_pairs(cal_rows, gold)
+    calibration = fit_calibration(cal_pairs, "isotonic")
+    pooled_only = fit_calibration(cal_pairs, "isotonic", min_source_pairs=sys.maxsize)
     ece_acc, ece_cal = eces(pairs, calibration)
     for s in [*sources, "all"]:
         ps = [p for p in pairs if s == "all" or source_of[p.face_id] == s]
