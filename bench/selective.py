@@ -180,11 +180,18 @@ def eces(pairs: Sequence[Any], calibration: Any) -> tuple[float, float]:
             metrics.ece([calibration.apply(p.confidence, "expression", p.source) for p in pairs], ok))
 
 
+def _floats(values: Sequence[float] | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
 def write_rows(path: Path, rows: Sequence[dict], base_rows: dict[str, Sequence[dict]], gold: dict,
                source_of: dict[str, str], half_of: dict[str, int]) -> Path:
     """One Parquet row per face and strategy (SV-UAMC on every face, the baselines on the
     evaluation half): source, half, status and abstain reason, expression, its certification
-    score and loss, the gold label. For re-analysis with DuckDB or polars without re-annotating."""
+    score and loss, the gold label, and what another acceptance score could be built from (the
+    aggregated class probabilities in :data:`seke.taxonomy.EXPRESSIONS` order, the consistency
+    score, the verifier's reasons, the samples drawn). For re-analysis with DuckDB or polars
+    without re-annotating."""
     import polars as pl
 
     out = []
@@ -196,7 +203,10 @@ def write_rows(path: Path, rows: Sequence[dict], base_rows: dict[str, Sequence[d
                         "verdict": r.get("verdict"), "expression": r.get("expression"), "gold_expression": g.expression,
                         "expression_score": face_score(r, "expression"),
                         "expression_loss": face_loss(r, g, "expression"),
-                        "expression_confidence": r.get("expression_confidence")})
+                        "expression_confidence": r.get("expression_confidence"),
+                        "expression_probs": _floats(r.get("expression_probs")),
+                        "consistency_score": r.get("consistency_score"), "verdict_reasons": r.get("verdict_reasons"),
+                        "n_samples": r.get("n_samples")})
     path.parent.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(out, infer_schema_length=None).write_parquet(path)
     return path

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -168,8 +169,6 @@ def test_selective_perfect_rejector_rejects_wrong_labels_first():
 
 
 def test_bad_checkpoint_weights_are_refused_by_every_bench_that_takes_them(tmp_path, capsys):
-    import pytest
-
     for name in ("selective", "sv_uamc", "annotator_quality"):
         with pytest.raises(SystemExit) as exc:
             _load(name).main(["--data", str(tmp_path / "nowhere"), "--expression-checkpoint-weights", "ckplus=2"])
@@ -182,7 +181,9 @@ def test_selective_rows_out_keeps_every_face_and_strategy(tmp_path):
     from seke.annotation import Labels
 
     write_rows = _load("selective").write_rows
-    sv = [{"face_id": "a", "status": "accepted", "expression": "happy", "expression_confidence": 0.9, "verdict": "none"},
+    probs = [0.02, 0.9, 0.02, 0.02, 0.01, 0.01, 0.01, 0.01]  # in EXPRESSIONS order
+    sv = [{"face_id": "a", "status": "accepted", "expression": "happy", "expression_confidence": 0.9, "verdict": "none",
+           "expression_probs": probs, "consistency_score": 0.8, "n_samples": 3},
           {"face_id": "b", "status": "abstained", "abstain_reason": "verifier_rejected", "expression": "sad",
            "expression_confidence": 0.4, "verdict": "reject"}]
     base = {"single_shot": [{"face_id": "b", "status": "accepted", "expression": "happy", "expression_confidence": 0.7}]}
@@ -193,3 +194,7 @@ def test_selective_rows_out_keeps_every_face_and_strategy(tmp_path):
     assert got == [("sv_uamc", "a", "fer2013", 0, "accepted", None, 0.0, 0.9),
                    ("sv_uamc", "b", "ckplus", 1, "abstained", "verifier_rejected", 1.0, 0.4),
                    ("single_shot", "b", "ckplus", 1, "accepted", None, 0.0, 0.7)]
+    extra = duckdb.sql(f"select expression_probs, consistency_score, n_samples from '{path}' "
+                       f"where strategy = 'sv_uamc' order by face_id").fetchall()
+    assert [e[1:] for e in extra] == [(0.8, 3), (None, None)]
+    assert extra[0][0] == pytest.approx(probs) and extra[1][0] is None
