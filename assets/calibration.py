@@ -127,7 +127,7 @@ def _certify(store: Lake, rows: list[dict], gold: dict, targets: SelectiveTarget
         for g in GRANULARITIES:
             if targets.target(g) is None:
                 continue
-            sc, ls, dropped = audit_points(part, gold, g, targets.va_tolerance)
+            sc, ls, dropped, _ = audit_points(part, gold, g, targets.va_tolerance)
             cert = next((c for c in certs if c.source == key[0] and c.granularity == g
                          and c.versions == dict(fv[part[0]["face_id"]])), None)
             entry = {"audit_faces": int(len(sc)), "dropped_non_finite": dropped,
@@ -139,7 +139,7 @@ def _certify(store: Lake, rows: list[dict], gold: dict, targets: SelectiveTarget
                 entry.update(certified_bound=cert.target, confidence=1 - cert.delta, threshold=cert.threshold,
                              realized_error_in_sample=float(ls[acc].mean()) if acc.any() else None,
                              coverage=float(acc.mean()) if len(sc) else None, certificate=cert.version,
-                             transferred_from=cert.transferred_from)
+                             transferred_from=cert.transferred_from, procedure=cert.procedure)
             figs[g] = entry
             if len(sc):
                 _, cov, risk = risk_coverage(sc, ls)

@@ -198,3 +198,15 @@ def test_selective_rows_out_keeps_every_face_and_strategy(tmp_path):
                        f"where strategy = 'sv_uamc' order by face_id").fetchall()
     assert [e[1:] for e in extra] == [(0.8, 3), (None, None)]
     assert extra[0][0] == pytest.approx(probs) and extra[1][0] is None
+
+
+def test_certification_methods_bench_refuses_bad_arguments_and_measures_against_the_truth(capsys):
+    import numpy as np
+
+    bench = _load("certification_methods")
+    assert bench.main(["--draws", "0"]) == 2 and "--draws must be" in capsys.readouterr().err
+    score, p_wrong = np.array([0.2, 0.5, 0.9, 0.95]), np.array([0.6, 0.3, 0.1, 0.0])
+    assert bench.truth(score, p_wrong, None) == (0.0, 0.0)  # nothing certified: nothing accepted
+    assert bench.truth(score, p_wrong, 0.9) == (0.5, 0.05)
+    with pytest.raises(ValueError):
+        bench.population("nope", np.random.default_rng(0))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+import seke.selective as sel
 from seke.selective import (ABSTAIN_REASON, GRID, Certificate, apply, binomial_p_value, certify,
                             fixed_sequence_rejections, load, save)
 
@@ -113,11 +114,69 @@ def test_multi_start_sequences_certify_at_least_the_coverage_of_bonferroni_over_
         c, ok = draw(1500, rng)
         for target in (0.10, 0.20):
             old = _bonferroni_on_the_old_grid(c, ok, target, 0.1)
-            new = certify(c, ok, target, 0.1).threshold
+            new = certify(c, ok, target, 0.1, method="fallback_chain").threshold
             assert old is None or (new is not None and new <= old)
             if old is not None:
                 gains.append((c >= new).mean() - (c >= old).mean())
     assert np.mean(gains) > 0.005  # the finer grid is not only as good but better on average
+
+
+def test_split_start_keeps_the_family_wise_error_at_delta_when_every_threshold_is_null():
+    # every threshold's selective error is exactly the target: certifying anything is an error
+    rng = np.random.default_rng(5)
+    target, delta, reps = 0.2, 0.1, 1000
+    errors = sum(certify(rng.uniform(size=400), rng.uniform(size=400) >= target, target, delta).threshold is not None
+                 for _ in range(reps))
+    assert errors / reps <= delta + 0.025  # binomial slack over 1,000 draws
+    # a broken variant that chose the start on the same faces it tests would not pass:
+    # the split is what makes it valid (checked on the same draws, start chosen in sample)
+    rng = np.random.default_rng(5)
+    in_sample = 0
+    for _ in range(reps):
+        c, ok = rng.uniform(size=400), rng.uniform(size=400) >= target
+        p = sel.grid_p_values(c, (~ok).astype(float), np.asarray(GRID), target, False)
+        in_sample += bool(fixed_sequence_rejections(np.asarray(GRID), p, delta, starts=(GRID[int(np.argmin(p))],)).any())
+    assert in_sample / reps > delta + 0.05
+
+
+def test_split_start_certifies_more_coverage_than_the_fallback_chain_on_average():
+    rng = np.random.default_rng(11)
+    for target in (0.10, 0.20):
+        gains = []
+        for _ in range(30):
+            c, ok = draw(1500, rng)
+            split, chain = (certify(c, ok, target, 0.1, method=m).threshold for m in ("split_start", "fallback_chain"))
+            gains.append(((c >= split).mean() if split is not None else 0.0)
+                         - ((c >= chain).mean() if chain is not None else 0.0))
+        assert np.mean(gains) > 0.005, (target, np.mean(gains))
+
+
+def test_split_start_splits_by_key_whatever_the_order_and_keeps_a_subject_on_one_side():
+    rng = np.random.default_rng(2)
+    c, ok = draw(1200, rng)
+    keys = [f"subject:{i // 4}" for i in range(1200)]  # four frames per subject
+    cert = certify(c, ok, 0.2, 0.1, keys=keys)
+    order = rng.permutation(1200)
+    again = certify(c[order], ok[order], 0.2, 0.1, keys=[keys[i] for i in order])
+    assert cert.threshold is not None and again == cert
+    assert cert.procedure["method"] == "split_start" and cert.procedure["start"] >= cert.threshold
+    assert cert.procedure["start_faces"] + cert.procedure["test_faces"] == 1200
+    mask = sel.start_part(1200, keys)
+    assert all(len(set(mask[i:i + 4])) == 1 for i in range(0, 1200, 4))  # a subject's frames together
+    assert 0.15 < mask.mean() < 0.25
+    tiny = certify([0.9, 0.95], [True, True], 0.2, 0.1)  # no face to choose the start: nothing breaks
+    assert tiny.threshold is None and tiny.n_calibration == 2
+    with pytest.raises(ValueError, match="unknown certification method"):
+        certify(c, ok, 0.2, 0.1, method="bonferroni")
+
+
+def test_certificate_procedure_round_trips_and_older_certificates_keep_their_version():
+    cert = certify(*draw(600, np.random.default_rng(4)), 0.2, 0.1)
+    assert Certificate.from_json(cert.to_json()) == cert and cert.procedure
+    legacy = Certificate("ckplus", "expression", 0.1, 0.1, 0.8, 100, 0.05, 0.4, V)
+    stored = legacy.to_json()
+    stored.pop("procedure")  # as written before the field existed, with the version it had then
+    assert Certificate.from_json(stored) == legacy
 
 
 def test_apply_abstains_below_threshold_only_for_matching_source_and_versions(tmp_path):
@@ -190,6 +249,9 @@ def test_targets_validation_never_raises_and_names_the_problem():
     assert "must lie in (0, 1)" in bad.problems()["expression"]
     assert SelectiveTargets(confidence=1.0).active() == {}
     assert SelectiveTargets(expression_error=float("nan")).problems()["expression"]
+    odd = SelectiveTargets(certification_method="bonferroni")
+    assert ("certification_method must be one of split_start, fallback_chain" in odd.problems()["certification_method"]
+            and odd.active() == {})
 
 
 def test_fit_certificates_too_few_faces_nan_scores_and_transfer():
