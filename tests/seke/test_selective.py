@@ -125,8 +125,8 @@ def test_split_start_keeps_the_family_wise_error_at_delta_when_every_threshold_i
     # every threshold's selective error is exactly the target: certifying anything is an error
     rng = np.random.default_rng(5)
     target, delta, reps = 0.2, 0.1, 1000
-    errors = sum(certify(rng.uniform(size=400), rng.uniform(size=400) >= target, target, delta).threshold is not None
-                 for _ in range(reps))
+    errors = sum(certify(rng.uniform(size=400), rng.uniform(size=400) >= target, target, delta,
+                         method="split_start").threshold is not None for _ in range(reps))
     assert errors / reps <= delta + 0.025  # binomial slack over 1,000 draws
     # a broken variant that chose the start on the same faces it tests would not pass:
     # the split is what makes it valid (checked on the same draws, start chosen in sample)
@@ -155,24 +155,25 @@ def test_split_start_splits_by_key_whatever_the_order_and_keeps_a_subject_on_one
     rng = np.random.default_rng(2)
     c, ok = draw(1200, rng)
     keys = [f"subject:{i // 4}" for i in range(1200)]  # four frames per subject
-    cert = certify(c, ok, 0.2, 0.1, keys=keys)
+    cert = certify(c, ok, 0.2, 0.1, keys=keys, method="split_start")
     order = rng.permutation(1200)
-    again = certify(c[order], ok[order], 0.2, 0.1, keys=[keys[i] for i in order])
+    again = certify(c[order], ok[order], 0.2, 0.1, keys=[keys[i] for i in order], method="split_start")
     assert cert.threshold is not None and again == cert
     assert cert.procedure["method"] == "split_start" and cert.procedure["start"] >= cert.threshold
     assert cert.procedure["start_faces"] + cert.procedure["test_faces"] == 1200
     mask = sel.start_part(1200, keys)
     assert all(len(set(mask[i:i + 4])) == 1 for i in range(0, 1200, 4))  # a subject's frames together
     assert 0.15 < mask.mean() < 0.25
-    tiny = certify([0.9, 0.95], [True, True], 0.2, 0.1)  # no face to choose the start: nothing breaks
+    tiny = certify([0.9, 0.95], [True, True], 0.2, 0.1, method="split_start")  # no face chooses the start
     assert tiny.threshold is None and tiny.n_calibration == 2
     with pytest.raises(ValueError, match="unknown certification method"):
         certify(c, ok, 0.2, 0.1, method="bonferroni")
 
 
 def test_certificate_procedure_round_trips_and_older_certificates_keep_their_version():
-    cert = certify(*draw(600, np.random.default_rng(4)), 0.2, 0.1)
-    assert Certificate.from_json(cert.to_json()) == cert and cert.procedure
+    for method in ("fallback_chain", "split_start"):
+        cert = certify(*draw(600, np.random.default_rng(4)), 0.2, 0.1, method=method)
+        assert Certificate.from_json(cert.to_json()) == cert and cert.procedure["method"] == method
     legacy = Certificate("ckplus", "expression", 0.1, 0.1, 0.8, 100, 0.05, 0.4, V)
     stored = legacy.to_json()
     stored.pop("procedure")  # as written before the field existed, with the version it had then
@@ -250,7 +251,7 @@ def test_targets_validation_never_raises_and_names_the_problem():
     assert SelectiveTargets(confidence=1.0).active() == {}
     assert SelectiveTargets(expression_error=float("nan")).problems()["expression"]
     odd = SelectiveTargets(certification_method="bonferroni")
-    assert ("certification_method must be one of split_start, fallback_chain" in odd.problems()["certification_method"]
+    assert ("certification_method must be one of fallback_chain, split_start" in odd.problems()["certification_method"]
             and odd.active() == {})
 
 
