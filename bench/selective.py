@@ -192,8 +192,9 @@ def _floats(values: Sequence[float] | None) -> list[float] | None:
 def write_rows(path: Path, rows: Sequence[dict], base_rows: dict[str, Sequence[dict]], gold: dict,
                source_of: dict[str, str], half_of: dict[str, int]) -> Path:
     """One Parquet row per face and strategy (SV-UAMC on every face, the baselines on the
-    evaluation half): source, half, status and abstain reason, expression, its certification
-    score and loss, the gold label, and what another acceptance score could be built from (the
+    evaluation half): source, subject (where the set names one: certification by subject can be
+    studied), half, status and abstain reason, expression, its certification score and loss, the
+    gold label, and what another acceptance score could be built from (the
     aggregated class probabilities in :data:`seke.taxonomy.EXPRESSIONS` order, the consistency
     score, the verifier's reasons, the samples drawn). For re-analysis with DuckDB or polars
     without re-annotating."""
@@ -203,7 +204,8 @@ def write_rows(path: Path, rows: Sequence[dict], base_rows: dict[str, Sequence[d
     for strategy, rs in {"sv_uamc": rows, **base_rows}.items():
         for r in rs:
             g = gold[r["face_id"]]
-            out.append({"face_id": r["face_id"], "source": source_of[r["face_id"]], "half": half_of[r["face_id"]],
+            out.append({"face_id": r["face_id"], "subject_id": r.get("subject_id"), "source": source_of[r["face_id"]],
+                        "half": half_of[r["face_id"]],
                         "strategy": strategy, "status": r["status"], "abstain_reason": r.get("abstain_reason"),
                         "verdict": r.get("verdict"), "expression": r.get("expression"), "gold_expression": g.expression,
                         "expression_score": face_score(r, "expression"),

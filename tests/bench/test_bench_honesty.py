@@ -183,7 +183,7 @@ def test_selective_rows_out_keeps_every_face_and_strategy(tmp_path):
     write_rows = _load("selective").write_rows
     probs = [0.02, 0.9, 0.02, 0.02, 0.01, 0.01, 0.01, 0.01]  # in EXPRESSIONS order
     sv = [{"face_id": "a", "status": "accepted", "expression": "happy", "expression_confidence": 0.9, "verdict": "none",
-           "expression_probs": probs, "consistency_score": 0.8, "n_samples": 3},
+           "expression_probs": probs, "consistency_score": 0.8, "n_samples": 3, "subject_id": "S005"},
           {"face_id": "b", "status": "abstained", "abstain_reason": "verifier_rejected", "expression": "sad",
            "expression_confidence": 0.4, "verdict": "reject"}]
     base = {"single_shot": [{"face_id": "b", "status": "accepted", "expression": "happy", "expression_confidence": 0.7}]}
@@ -194,9 +194,9 @@ def test_selective_rows_out_keeps_every_face_and_strategy(tmp_path):
     assert got == [("sv_uamc", "a", "fer2013", 0, "accepted", None, 0.0, 0.9),
                    ("sv_uamc", "b", "ckplus", 1, "abstained", "verifier_rejected", 1.0, 0.4),
                    ("single_shot", "b", "ckplus", 1, "accepted", None, 0.0, 0.7)]
-    extra = duckdb.sql(f"select expression_probs, consistency_score, n_samples from '{path}' "
+    extra = duckdb.sql(f"select expression_probs, consistency_score, n_samples, subject_id from '{path}' "
                        f"where strategy = 'sv_uamc' order by face_id").fetchall()
-    assert [e[1:] for e in extra] == [(0.8, 3), (None, None)]
+    assert [e[1:] for e in extra] == [(0.8, 3, "S005"), (None, None, None)]
     assert extra[0][0] == pytest.approx(probs) and extra[1][0] is None
 
 
