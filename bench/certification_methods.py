@@ -93,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     violation[m].append(float(np.mean([b for _, b in got[m]])))
                     if means[m] > max(v for k, v in means.items() if k != m) + 0.002:
                         better[m] += 1
-                oracle = max((truth(score, p_wrong, t)[0] for t in np.linspace(0, 1, 101)
-                              if truth(score, p_wrong, t)[1] <= target), default=0.0)
+                oracle = max((cov for cov, err in (truth(score, p_wrong, t) for t in np.linspace(0, 1, 101))
+                              if err <= target), default=0.0)
                 print(f"{curve:<9}{n:>6}{target:>7.2f}  " + "  ".join(
                     f"{m} {means[m]:.3f} ({violation[m][-1]:.2f})" for m in METHODS) + f"  oracle {oracle:.3f}", flush=True)
     split, chain = "split_start", "fallback_chain"

@@ -275,9 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             certs, split_certs = {}, {}
             for s in sources:
                 sc, ls, _, keys = audit_points([r for r in cal_rows if source_of[r["face_id"]] == s], gold, g)
-                certs[s] = certify_losses(sc, ls, t, args.delta, bounded=(g == "aus"), source=s, granularity=g)
-                split_certs[s] = certify_losses(sc, ls, t, args.delta, bounded=(g == "aus"), source=s, granularity=g,
-                                                method="split_start", keys=keys)
+                certs[s], split_certs[s] = (certify_losses(sc, ls, t, args.delta, bounded=(g == "aus"), source=s,
+                                                           granularity=g, method=m, keys=keys)
+                                            for m in ("fallback_chain", "split_start"))
             out[(g, t)] = realized(ev_rows, gold, certs, source_of, g, sources)
             split[(g, t)] = realized(ev_rows, gold, split_certs, source_of, g, sources)
             ceilings[(g, t)] = {s: ceiling(ev_rows, gold, source_of, g, s, t) for s in sources}
