@@ -48,6 +48,20 @@ clustered sources, the more conservative procedure is the default. The lowest re
 None), and the certificate's ``procedure`` records the method (and, for the split, the start and
 the faces on each side).
 
+Faces that come in clusters (a source that names subjects: CK+'s frames, several per person,
+err together) are not independent draws, and a test that counts frames is too sure of itself
+(``bench/certification_methods.py`` shows it breaking its bound on clustered faces). There the
+subject is the unit (:func:`cluster_units`): each subject contributes one value in [0, 1],
+``target + (E − target · A) / m`` for its ``A`` accepted frames of ``m`` with summed loss ``E``
+(:func:`unit_values`), whose mean is below ``target`` exactly when the error among accepted
+labels, each subject weighing the same, is; the p-value is the betting test of Waudby-Smith &
+Ramdas (:func:`wsr_p_values`), valid for i.i.d. subjects whatever the dependence of their frames
+(the hierarchical setting of Lee, Barber & Willett, "Distribution-free inference with
+hierarchical data", arXiv:2306.06342, 2023, where the group, not the observation, is the
+exchangeable unit). The bound is then on labels of new subjects; with few subjects it is weak,
+and the certificate says so by certifying little. Both methods use it; a source whose keys never
+repeat (face ids) keeps the exact per-face tests.
+
 A certificate is tied to what produced the confidences (annotator, knowledge and prompt
 versions) and to one source: :meth:`Certificate.matches` refuses it for anything else, and
 its ``version`` is a content hash. Labels below the threshold are abstained with reason
@@ -168,6 +182,67 @@ def grid_p_values(score: np.ndarray, losses: np.ndarray, grid: np.ndarray, targe
     return np.where(n_acc > 0, binom.cdf(np.round(loss_sum), np.maximum(n_acc, 1), target), 1.0)
 
 
+def wsr_p_values(values: np.ndarray, target: float, delta: float) -> np.ndarray:
+    """Betting p-value of H0 "mean > target" for i.i.d. values in [0, 1], one per row of
+    ``values`` (units along the columns, in an order fixed before their values are seen):
+    Waudby-Smith & Ramdas, "Estimating means of bounded random variables by betting", JRSS-B
+    2024, in the form of Bates et al. (RCPS, §3.3): wealth ``K_i = prod_j (1 − λ_j (x_j −
+    target))`` with the predictable plug-in bet ``λ_j = min(c, sqrt(2 log(1/delta) / (n σ̂²_{j−1})))``
+    and p = 1 / max_i K_i (Ville's inequality). The cap ``c = 0.75 / (1 − target)`` keeps the
+    wealth positive whatever a value in [0, 1] is, and lets a unit with no loss multiply it by
+    up to ``1 + 0.75 · target / (1 − target)``."""
+    x = np.atleast_2d(np.asarray(values, float))
+    n = x.shape[1]
+    if n == 0:
+        return np.ones(x.shape[0])
+    i = np.arange(1, n + 1)
+    mu = (0.5 + np.cumsum(x, 1)) / (1 + i)
+    var = (0.25 + np.cumsum((x - mu) ** 2, 1)) / (1 + i)
+    var_before = np.concatenate([np.full((x.shape[0], 1), 0.25), var[:, :-1]], 1)
+    lam = np.minimum(0.75 / (1 - target), np.sqrt(2 * math.log(1 / delta) / (n * var_before)))
+    wealth = np.cumprod(1 - lam * (x - target), 1).max(1)
+    return np.minimum(1.0, 1.0 / np.maximum(wealth, 1e-300))
+
+
+def cluster_units(keys: Sequence[str] | None) -> np.ndarray | None:
+    """Each face's unit (an index into its distinct keys, ordered by a hash of the key so the
+    order is fixed before any loss is seen), or None when no key repeats — every face its own
+    unit, where the exact per-face tests apply."""
+    if keys is None or len(set(keys)) == len(keys):
+        return None
+    order = sorted(set(keys), key=lambda k: hashlib.sha256(f"selective-unit:{k}".encode()).digest())
+    index = {k: i for i, k in enumerate(order)}
+    return np.array([index[k] for k in keys], int)
+
+
+def unit_values(score: np.ndarray, losses: np.ndarray, unit: np.ndarray, grid: np.ndarray, target: float
+                ) -> np.ndarray:
+    """Per grid threshold (rows) and unit (columns): ``target + (E − target · A) / m``, with A the
+    unit's accepted faces, E their summed loss and m its faces, which lies in [0, 1]. Its mean
+    exceeds ``target`` exactly when the error among accepted labels, each unit weighing the same,
+    exceeds ``target``: the clustered tests' statistic."""
+    n_units = int(unit.max()) + 1
+    onehot = np.zeros((len(unit), n_units))
+    onehot[np.arange(len(unit)), unit] = 1.0
+    acc = (score[None, :] >= grid[:, None]).astype(float)
+    size = onehot.sum(0)
+    return target + (((acc * losses[None, :]) @ onehot) - target * (acc @ onehot)) / size[None, :]
+
+
+def clustered_grid_p_values(score: np.ndarray, losses: np.ndarray, unit: np.ndarray, grid: np.ndarray,
+                            target: float, delta: float, n_units: int | None = None) -> np.ndarray:
+    """:func:`grid_p_values` for faces that come in clusters (frames of one subject): the unit
+    is the cluster, its statistic :func:`unit_values`, the p-value :func:`wsr_p_values`.
+    ``n_units`` repeats the units' values cyclically up to that many first: the p-value a set of
+    that size with the same values would have (how ``split_start`` predicts the test part)."""
+    if len(unit) == 0:
+        return np.ones(len(grid))
+    values = unit_values(score, losses, unit, grid, target)
+    if n_units is not None:
+        values = np.tile(values, (1, -(-n_units // values.shape[1])))[:, :n_units]
+    return wsr_p_values(values, target, delta)
+
+
 def start_part(n: int, keys: Sequence[str] | None = None, fraction: float = START_FRACTION) -> np.ndarray:
     """Mask of the audit faces that choose the start under ``split_start``: by a hash of each
     face's key (its subject where known, so one person's frames stay on one side) when ``keys``
@@ -186,18 +261,24 @@ def start_part(n: int, keys: Sequence[str] | None = None, fraction: float = STAR
 
 
 def split_start_rejections(grid: np.ndarray, score: np.ndarray, losses: np.ndarray, target: float, delta: float,
-                           bounded: bool, in_start: np.ndarray) -> tuple[np.ndarray, float, int]:
+                           bounded: bool, in_start: np.ndarray, unit: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, float, int]:
     """``split_start``: (rejection mask, start, faces that chose it). The start is the threshold
     whose p-value on the start faces, counts scaled to the test part's size, is smallest — where a
     rejection on the test faces is most likely (the top of the grid when no face chose); from it
-    one fixed sequence walks down the grid on the test faces alone at level ``delta``."""
-    n_a, n_b = int(in_start.sum()), int((~in_start).sum())
-    if n_a:
-        predicted = grid_p_values(score[in_start], losses[in_start], grid, target, bounded, scale=n_b / n_a)
-        start = float(grid[int(np.argmin(predicted))])
+    one fixed sequence walks down the grid on the test faces alone at level ``delta``. With
+    ``unit`` (clusters, :func:`cluster_units`) both parts use the clustered p-values."""
+    a, b = in_start, ~in_start
+    n_a = int(a.sum())
+    if unit is None:
+        predicted = grid_p_values(score[a], losses[a], grid, target, bounded, scale=b.sum() / max(n_a, 1))
+        p_test = grid_p_values(score[b], losses[b], grid, target, bounded)
     else:
-        start = float(grid.max())
-    p_test = grid_p_values(score[~in_start], losses[~in_start], grid, target, bounded)
+        unit_a, unit_b = (np.unique(unit[m], return_inverse=True)[1] for m in (a, b))
+        n_units_b = int(unit_b.max()) + 1 if len(unit_b) else 0
+        predicted = clustered_grid_p_values(score[a], losses[a], unit_a, grid, target, delta, n_units=n_units_b)
+        p_test = clustered_grid_p_values(score[b], losses[b], unit_b, grid, target, delta)
+    start = float(grid[int(np.argmin(predicted))]) if n_a else float(grid.max())
     return fixed_sequence_rejections(grid, p_test, delta, starts=(start,)), start, n_a
 
 
@@ -280,13 +361,20 @@ def certify_losses(score: Sequence[float], losses: Sequence[float], target: floa
         raise ValueError("losses must lie in [0, 1] (0/1 unless bounded)")
     grid_ = np.asarray(GRID if grid is None else grid, float)
     n = len(c)
+    if keys is not None and len(keys) != n:
+        raise ValueError("keys and scores differ in length")
+    unit = cluster_units(keys)
+    procedure: dict[str, Any] = {"method": method}
+    if unit is not None:
+        procedure.update(units=int(unit.max()) + 1, p_value="betting (WSR), clusters as units")
     if method == "split_start":
         in_start = start_part(n, keys)
-        mask, start, n_start = split_start_rejections(grid_, c, loss, target, delta, bounded, in_start)
-        procedure = {"method": method, "start": start, "start_faces": n_start, "test_faces": n - n_start}
+        mask, start, n_start = split_start_rejections(grid_, c, loss, target, delta, bounded, in_start, unit)
+        procedure.update(start=start, start_faces=n_start, test_faces=n - n_start)
     else:
-        mask = fixed_sequence_rejections(grid_, grid_p_values(c, loss, grid_, target, bounded), delta, starts)
-        procedure = {"method": method}
+        p = (grid_p_values(c, loss, grid_, target, bounded) if unit is None
+             else clustered_grid_p_values(c, loss, unit, grid_, target, delta))
+        mask = fixed_sequence_rejections(grid_, p, delta, starts)
     rejected = grid_[mask]
     best = float(rejected.min()) if rejected.size else None
     acc = c >= best if best is not None else np.zeros(n, bool)

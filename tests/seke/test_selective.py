@@ -170,6 +170,47 @@ def test_split_start_splits_by_key_whatever_the_order_and_keeps_a_subject_on_one
         certify(c, ok, 0.2, 0.1, method="bonferroni")
 
 
+def test_wsr_p_value_is_valid_under_the_null_and_small_far_below_the_target():
+    rng = np.random.default_rng(8)
+    null = rng.binomial(1, 0.2, size=(4000, 60)).astype(float)  # mean exactly the target
+    assert (sel.wsr_p_values(null, 0.2, 0.1) <= 0.1).mean() <= 0.1 + 0.015  # slack over 4,000 draws
+    assert sel.wsr_p_values(np.zeros(60), 0.2, 0.1)[0] < 1e-3
+    assert sel.wsr_p_values(np.full(60, 0.3), 0.2, 0.1)[0] == 1.0
+    assert sel.wsr_p_values(np.zeros((2, 0)), 0.2, 0.1).tolist() == [1.0, 1.0]
+
+
+def test_unit_values_weigh_each_subject_the_same():
+    score = np.array([0.9, 0.9, 0.2, 0.9])
+    loss = np.array([1.0, 0.0, 1.0, 0.0])
+    unit = np.array([0, 0, 0, 1])  # subject 0: three frames, two accepted at 0.5, one of them wrong
+    values = sel.unit_values(score, loss, unit, np.array([0.5]), 0.1)
+    assert values[0] == pytest.approx([0.1 + (1 - 0.1 * 2) / 3, 0.1 - 0.1])
+    assert sel.cluster_units(["face:a", "face:b"]) is None and sel.cluster_units(None) is None
+    units = sel.cluster_units(["s:b", "s:a", "s:b"])
+    assert units[0] == units[2] != units[1]
+    assert sel.cluster_units(["s:a", "s:b", "s:b"])[0] == units[1]  # a unit's place does not depend on the order
+
+
+@pytest.mark.parametrize("method", ["fallback_chain", "split_start"])
+def test_frames_clustered_by_subject_are_tested_with_the_subject_as_unit(method):
+    # every subject's frames are all right or all wrong, wrong with probability = target: the
+    # error at every threshold is the target, so certifying anything is an error. Counting
+    # frames as independent breaks the bound; counting subjects keeps it.
+    rng = np.random.default_rng(6)
+    target, delta, reps, frames = 0.2, 0.1, 300, 9
+    broken = {"frames": 0, "subjects": 0}
+    for _ in range(reps):
+        wrong = np.repeat(rng.uniform(size=60) < target, frames)
+        score = rng.uniform(size=60 * frames)
+        keys = [f"subject:{i // frames}" for i in range(60 * frames)]
+        for unit, k in (("frames", None), ("subjects", keys)):
+            broken[unit] += certify(score, ~wrong, target, delta, method=method, keys=k).threshold is not None
+    assert broken["subjects"] / reps <= delta + 0.04  # binomial slack over 300 draws
+    assert broken["frames"] / reps > delta + 0.1
+    cert = certify(score, ~wrong, target, delta, method=method, keys=keys)
+    assert cert.procedure["units"] == 60
+
+
 def test_certificate_procedure_round_trips_and_older_certificates_keep_their_version():
     for method in ("fallback_chain", "split_start"):
         cert = certify(*draw(600, np.random.default_rng(4)), 0.2, 0.1, method=method)
