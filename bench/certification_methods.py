@@ -16,8 +16,8 @@ the baseline) and with ``split_start`` on the same faces; coverage and error are
 curve's population (400,000 faces).
 
 Clustered settings, as CK+ is (frames of one subject err together): a population of subjects
-with 3 to 15 frames each on the ``posed`` curve, each subject's errors shifted by its own random
-effect (normal, sd 1.5 on the logit); draws of 45 and 150 subjects (CK+'s calibration half has
+posing 1 to 5 sequences of 3 near-identical frames (same score, same outcome) on the ``posed``
+curve, each subject's errors shifted by its own random effect (normal, sd 1.5 on the logit); draws of 45 and 150 subjects (CK+'s calibration half has
 about 45), targets 0.10 and 0.20. Each method certifies twice on the same faces: with the
 subject as the unit (the keys the pipeline passes) and counting frames as independent faces.
 
@@ -64,15 +64,18 @@ def population(curve: str, rng: np.random.Generator, size: int = 400_000) -> tup
 
 
 def clustered_population(rng: np.random.Generator, subjects: int = 20_000
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores, probability of a wrong label, subject of each frame) of the clustered setting:
-    the ``posed`` curve with a per-subject shift on the logit of the error probability."""
-    frames = rng.integers(1, 6, subjects) * 3
-    subject = np.repeat(np.arange(subjects), frames)
-    score, p = population("posed", rng, len(subject))
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, probability of a wrong label, subject, sequence) per frame of the clustered
+    setting, shaped like CK+: each subject poses 1 to 5 sequences of 3 near-identical frames
+    (one score and one error probability per sequence, the frames' losses drawn together: see
+    ``main``), on the ``posed`` curve with a per-subject shift on the logit of the error."""
+    sequences = rng.integers(1, 6, subjects)
+    seq_subject = np.repeat(np.arange(subjects), sequences)
+    score, p = population("posed", rng, len(seq_subject))
     p = np.clip(p, 1e-4, 1 - 1e-4)
-    logit = np.log(p / (1 - p)) + rng.normal(0.0, 1.5, subjects)[subject]
-    return score, 1 / (1 + np.exp(-logit)), subject
+    logit = np.log(p / (1 - p)) + rng.normal(0.0, 1.5, subjects)[seq_subject]
+    frame_seq = np.repeat(np.arange(len(seq_subject)), 3)
+    return score[frame_seq], (1 / (1 + np.exp(-logit)))[frame_seq], seq_subject[frame_seq], frame_seq
 
 
 def truth(score: np.ndarray, p_wrong: np.ndarray, threshold: float | None) -> tuple[float, float]:
@@ -121,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clustered: dict[tuple[str, str], list[tuple[float, float]]] = {}
     print(f"\nclustered (subject random effect): mean coverage (share of draws whose bound broke), "
           f"subjects as the unit vs frames counted as independent; oracle")
-    c_score, c_wrong, c_subject = clustered_population(rng)
+    c_score, c_wrong, c_subject, c_sequence = clustered_population(rng)
     starts = np.searchsorted(c_subject, np.arange(c_subject.max() + 1))
     ends = np.append(starts[1:], len(c_subject))
     for n_subjects in (45, 150):
@@ -130,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _ in range(args.draws):
                 chosen = rng.choice(len(starts), n_subjects, replace=False)
                 idx = np.concatenate([np.arange(starts[i], ends[i]) for i in chosen])
-                loss = (rng.random(len(idx)) < c_wrong[idx]).astype(float)
+                draw = rng.random(c_sequence[idx].max() + 1)  # one outcome per sequence: its frames err together
+                loss = (draw[c_sequence[idx]] < c_wrong[idx]).astype(float)
                 keys = [f"subject:{k}" for k in c_subject[idx]]
                 for (m, u), v in got_c.items():
                     cert = certify_losses(c_score[idx], loss, target, args.delta, method=m,

@@ -210,7 +210,8 @@ def test_certification_methods_bench_refuses_bad_arguments_and_measures_against_
     assert bench.truth(score, p_wrong, 0.9) == (0.5, 0.05)
     with pytest.raises(ValueError):
         bench.population("nope", np.random.default_rng(0))
-    score, p_wrong, subject = bench.clustered_population(np.random.default_rng(0), subjects=200)
+    score, p_wrong, subject, sequence = bench.clustered_population(np.random.default_rng(0), subjects=200)
     frames = np.bincount(subject)
     assert len(frames) == 200 and set(frames) <= {3, 6, 9, 12, 15} and len(score) == len(p_wrong) == frames.sum()
     assert ((0 < p_wrong) & (p_wrong < 1)).all() and (np.diff(subject) >= 0).all()
+    assert set(np.bincount(sequence)) == {3} and all(len(set(score[sequence == q])) == 1 for q in range(5))
