@@ -26,16 +26,17 @@ ECE of accepted labels: raw, and after the pipeline's isotonic calibration
 (:func:`seke.calibration.fit_calibration`, a map per source with enough faces) fitted on the
 calibration half, measured pooled and per source.
 
-Certificates use the pipeline's default method (``fallback_chain``); the other method
-(``split_start``) is run on the same calibration faces and its realized error and coverage are
-printed beside.
+Certificates use the pipeline's default method (:data:`seke.selective.DEFAULT_METHOD`, named
+in the RESULT line as ``method=``); the other method is run on the same calibration faces and
+its realized error and coverage are printed beside. Both take each face's subject where the set
+names one, so CK+ is tested with the subject as the unit.
 
 RESULT: ``expr_target=0.10 expr_realized_error expr_coverage expr_coverage_at_0.20
-fer_coverage_at_0.20 fer_coverage_at_0.20_split`` (the other method's)
+fer_coverage_at_0.20`` (the default method's) ``fer_coverage_at_0.20_chain fer_coverage_at_0.20_split`` (each method's)
 ``fer_ceiling_coverage_at_0.20`` (the most coverage any threshold reaches at
 error <= 0.20 on the evaluation half, picked with its labels: the ceiling, not a result)
 ``max_expr_excess_over_target`` (worst realized − target over sources and
-targets) ``max_expr_excess_over_target_split`` ``au_realized_error au_coverage accepted_error_ratio`` (SV-UAMC's error among labels
+targets) ``max_expr_excess_over_target_chain max_expr_excess_over_target_split`` ``au_realized_error au_coverage accepted_error_ratio`` (SV-UAMC's error among labels
 certified at 0.10 ÷ single-shot's error at the same coverage) ``fixed10_error_ratio`` (the same
 ÷ fixed-10's) ``sv_accepted_error sv_error_ratio_equal_coverage`` (SV-UAMC's own accepted
 error ÷ single-shot's at the same coverage per source, no certificate) ``sv_ratio_floor_rejecting_only``
@@ -64,8 +65,11 @@ from seke.audit import audit_pairs  # noqa: E402
 from seke.bench_data import CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, split_option  # noqa: E402
 from seke.calibration import fit_calibration  # noqa: E402
 from seke.knowledge import knowledge_v1  # noqa: E402
-from seke.selective import audit_points, certify_losses, face_loss, face_score  # noqa: E402
+from seke.selective import DEFAULT_METHOD, METHODS, audit_points, certify_losses, face_loss, face_score  # noqa: E402
 from seke.sv_uamc import SamplingConfig, run_sampling  # noqa: E402
+
+#: Suffix of each certification method's RESULT keys.
+SHORT = {"fallback_chain": "chain", "split_start": "split"}
 
 
 def _sv_bench() -> Any:
@@ -269,26 +273,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     ceilings: dict[tuple[str, float], dict[str, float]] = {}
     print(f"\n{'gran':<11}{'target':>7}  realized error / coverage on the evaluation half, per source; thresholds fitted on the other half; "
           f"ceiling: the most coverage with error <= target on this half, picked with its labels")
-    split: dict[tuple[str, float], dict[str, tuple[float, float, int]]] = {}
+    other_method = next(m for m in METHODS if m != DEFAULT_METHOD)
+    other: dict[tuple[str, float], dict[str, tuple[float, float, int]]] = {}
     for g in ("expression", "aus"):
         for t in targets:
-            certs, split_certs = {}, {}
+            certs, other_certs = {}, {}
             for s in sources:
                 sc, ls, _, keys = audit_points([r for r in cal_rows if source_of[r["face_id"]] == s], gold, g)
-                certs[s], split_certs[s] = (certify_losses(sc, ls, t, args.delta, bounded=(g == "aus"), source=s,
+                certs[s], other_certs[s] = (certify_losses(sc, ls, t, args.delta, bounded=(g == "aus"), source=s,
                                                            granularity=g, method=m, keys=keys)
-                                            for m in ("fallback_chain", "split_start"))
+                                            for m in (DEFAULT_METHOD, other_method))
             out[(g, t)] = realized(ev_rows, gold, certs, source_of, g, sources)
-            split[(g, t)] = realized(ev_rows, gold, split_certs, source_of, g, sources)
+            other[(g, t)] = realized(ev_rows, gold, other_certs, source_of, g, sources)
             ceilings[(g, t)] = {s: ceiling(ev_rows, gold, source_of, g, s, t) for s in sources}
             print(f"{g:<11}{t:>7.2f}  " + "  ".join(f"{s}: {e:.3f}/{c:.3f} (thr {certs[s].threshold if s in certs else '-'}, "
                                                      f"n_cal={certs[s].n_calibration if s in certs else '-'}, "
                                                      f"ceiling {ceilings[(g, t)][s]:.3f})"
                                                      if s != "all" else f"all: {e:.3f}/{c:.3f}"
                                                      for s, (e, c, _) in out[(g, t)].items()))
-            print(f"{'':<18}  split_start on the same calibration faces: " + "  ".join(
-                f"{s}: {e:.3f}/{c:.3f} (thr {split_certs[s].threshold}, start {split_certs[s].procedure.get('start')})"
-                if s != "all" else f"all: {e:.3f}/{c:.3f}" for s, (e, c, _) in split[(g, t)].items()))
+            print(f"{'':<18}  {other_method} on the same calibration faces: " + "  ".join(
+                f"{s}: {e:.3f}/{c:.3f} (thr {other_certs[s].threshold}"
+                + (f", start {other_certs[s].procedure['start']})" if "start" in other_certs[s].procedure else ")")
+                if s != "all" else f"all: {e:.3f}/{c:.3f}" for s, (e, c, _) in other[(g, t)].items()))
             if g == "expression":
                 at_cov[(g, t)] = {name: same_coverage_error(rows, gold, out[(g, t)], source_of, sources)
                                   for name, rows in base_rows.items()}
@@ -323,8 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"a verifier rejecting only single-shot's wrong labels at that coverage {floor_at_sv:.3f}), full-coverage accuracy {full_acc:.3f}; "
           f"FER2013 full-coverage accuracy (all its faces) {fer_acc:.3f}; ECE of SV-UAMC accepted labels {ece_acc:.3f} raw, "
           f"{ece_cal:.3f} isotonic; verdicts {res.stats['verdicts']}")
-    excess, split_excess = ([e - t for (g, t), per in res_.items() if g == "expression" for s, (e, c, n) in per.items()
-                             if s != "all" and not np.isnan(e)] for res_ in (out, split))
+    by_method = {DEFAULT_METHOD: out, other_method: other}
+    excess = {m: [e - t for (g, t), per in res_.items() if g == "expression" for s, (e, c, n) in per.items()
+                  if s != "all" and not np.isnan(e)] for m, res_ in by_method.items()}
     counts: dict[str, int] = {}
     for f in faces:
         counts[f.source] = counts.get(f.source, 0) + 1
@@ -332,10 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           "expr_coverage": out[("expression", 0.10)]["all"][1] if ("expression", 0.10) in out else nan,
           "expr_coverage_at_0.20": out[("expression", 0.20)]["all"][1] if ("expression", 0.20) in out else nan,
           "fer_coverage_at_0.20": out[("expression", 0.20)].get(fer, (nan, nan, 0))[1] if ("expression", 0.20) in out else nan,
-          "fer_coverage_at_0.20_split": split[("expression", 0.20)].get(fer, (nan, nan, 0))[1] if ("expression", 0.20) in split else nan,
+          **{f"fer_coverage_at_0.20_{SHORT[m]}": res_[("expression", 0.20)].get(fer, (nan, nan, 0))[1]
+             if ("expression", 0.20) in res_ else nan for m, res_ in sorted(by_method.items())},
           "fer_ceiling_coverage_at_0.20": ceilings[("expression", 0.20)].get(fer, nan) if ("expression", 0.20) in ceilings else nan,
-          "max_expr_excess_over_target": max(excess) if excess else nan,
-          "max_expr_excess_over_target_split": max(split_excess) if split_excess else nan,
+          "max_expr_excess_over_target": max(excess[DEFAULT_METHOD]) if excess[DEFAULT_METHOD] else nan,
+          **{f"max_expr_excess_over_target_{SHORT[m]}": max(ex) if ex else nan for m, ex in sorted(excess.items())},
           "au_realized_error": out[("aus", 0.10)]["all"][0] if ("aus", 0.10) in out else nan,
           "au_coverage": out[("aus", 0.10)]["all"][1] if ("aus", 0.10) in out else nan,
           "accepted_error_ratio": ratio(out, at_cov, "single_shot"),
@@ -343,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "sv_accepted_error": sv_err, "sv_error_ratio_equal_coverage": sv_err / ss_at_sv if ss_at_sv else nan,
           "sv_ratio_floor_rejecting_only": floor_at_sv / ss_at_sv if ss_at_sv else nan, "full_coverage_acc": full_acc, "fer_full_coverage_acc": fer_acc,
           "ece_accepted": ece_acc, "ece_accepted_calibrated": ece_cal}
-    print(f"RESULT source={annotator.source} data={data_field(counts, used)} delta={args.delta} "
+    print(f"RESULT source={annotator.source} data={data_field(counts, used)} delta={args.delta} method={DEFAULT_METHOD} "
           + " ".join(f"{k}={v:.3f}" for k, v in kv.items()))
     return 0
 
