@@ -11,8 +11,8 @@ gives hundreds per setting.
 Settings: four error curves over a max-probability-like score on [1/8, 1] — ``fer-like``
 (overall error about 0.35, smooth), ``posed`` (lower error), ``wild`` (higher) and ``step``
 (flat error 0.08 above 0.6, 0.5 below) — each with 300, 1,000 and 1,500 audit faces and targets
-0.05, 0.10 and 0.20, ``delta`` 0.1. Each draw certifies with ``fallback_chain`` (the default,
-the baseline) and with ``split_start`` on the same faces; coverage and error are measured on the
+0.05, 0.10 and 0.20, ``delta`` 0.1. Each draw certifies with ``split_start`` (the default)
+and with ``fallback_chain`` (the baseline) on the same faces; coverage and error are measured on the
 curve's population (400,000 faces).
 
 Clustered settings, as CK+ is (frames of one subject err together): a population of subjects
