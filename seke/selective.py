@@ -299,7 +299,7 @@ class Certificate:
     versions: dict[str, str] = field(default_factory=dict)  # annotator / knowledge / prompt
     loss: str = "binary"                 # binary (0/1 errors) | bounded (mean of losses in [0, 1])
     transferred_from: str | None = None  # the bound was measured on this source, not on ``source``
-    procedure: dict[str, Any] = field(default_factory=dict)  # method, start, faces that chose it / tested
+    procedure: dict[str, Any] = field(default_factory=dict)  # method, units, start, faces that chose it / tested
 
     @property
     def version(self) -> str:
