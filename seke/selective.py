@@ -45,9 +45,10 @@ the default while both tests counted frames: on CK+, whose frames cluster by sub
 certified threshold 0.75 at target 0.05 from 2 errors in 128 calibration frames and the
 evaluation half's subjects had 15 wrong in 160. Testing subjects as units (below) removes that
 failure; CK+'s calibration half, 46 subjects, is then too small to certify anything at these
-targets with either method. The lowest rejected threshold
-(highest coverage) is certified; when none is rejected, nothing is accepted (``threshold`` is
-None), and the certificate's ``procedure`` records the method (and, for the split, the start and
+targets with either method.
+
+With either method the lowest rejected threshold (highest coverage) is certified; when none is
+rejected, nothing is accepted (``threshold`` is None), and the certificate's ``procedure`` records the method (and, for the split, the start and
 the faces on each side).
 
 Faces that come in clusters (a source that names subjects: CK+'s frames, several per person,
@@ -245,6 +246,15 @@ def clustered_grid_p_values(score: np.ndarray, losses: np.ndarray, unit: np.ndar
     return wsr_p_values(values, target, delta)
 
 
+def threshold_p_values(score: np.ndarray, losses: np.ndarray, grid: np.ndarray, target: float, delta: float,
+                  bounded: bool, unit: np.ndarray | None) -> np.ndarray:
+    """The p-value every grid threshold is tested with: per face (:func:`grid_p_values`) or, for
+    clustered faces (``unit`` from :func:`cluster_units`), per unit (:func:`clustered_grid_p_values`)."""
+    if unit is None:
+        return grid_p_values(score, losses, grid, target, bounded)
+    return clustered_grid_p_values(score, losses, np.unique(unit, return_inverse=True)[1], grid, target, delta)
+
+
 def start_part(n: int, keys: Sequence[str] | None = None, fraction: float = START_FRACTION) -> np.ndarray:
     """Mask of the audit faces that choose the start under ``split_start``: by a hash of each
     face's key (its subject where known, so one person's frames stay on one side) when ``keys``
@@ -274,12 +284,10 @@ def split_start_rejections(grid: np.ndarray, score: np.ndarray, losses: np.ndarr
     n_a = int(a.sum())
     if unit is None:
         predicted = grid_p_values(score[a], losses[a], grid, target, bounded, scale=b.sum() / max(n_a, 1))
-        p_test = grid_p_values(score[b], losses[b], grid, target, bounded)
     else:
-        unit_a, unit_b = (np.unique(unit[m], return_inverse=True)[1] for m in (a, b))
-        n_units_b = int(unit_b.max()) + 1 if len(unit_b) else 0
-        predicted = clustered_grid_p_values(score[a], losses[a], unit_a, grid, target, delta, n_units=n_units_b)
-        p_test = clustered_grid_p_values(score[b], losses[b], unit_b, grid, target, delta)
+        predicted = clustered_grid_p_values(score[a], losses[a], np.unique(unit[a], return_inverse=True)[1], grid,
+                                            target, delta, n_units=len(np.unique(unit[b])))
+    p_test = threshold_p_values(score[b], losses[b], grid, target, delta, bounded, None if unit is None else unit[b])
     start = float(grid[int(np.argmin(predicted))]) if n_a else float(grid.max())
     return fixed_sequence_rejections(grid, p_test, delta, starts=(start,)), start, n_a
 
@@ -374,8 +382,7 @@ def certify_losses(score: Sequence[float], losses: Sequence[float], target: floa
         mask, start, n_start = split_start_rejections(grid_, c, loss, target, delta, bounded, in_start, unit)
         procedure.update(start=start, start_faces=n_start, test_faces=n - n_start)
     else:
-        p = (grid_p_values(c, loss, grid_, target, bounded) if unit is None
-             else clustered_grid_p_values(c, loss, unit, grid_, target, delta))
+        p = threshold_p_values(c, loss, grid_, target, delta, bounded, unit)
         mask = fixed_sequence_rejections(grid_, p, delta, starts)
     rejected = grid_[mask]
     best = float(rejected.min()) if rejected.size else None
