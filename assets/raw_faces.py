@@ -65,7 +65,8 @@ def raw_faces(context: AssetExecutionContext, lake: LakeResource,
     never generated)."""
     part = lake_partition(context)
     folder = landing.batch_dir(part["source"], part["batch"])
-    ingested = ingest_batch(folder, detector=default_detector(), roots=landing.symlink_roots())
+    ingested = ingest_batch(folder, detector=default_detector(), roots=landing.symlink_roots(),
+                            subject_pattern=landing.subject_pattern(part["source"]))
     crops, rejected, manifest = ingested.crops, ingested.rejected, ingested.manifest
     licences, unknown_licences, licence_warnings = batch_licences([c.known.licence for c in crops], part["source"])
     rejected += unknown_licences

@@ -1,12 +1,13 @@
 """Certified selective acceptance on real dev faces (issue 15, item 1): realized vs target error.
 
-    PYTHONPATH=. python bench/selective.py [--data DIR] [--split S] [--per-set N]
+    PYTHONPATH=. python bench/selective.py [--data DIR] [--split S] [--per-set N] [--subject-patterns P]
                                            [--targets 0.05,0.10,0.20] [--delta 0.1] [--rows-out F.parquet]
 
 The offline annotator labels the faces of ``--data`` (one set folder with a ``manifest.csv``, or
 a folder of such sets, as ``bench/sv_uamc.py`` reads them) in audit mode (every human label
 hidden) with SV-UAMC. Faces are split in half by a hash of their subject where the set names
-subjects (CK+), else of their id: certificates
+subjects (CK+; wild, whose file names carry the person: ``--subject-patterns``), else of their
+id: certificates
 (:mod:`seke.selective`, Learn then Test) are fitted per source and granularity on the first
 half, and the realized error among labels they accept is measured on the second half, never
 seen by the fit. Exits 2 without real faces (no simulated fallback).
@@ -29,7 +30,7 @@ calibration half, measured pooled and per source.
 Certificates use the pipeline's default method (:data:`seke.selective.DEFAULT_METHOD`, named
 in the RESULT line as ``method=``); the other method is run on the same calibration faces and
 its realized error and coverage are printed beside. Both take each face's subject where the set
-names one, so CK+ is tested with the subject as the unit.
+names one, so CK+ and wild are tested with the subject as the unit.
 
 RESULT: ``expr_target=0.10 expr_realized_error expr_coverage expr_coverage_at_0.20
 fer_coverage_at_0.20`` (the default method's) ``fer_coverage_at_0.20_chain fer_coverage_at_0.20_split`` (each method's)
@@ -62,7 +63,8 @@ sys.path.insert(0, str(ROOT))
 
 from seke import metrics  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
-from seke.bench_data import CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, split_option  # noqa: E402
+from seke.bench_data import (CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT,  # noqa: E402
+                             SPLIT_HELP, SUBJECT_PATTERNS_HELP, NoData, data_field, split_option, subject_patterns_option)
 from seke.calibration import fit_calibration  # noqa: E402
 from seke.knowledge import knowledge_v1  # noqa: E402
 from seke.selective import DEFAULT_METHOD, METHODS, audit_points, certify_losses, face_loss, face_score  # noqa: E402
@@ -79,12 +81,13 @@ def _sv_bench() -> Any:
     return module
 
 
-def dev_faces(sv: Any, data: Path, per_set: int, split: str | None
+def dev_faces(sv: Any, data: Path, per_set: int, split: str | None,
+              subject_patterns: dict[str, str] | None = None
               ) -> tuple[list[Any], dict[str, Any], dict[str, str | None]] | None:
     """(faces, gold, splits used) of the sv_uamc bench's audit-mode dev faces, its notes
     printed; None, with the reason on stderr, when there is no real face to measure."""
     try:
-        faces, gold, notes, used = sv.offline_dev_faces(data, per_set, split)
+        faces, gold, notes, used = sv.offline_dev_faces(data, per_set, split, subject_patterns)
     except (NoData, ImportError, FileNotFoundError) as exc:
         print(f"no real data: {exc}", file=sys.stderr)
         return None
@@ -98,7 +101,8 @@ def dev_faces(sv: Any, data: Path, per_set: int, split: str | None
 
 def half(face: Any) -> int:
     """0: calibration, 1: evaluation, by a stable hash of the face's subject where the set knows
-    it (all frames of one CK+ subject on one side, so no person is in both halves), else of
+    it (all frames of one CK+ subject, all photos of one wild person on one side, so no person
+    is in both halves), else of
     its id; independent of order."""
     key = f"subject:{face.source}:{face.subject_id}" if face.subject_id else face.face_id
     return hashlib.sha256(f"selective:{key}".encode()).digest()[0] & 1
@@ -228,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
     ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
     ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
+    ap.add_argument("--subject-patterns", default=None, type=subject_patterns_option, help=SUBJECT_PATTERNS_HELP)
     ap.add_argument("--targets", default="0.05,0.10,0.20")
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
@@ -246,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     split = args.split
     sv = _sv_bench()
-    loaded = dev_faces(sv, args.data, args.per_set, split)
+    loaded = dev_faces(sv, args.data, args.per_set, split, args.subject_patterns)
     if loaded is None:
         return 2
     faces, gold, used = loaded

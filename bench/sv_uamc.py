@@ -61,7 +61,8 @@ from seke.annotation import FaceItem, Labels, PromptSpec  # noqa: E402
 from seke.annotators.simulated import NoiseModel, SimulatedAnnotator, simulate_faces  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
 from seke.bench_data import (CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT, SPLIT_HELP,  # noqa: E402
-                             NoData, data_field, labelled_sets, resolve_split, select_split, split_option)
+                             DEV_SUBJECT_PATTERNS, SUBJECT_PATTERNS_HELP, NoData, data_field, labelled_sets,
+                             resolve_split, select_split, split_option, subject_patterns_option)
 from seke.calibration import Calibration, fit_calibration  # noqa: E402
 from seke.knowledge import Knowledge, knowledge_v1  # noqa: E402
 from seke.sv_uamc import SamplingConfig, run_sampling  # noqa: E402
@@ -207,17 +208,23 @@ def tune(n: int, knowledge: Knowledge, regime: str) -> None:
 DEV_SETS: tuple[str, ...] = ("fer2013", "ckplus", "wild")
 
 
-def offline_dev_faces(data: Path, per_set: int, split: str | None = DEFAULT_SPLIT
+def offline_dev_faces(data: Path, per_set: int, split: str | None = DEFAULT_SPLIT,
+                      subject_patterns: Mapping[str, str] | None = None
                       ) -> tuple[list[FaceItem], dict[str, Labels], list[str], dict[str, str | None]]:
     """Audit-mode dev faces: every human label hidden (the annotator sees none), kept as gold.
 
     ``per_set`` files per set, chosen by a hash of the file name (stable, unbiased by order).
     A set with split labels but no row of ``split`` raises :class:`NoData`. Also returns the
-    split each set was cut to (None: used whole).
+    split each set was cut to (None: used whole). ``subject_patterns`` (default
+    :data:`DEV_SUBJECT_PATTERNS`) read subjects from file names in sets whose manifest names none.
     """
     import hashlib
 
     from seke.faces import default_detector, ingest_folder, read_manifest
+    from seke.manifest import parse_subject_patterns, subject_pattern
+
+    if subject_patterns is None:
+        subject_patterns = parse_subject_patterns(DEV_SUBJECT_PATTERNS)
 
     faces, gold, notes, used = [], {}, [], {}
     sets = labelled_sets(data, DEV_SETS)
@@ -229,8 +236,12 @@ def offline_dev_faces(data: Path, per_set: int, split: str | None = DEFAULT_SPLI
         used[name] = resolve_split((k.split for k in manifest.values()), split)
         names = sorted((n for n, k in rows if k.expression is not None),
                        key=lambda n: hashlib.sha256(n.encode()).hexdigest())[:per_set]
-        crops, rejected = ingest_folder(folder, default_detector(), files=[folder / n for n in names])
-        notes.append(f"{name}: {len(crops)} faces, {len(rejected)} rejected at ingestion")
+        pattern = subject_pattern(subject_patterns[name]) if subject_patterns.get(name) else None
+        crops, rejected = ingest_folder(folder, default_detector(), files=[folder / n for n in names],
+                                        subject_pattern=pattern)
+        subjects = len({c.known.subject_id for c in crops if c.known.subject_id})
+        notes.append(f"{name}: {len(crops)} faces ({subjects} subjects"
+                     f"{', from file names' if pattern else ''}), {len(rejected)} rejected at ingestion")
         for c in crops:
             k = c.known
             gold[c.face_id] = Labels(k.expression, k.valence if k.arousal is not None else None,
@@ -242,7 +253,8 @@ def offline_dev_faces(data: Path, per_set: int, split: str | None = DEFAULT_SPLI
 
 def offline_benchmark(data: Path, per_set: int, knowledge: Knowledge, base: SamplingConfig,
                       split: str | None = DEFAULT_SPLIT, expression_checkpoint: str | None = None,
-                      checkpoint_weights: Mapping[str, float] | None = None) -> tuple[dict[str, dict[str, Any]], str, str]:
+                      checkpoint_weights: Mapping[str, float] | None = None,
+                      subject_patterns: Mapping[str, str] | None = None) -> tuple[dict[str, dict[str, Any]], str, str]:
     """Strategies with the offline annotator on dev data, the RESULT ``data=`` value (sets,
     splits, faces measured) and ``source=`` value; raises :class:`NoData` when it cannot
     measure any real face."""
@@ -252,7 +264,7 @@ def offline_benchmark(data: Path, per_set: int, knowledge: Knowledge, base: Samp
         raise NoData(f"offline annotator not available ({exc})") from exc
     if not data.is_dir():
         raise NoData(f"no data folder at {data}")
-    faces, gold, notes, used = offline_dev_faces(data, per_set, split)
+    faces, gold, notes, used = offline_dev_faces(data, per_set, split, subject_patterns)
     for n in notes:
         print(f"  {n}")
     if not faces:
@@ -286,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-offline", action="store_true", help="same as --simulated")
     ap.add_argument("--faces", type=int, default=1000, help="simulated faces (dev and eval sets each)")
     ap.add_argument("--per-set", type=int, default=100, help="offline dev faces per data set")
+    ap.add_argument("--subject-patterns", default=None, type=subject_patterns_option, help=SUBJECT_PATTERNS_HELP)
     ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
     ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
                     help=CHECKPOINT_WEIGHTS_HELP)
@@ -302,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.simulated or args.no_offline):
         try:
             off, data, source = offline_benchmark(args.data, args.per_set, knowledge, base, args.split,
-                                                  args.expression_checkpoint, args.expression_checkpoint_weights)
+                                                  args.expression_checkpoint, args.expression_checkpoint_weights,
+                                                  args.subject_patterns)
         except NoData as exc:
             print(f"no real data: {exc} (use --simulated to measure the simulated annotator)", file=sys.stderr)
             return 2

@@ -7,6 +7,7 @@ partition ``<source>__<batch>``.
 """
 
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from seke.landing import fetch_batch, partition_key, split_partition_key  # noqa: F401  (re-exported)
+from seke.manifest import subject_pattern
 
 
 class LandingZoneResource(ConfigurableResource):
@@ -34,6 +36,25 @@ class LandingZoneResource(ConfigurableResource):
                     "point into (e.g. a shared image store; env SEKE_LANDING_ALLOWED_ROOTS, "
                     "os.pathsep-separated); a link resolving anywhere else is quarantined "
                     "outside_landing")
+    subject_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="per source, a regular expression that reads the subject (whose face it is) "
+                    "from a file name where the manifest has no subject_id: the (?P<subject>...) "
+                    "group, else the first, the whole base name matching; e.g. "
+                    "{'wild': '(?P<subject>.+)_\\d+\\.\\w+'} for LFW-style names (env "
+                    "SEKE_SUBJECT_PATTERNS, 'source=regex' entries separated by ';'). Splits then "
+                    "keep a person on one side and certification counts persons")
+
+    def subject_pattern(self, source: str) -> "re.Pattern[str] | None":
+        """The source's subject-from-file-name rule, compiled (``ValueError`` naming the source
+        when it is not a usable regular expression); None when the source has none."""
+        text = self.subject_patterns.get(source)
+        if not text:
+            return None
+        try:
+            return subject_pattern(text)
+        except ValueError as exc:
+            raise ValueError(f"subject_patterns[{source!r}]: {exc}") from None
 
     def s3_client(self):
         """A boto3 client for an ``s3://`` landing zone (the sensor lists it, runs fetch from it)."""

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 from dagster import EnvVar
 
+from seke.manifest import parse_subject_patterns
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -35,6 +37,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SEKE_LANDING_URI", "—", "landing zone on S3 (`s3://…`); wins over `SEKE_LANDING_DIR`"),
     Setting("SEKE_LANDING_DIR", "./landing", "local landing zone: `<source>/<batch>/` folders, one dynamic partition `<source>__<batch>` each"),
     Setting("SEKE_LANDING_ALLOWED_ROOTS", "—", "extra local folders (`os.pathsep`-separated) that symlinks inside a batch may point into; links resolving elsewhere are quarantined"),
+    Setting("SEKE_SUBJECT_PATTERNS", "—", "per source, a regular expression that reads the subject from a file name where the manifest has no `subject_id`: `source=regex` entries separated by `;`, the subject in `(?P<subject>…)` or the first group, e.g. `wild=(?P<subject>.+)_\\d+\\.\\w+` for LFW-style `Name_0001.jpg`; splits then keep a person on one side and certification counts persons"),
     Setting("SEKE_REVIEW_DIR", "./review", "Label Studio review queue (`queue/`) and reviewed exports (`exports/`)"),
     Setting("SEKE_REVIEW_QA_RATE", "0.02", "share of each batch's *accepted* labels sent to review blind as a seeded QA sample; reviewers' answers give the live accepted-label error estimate (`review_labels` metadata, lake table `review_quality`)"),
     Setting("SEKE_DUCKDB_PATH", "./lake/warehouse.duckdb", "the analysts' DuckDB file"),
@@ -189,7 +192,8 @@ def default_resources() -> dict[str, Any]:
         "landing": LandingZoneResource(s3=s3, scratch_dir=os.path.join(cache_dir(), "landing"), **given(
             path=landing_path,
             allowed_roots=env_parsed("SEKE_LANDING_ALLOWED_ROOTS",
-                                     lambda v: [p for p in v.split(os.pathsep) if p]))),
+                                     lambda v: [p for p in v.split(os.pathsep) if p]),
+            subject_patterns=env_parsed("SEKE_SUBJECT_PATTERNS", parse_subject_patterns))),
         "annotator": AnnotatorResource(vllm=vllm, weights_dir=cache_dir(), **given(
             kind=env_str("SEKE_ANNOTATOR"), seed=env_int("SEKE_SEED"),
             expression_checkpoint=env_str("SEKE_EXPRESSION_CHECKPOINT"),

@@ -36,6 +36,15 @@ CHECKPOINT_HELP = ("a checkpoint folder from the training assets as the offline 
 CHECKPOINT_WEIGHTS_HELP = ("its pooling weight per source, e.g. 'ckplus=0,*=0.4' (as "
                            "SEKE_EXPRESSION_CHECKPOINT_WEIGHTS; default 0.4 for every source)")
 
+#: Dev sets whose manifests name no subject but whose file names do (``wild``: LFW-style
+#: ``George_W_Bush_0003.jpg``, 682 persons in its 1,174 faces), as ``--subject-patterns`` takes
+#: them: the benches' default, so that one person's photos stay in one half and certification
+#: counts persons, not photos.
+DEV_SUBJECT_PATTERNS = r"wild=(?P<subject>.+)_\d+\.\w+"
+SUBJECT_PATTERNS_HELP = ("per set, a regex that reads the subject from a file name where the manifest "
+                         "has no subject_id ('set=regex' entries separated by ';', as "
+                         f"SEKE_SUBJECT_PATTERNS; 'none': every face its own unit; default {DEV_SUBJECT_PATTERNS!r})")
+
 T = TypeVar("T")
 
 
@@ -52,6 +61,18 @@ def checkpoint_weights_option(value: str) -> dict[str, float]:
 
     try:
         return parse_second_weights(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def subject_patterns_option(value: str) -> dict[str, str]:
+    """``--subject-patterns`` parsed, a bad entry an argparse error naming it."""
+    import argparse
+
+    from seke.manifest import parse_subject_patterns
+
+    try:
+        return parse_subject_patterns(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from seke.batch_files import BatchFile, text_name, walk_batch
-from seke.manifest import KnownRow, Manifest, load_manifest, read_manifest  # noqa: F401  (re-exported)
+from seke.manifest import KnownRow, Manifest, load_manifest, read_manifest, with_subject_from_name  # noqa: F401  (re-exported)
 from seke.near_dup import UnhashableImage, phash_hex
 from seke.quarantine import (BLANK_IMAGE, DUPLICATE, EXTREME_ASPECT, MISSING_FILE, OVERSIZED,
                              PROCESSING_ERROR, UNHASHABLE, Rejected)
@@ -263,7 +264,8 @@ class IngestResult:
 
 def ingest_batch(batch_dir: Path, detector: Detector | None = None,
                  files: Iterable[Path] | None = None, roots: Sequence[Path] = (),
-                 hasher: Callable[[bytes], str] = phash_hex) -> IngestResult:
+                 hasher: Callable[[bytes], str] = phash_hex,
+                 subject_pattern: re.Pattern[str] | None = None) -> IngestResult:
     """Turn every file of a batch folder into face crops or quarantine rows; never raises per
     file or for the manifest.
 
@@ -272,6 +274,8 @@ def ingest_batch(batch_dir: Path, detector: Detector | None = None,
     these paths (no listing, no ``missing_file`` rows). ``hasher``: the perceptual hash of a
     crop's PNG bytes (:func:`seke.near_dup.phash_hex`); a crop it cannot read is quarantined
     (``unhashable``), never landed without a hash (it would escape the near-duplicate guard).
+    ``subject_pattern``: reads the subject from a file's name where the manifest names none
+    (:func:`seke.manifest.with_subject_from_name`).
     """
     batch_dir = Path(batch_dir)
     manifest = load_manifest(batch_dir)
@@ -287,7 +291,7 @@ def ingest_batch(batch_dir: Path, detector: Detector | None = None,
         refused = []
     for f in listed:
         rel = f.name
-        known = manifest.rows.get(rel, KnownRow())
+        known = with_subject_from_name(manifest.rows.get(rel, KnownRow()), rel, subject_pattern)
         try:
             img = decode_image(read_file(f.path), rel)
             found = faces_from_image(img, rel, known, detector)
@@ -320,7 +324,8 @@ def ingest_batch(batch_dir: Path, detector: Detector | None = None,
 
 def ingest_folder(batch_dir: Path, detector: Detector | None = None,
                   files: Iterable[Path] | None = None,
-                  roots: Sequence[Path] = ()) -> tuple[list[FaceCrop], list[Rejected]]:
+                  roots: Sequence[Path] = (),
+                  subject_pattern: re.Pattern[str] | None = None) -> tuple[list[FaceCrop], list[Rejected]]:
     """:func:`ingest_batch` as ``(crops, rejected)``."""
-    r = ingest_batch(batch_dir, detector, files, roots)
+    r = ingest_batch(batch_dir, detector, files, roots, subject_pattern=subject_pattern)
     return r.crops, r.rejected

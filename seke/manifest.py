@@ -24,6 +24,11 @@ which the annotator filled the gap with a model guess that looked like a fine la
   never decided by row order.
 * **Names** are matched after Unicode NFC normalisation (macOS writes NFD file names), with
   a leading ``./`` removed.
+* **Subjects from file names.** Where a set's file names say whose face it is (LFW-style
+  ``George_W_Bush_0003.jpg``) but its manifest has no ``subject_id``, a per-source pattern
+  (:func:`subject_pattern`, :func:`with_subject_from_name`) supplies it; a ``subject_id`` cell
+  always wins. Why: faces of one person are not independent, so splits keep a person on one
+  side and certification counts persons, not photos, only where the subject is known.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ import codecs
 import csv
 import io
 import math
+import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -315,6 +321,49 @@ def _oversized(size: int) -> Manifest:
     problem = f"{size} bytes > {MAX_MANIFEST_BYTES}"
     return Manifest(issues=[Rejected(MANIFEST, BAD_MANIFEST, problem + "; every image lands unlabelled")],
                     status="bad", problem=problem)
+
+
+def subject_pattern(text: str) -> re.Pattern[str]:
+    """A rule that reads the subject from a file name, compiled; ``ValueError`` naming the
+    problem when ``text`` is not a regular expression or has no group to hold the subject."""
+    try:
+        pattern = re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"subject pattern {text!r} is not a regular expression: {exc}") from None
+    if pattern.groups == 0:
+        raise ValueError(f"subject pattern {text!r} has no group: put the subject in (?P<subject>...) "
+                         "or in the first (...)")
+    return pattern
+
+
+def parse_subject_patterns(spec: str) -> dict[str, str]:
+    """``source=regex`` entries separated by ``;`` (``SEKE_SUBJECT_PATTERNS``, the benches'
+    ``--subject-patterns``; ``none`` or empty: no source has one), each regex checked by
+    :func:`subject_pattern`; ``ValueError`` names the bad entry."""
+    out: dict[str, str] = {}
+    if spec.strip().lower() in ("", "none"):
+        return out
+    for entry in filter(None, (e.strip() for e in spec.split(";"))):
+        source, sep, text = entry.partition("=")
+        if not sep or not source.strip() or not text:
+            raise ValueError(f"subject pattern entry {entry!r} is not source=regex")
+        subject_pattern(text)
+        out[source.strip()] = text
+    return out
+
+
+def with_subject_from_name(known: KnownRow, name: str, pattern: re.Pattern[str] | None) -> KnownRow:
+    """``known`` with the subject ``pattern`` reads from the base name of ``name`` (its
+    ``subject`` group, else its first, the whole name matching), where the manifest named none;
+    unchanged when it did, when there is no pattern or when the name does not match (the face
+    stays its own unit)."""
+    if pattern is None or known.subject_id is not None:
+        return known
+    match = pattern.fullmatch(name.rsplit("/", 1)[-1])
+    if match is None:
+        return known
+    subject = match.group("subject") if "subject" in pattern.groupindex else match.group(1)
+    return replace(known, subject_id=subject) if subject else known
 
 
 def read_manifest(batch_dir: Path) -> dict[str, KnownRow]:

@@ -52,7 +52,7 @@ rejected, nothing is accepted (``threshold`` is None), and the certificate's ``p
 the faces on each side).
 
 Faces that come in clusters (a source that names subjects: CK+'s frames, several per person,
-err together) are not independent draws, and a test that counts frames is too sure of itself
+or wild's photos of one person, err together) are not independent draws, and a test that counts frames is too sure of itself
 (``bench/certification_methods.py`` shows it breaking its bound on clustered faces). There the
 subject is the unit (:func:`cluster_units`): each subject contributes one value in [0, 1],
 ``target + (E − target · A) / m`` for its ``A`` accepted frames of ``m`` with summed loss ``E``

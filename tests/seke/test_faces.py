@@ -267,3 +267,23 @@ def test_invalid_labels_are_withheld_per_granularity(tmp_path, face_png):
     assert c.known.invalid == ("expression", "aus")
     bad = sorted(x.detail for x in r.rejected if x.reason == "bad_label")
     assert len(bad) == 2 and "au12='0.5'" in bad[0] and "expression='joyful'" in bad[1]
+
+
+def test_subject_pattern_gives_subjects_to_faces_the_manifest_did_not(tmp_path, face_png):
+    from seke.manifest import subject_pattern
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("Ann_Lee_0001.png", "Ann_Lee_0002.png", "Bo_0001.png", "odd.png"):
+        Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8), "L").save(batch / name)
+    (batch / "manifest.csv").write_text("image,expression,subject_id\nAnn_Lee_0001.png,anger,\n"
+                                        "Bo_0001.png,fear,S7\n")
+    r = ingest_batch(batch, detector=lambda rgb: [], subject_pattern=subject_pattern(r"(?P<subject>.+)_\d+\.\w+"))
+    subjects = {c.file_name: c.known.subject_id for c in r.crops}
+    # the manifest's subject wins; a file the manifest does not list still gets one; no match: none
+    assert subjects == {"Ann_Lee_0001.png": "Ann_Lee", "Ann_Lee_0002.png": "Ann_Lee", "Bo_0001.png": "S7",
+                        "odd.png": None}
+    assert {c.file_name: c.known.expression for c in r.crops}["Ann_Lee_0001.png"] == "anger"
+    plain = ingest_batch(batch, detector=lambda rgb: [])
+    assert {c.known.subject_id for c in plain.crops} == {None, "S7"}

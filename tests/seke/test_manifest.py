@@ -97,3 +97,38 @@ def test_duplicate_rows_that_conflict_withhold_only_the_conflict():
     assert sorted(r for _, r in _reasons(m)) == ["conflicting_labels", "conflicting_labels"]
     detail = next(i.detail for i in m.issues if "expression" in i.detail)
     assert "line 2: 'anger'" in detail and "line 3: 'happiness'" in detail
+
+
+# ---- subjects from file names -------------------------------------------------------------------
+
+LFW = r"(?P<subject>.+)_\d+\.\w+"
+
+
+def test_subject_from_name_fills_only_what_the_manifest_left_empty():
+    from seke.manifest import KnownRow, subject_pattern, with_subject_from_name
+
+    p = subject_pattern(LFW)
+    assert with_subject_from_name(KnownRow(), "images/George_W_Bush_0003.jpg", p).subject_id == "George_W_Bush"
+    assert with_subject_from_name(KnownRow(subject_id="S010"), "images/Dileep_33.jpg", p).subject_id == "S010"
+    # the whole base name must match: a name without the number stays its own unit
+    assert with_subject_from_name(KnownRow(), "images/facial-expressions_2868588k.jpg", p).subject_id is None
+    assert with_subject_from_name(KnownRow(), "Dileep_33.jpg", None).subject_id is None
+    # without a named group the first group is the subject
+    assert with_subject_from_name(KnownRow(), "S010_004_17.png", subject_pattern(r"(S\d+)_.*")).subject_id == "S010"
+
+
+@pytest.mark.parametrize("spec, problem", [("wild=(", "not a regular expression"),
+                                           ("wild=.+_\\d+", "has no group"),
+                                           ("(?P<subject>.+)_\\d+", "not source=regex")])
+def test_bad_subject_patterns_are_refused_with_the_reason(spec, problem):
+    from seke.manifest import parse_subject_patterns
+
+    with pytest.raises(ValueError, match=problem):
+        parse_subject_patterns(spec)
+
+
+def test_subject_patterns_spec_names_sources():
+    from seke.manifest import parse_subject_patterns
+
+    assert parse_subject_patterns(f"wild={LFW}; other=(.+)-\\d+\\.png") == {"wild": LFW, "other": r"(.+)-\d+\.png"}
+    assert parse_subject_patterns("none") == {} == parse_subject_patterns(" ")
