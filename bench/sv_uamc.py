@@ -240,8 +240,8 @@ def offline_dev_faces(data: Path, per_set: int, split: str | None = DEFAULT_SPLI
         crops, rejected = ingest_folder(folder, default_detector(), files=[folder / n for n in names],
                                         subject_pattern=pattern)
         subjects = len({c.known.subject_id for c in crops if c.known.subject_id})
-        notes.append(f"{name}: {len(crops)} faces ({subjects} subjects"
-                     f"{', from file names' if pattern else ''}), {len(rejected)} rejected at ingestion")
+        named = f" ({subjects} subjects{', from file names' if pattern else ''})" if subjects else ""
+        notes.append(f"{name}: {len(crops)} faces{named}, {len(rejected)} rejected at ingestion")
         for c in crops:
             k = c.known
             gold[c.face_id] = Labels(k.expression, k.valence if k.arousal is not None else None,
