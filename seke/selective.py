@@ -40,8 +40,9 @@ where the chain spends part of it on starts that are never rejected, so it certi
 the simulation of ``bench/certification_methods.py`` (more coverage in 24 of 36 settings, less in
 none, its bound broken in at most 7 % of draws for ``delta`` 0.1) and on the dev faces (wild,
 counting photos: 0.13 at target 0.05 and 0.19 at 0.10 where the chain certified nothing; wild
-by person: 0.19 against 0.17 at 0.20; FER2013 at 0.10: 0.35 against 0.33), with every realized
-error on the evaluation half below its target. It was not
+by person: 0.22 against 0.21 at 0.20; FER2013: 0.36 against 0.35 at 0.10 and 0.55 against 0.54
+at 0.20, with the 0.6620 checkpoint of the README), with every realized error on the evaluation
+half below its target. It was not
 the default while both tests counted frames: on CK+, whose frames cluster by subject, it
 certified threshold 0.75 at target 0.05 from 2 errors in 128 calibration frames and the
 evaluation half's subjects had 15 wrong in 160. Testing subjects as units (below) removes that
