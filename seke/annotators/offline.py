@@ -172,6 +172,27 @@ def blendshape_va(bs: np.ndarray) -> tuple[float, float]:
     return float(np.clip(valence, -1, 1)), float(np.clip(arousal, -1, 1))
 
 
+def independent_vote(voters: Mapping[str, Mapping[str, float]], candidate: str, support: float,
+                     bare_top: str) -> tuple[str | None, list[str]]:
+    """The verification rule on independent voters (each a distribution over the expressions)
+    against ``candidate``, whose pooled probability is ``support``; ``bare_top`` is the bare fer
+    model's top class. Returns (verdict, reasons): a corrected class when every voter and the
+    bare model name one other class; "reject" when two or more voters name other classes while
+    ``support`` is under :data:`REJECT_SUPPORT`; else None (no objection). With geometry and
+    aligned crop alone this is the rule measured in issue 15 (both must disagree).
+    ``bench/verifier_signals.py`` replays it with voters left out to show what each adds."""
+    tops = {name: max(p, key=p.get) for name, p in voters.items()}
+    reasons = ["; ".join(f"{name} P({candidate})={p[candidate]:.2f} top {tops[name]}" for name, p in voters.items())]
+    against = [name for name, top in tops.items() if top != candidate]
+    if voters and len(against) == len(voters) and len(set(tops.values()) | {bare_top}) == 1:
+        reasons.append(f"{', '.join(voters)} and the bare model agree on {bare_top}, not {candidate}")
+        return bare_top, reasons
+    if len(against) >= 2 and support < REJECT_SUPPORT:
+        reasons.append(f"{' and '.join(against)} do not support {candidate} (P={support:.2f})")
+        return "reject", reasons
+    return None, reasons
+
+
 def build_offline_annotator(knowledge: Knowledge, seed: int = 0, expression_checkpoint: str | None = None,
                             checkpoint_weights: "str | float | Mapping[str, float] | None" = None,
                             **kwargs: object) -> "OfflineAnnotator":
@@ -483,35 +504,29 @@ class OfflineAnnotator:
                            aus=new_aus if new_aus is not None else cand_aus)
         return self._verdict(face.face_id, "correct", reasons, corrected, t0)
 
-    def _independent_check(self, ev: ViewEvidence, c: str, model_probs: dict[str, float],
-                           raw_probs: dict[str, float], reasons: list[str], source: str = "") -> str | None:
-        """The independent voters — geometry classifier, aligned-crop model and, when the
-        annotator has one with a weight above 0 for ``source``, the second expression model —
-        against candidate ``c``: "reject", a
-        corrected class, or None (no objection / no evidence).
-
-        Every voter and the bare model naming one other class corrects; two voters naming
-        other classes while the pooled support for ``c`` is under :data:`REJECT_SUPPORT`
-        rejects. With no second model this is the rule measured in issue 15 (geometry and
-        aligned crop both must disagree)."""
+    def verification_voters(self, ev: ViewEvidence, source: str = "") -> dict[str, dict[str, float]] | None:
+        """The independent voters on one view, each a distribution over :data:`EXPRESSIONS`: the
+        geometry classifier, the aligned-crop model and, when the annotator has one with a weight
+        above 0 for ``source``, the second expression model. None when the view lacks the
+        evidence (no face mesh, no aligned crop, no geometry classifier)."""
         if self.geometry is None or ev.geometry is None or ev.fer_aligned is None or ev.presence < MIN_PRESENCE:
             return None
         voters = {"geometry": self._to_taxonomy(self.geometry.probs(ev.geometry, ev.blendshapes)),
                   "aligned crop": self._to_taxonomy(ev.fer_aligned)}
         if ev.second_probs is not None and self.second_weight_for(source) > 0.0:
             voters["second model"] = dict(zip(EXPRESSIONS, map(float, ev.second_probs)))
-        tops = {name: max(p, key=p.get) for name, p in voters.items()}
-        r_top = max(raw_probs, key=raw_probs.get)
-        reasons.append("; ".join(f"{name} P({c})={p[c]:.2f} top {tops[name]}" for name, p in voters.items()))
-        against = [name for name, top in tops.items() if top != c]
-        names = ", ".join(voters)
-        if len(against) == len(voters) and len(set(tops.values()) | {r_top}) == 1:
-            reasons.append(f"{names} and the bare model agree on {r_top}, not {c}")
-            return r_top
-        if len(against) >= 2 and model_probs[c] < REJECT_SUPPORT:
-            reasons.append(f"{' and '.join(against)} do not support {c} (P={model_probs[c]:.2f})")
-            return "reject"
-        return None
+        return voters
+
+    def _independent_check(self, ev: ViewEvidence, c: str, model_probs: dict[str, float],
+                           raw_probs: dict[str, float], reasons: list[str], source: str = "") -> str | None:
+        """:func:`independent_vote` of :meth:`verification_voters` against candidate ``c`` (its
+        reasons appended to ``reasons``): "reject", a corrected class, or None."""
+        voters = self.verification_voters(ev, source)
+        if voters is None:
+            return None
+        verdict, why = independent_vote(voters, c, model_probs[c], max(raw_probs, key=raw_probs.get))
+        reasons.extend(why)
+        return verdict
 
     def _verdict(self, face_id: str, kind: str, reasons: list[str], corrected: Labels | None, t0: float) -> Verdict:
         raw = {"verdict": kind, "reasons": reasons, "corrected": corrected.to_json() if corrected else None}

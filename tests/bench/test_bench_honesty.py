@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -14,6 +15,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 
@@ -96,6 +98,9 @@ def test_benches_asked_for_absent_data_exit_non_zero(tmp_path, monkeypatch, caps
                                               str(tmp_path / "ckpt")]) == 2
     out = capsys.readouterr()
     assert "RESULT" not in out.out and "no real data" in out.err, out.err
+    assert _load("verifier_signals").main(["--data", str(nowhere)]) == 2
+    out = capsys.readouterr()
+    assert "RESULT" not in out.out and "no real data" in out.err, out.err
     assert _load("au_features").main(["--data", str(fer_like)]) == 2  # no AU columns: not FACS-coded
     out = capsys.readouterr()
     assert "RESULT" not in out.out and "not a FACS-coded set" in out.err, out.err
@@ -169,7 +174,7 @@ def test_selective_perfect_rejector_rejects_wrong_labels_first():
 
 
 def test_bad_checkpoint_weights_are_refused_by_every_bench_that_takes_them(tmp_path, capsys):
-    for name in ("selective", "sv_uamc", "annotator_quality"):
+    for name in ("selective", "sv_uamc", "annotator_quality", "verifier_signals"):
         with pytest.raises(SystemExit) as exc:
             _load(name).main(["--data", str(tmp_path / "nowhere"), "--expression-checkpoint-weights", "ckplus=2"])
         assert exc.value.code == 2
@@ -215,3 +220,34 @@ def test_certification_methods_bench_refuses_bad_arguments_and_measures_against_
     assert len(frames) == 200 and set(frames) <= {3, 6, 9, 12, 15} and len(score) == len(p_wrong) == frames.sum()
     assert ((0 < p_wrong) & (p_wrong < 1)).all() and (np.diff(subject) >= 0).all()
     assert set(np.bincount(sequence)) == {3} and all(len(set(score[sequence == q])) == 1 for q in range(5))
+
+
+def test_verifier_signals_replay_credits_a_voter_only_for_what_it_changes():
+    """The replayed rule: voters that name the gold correct or reject wrong candidates; the
+    baseline is single-shot's error among its most confident candidates at the same coverage."""
+    vs = _load("verifier_signals")
+
+    def dist(top: str) -> dict[str, float]:
+        return {e: (0.9 if e == top else 0.1 / 7) for e in ("neutral", "happiness", "sadness", "surprise",
+                                                           "fear", "disgust", "anger", "contempt")}
+
+    def face(gold: str, cand: str, support: float, votes: dict[str, str], bare: str | None = None):
+        return vs.ScoredFace("s", gold, cand, support, bare or cand, {n: dist(v) for n, v in votes.items()})
+
+    faces = [face("happiness", "happiness", 0.9, {"geometry": "happiness", "aligned crop": "happiness"}),
+             face("anger", "sadness", 0.4, {"geometry": "anger", "aligned crop": "fear"}),   # two against: reject
+             face("anger", "sadness", 0.4, {"geometry": "anger", "aligned crop": "anger"}, bare="anger"),  # correct
+             face("fear", "fear", 0.5, {"geometry": "anger", "aligned crop": "fear"}),       # one against: keep
+             face("sadness", "neutral", 0.8, {})]                                             # no voters: kept
+    none = vs.replay(faces, [])
+    assert none.coverage == 1.0 and none.accepted_error == pytest.approx(3 / 5) and none.corrected == 0
+    full = vs.replay(faces, ["geometry", "aligned crop"])
+    assert full.reject_share == pytest.approx(1 / 5) and full.reject_error == 1.0
+    assert (full.corrected, full.corrected_right) == (1, 1)
+    assert full.accepted_error == pytest.approx(1 / 4)          # only the voter-less neutral face is wrong
+    # single-shot's 4 most confident candidates: 0.9 right, 0.8 wrong, 0.5 right, one 0.4 wrong
+    assert full.baseline_error == pytest.approx(2 / 4) and full.ratio == pytest.approx(0.5)
+    alone = vs.replay(faces, ["geometry"])                      # one voter can neither reject nor outvote
+    assert alone.reject_share == 0.0 and alone.corrected == 1   # ...but it corrects with the bare model
+    ev = vs.voter_evidence(faces, "geometry")
+    assert ev["faces"] == 4 and ev["acc"] == pytest.approx(3 / 4) and ev["error_if_disagree"] == pytest.approx(2 / 3)

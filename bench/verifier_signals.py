@@ -1,0 +1,214 @@
+"""What each independent signal adds to the offline annotator's verification (issue 15, item 2).
+
+    .venv/bin/python bench/verifier_signals.py [--data DIR] [--split S] [--per-set N] [--subject-patterns P]
+        [--expression-checkpoint CKPT [--expression-checkpoint-weights W]]
+
+On the dev faces of ``--data`` (audit mode: every label hidden; the faces and the subject-wise
+evaluation half of ``bench/selective.py``) the identity view of each face is scored once. Its
+single-shot label (the *candidate*) is the pooled top class, ranked by the pooled probability.
+The verification rule the annotator applies (:func:`seke.annotators.offline.independent_vote`)
+is then replayed on every face: with all the voters the annotator has (geometry classifier,
+aligned crop, and the checkpoint when one is given) and with each voter left out. In the
+pipeline, verification runs only on the faces SV-UAMC leaves uncertain; here it runs on all of
+them, as a jury would, so that each signal is measured on as many faces as possible.
+
+Printed per voter: its accuracy alone, how often it disagrees with the candidate, and the
+candidate's error where it agrees and where it disagrees (the evidence the disagreement
+carries). Per rule (all voters; each left out): the share rejected and the error among them,
+the share corrected and how many of those corrections were right, the error of the accepted
+labels, and the baseline — single-shot's error at the same coverage (its most confident
+candidates) — with the ratio of the two. ``<voter>_adds`` is the ratio without that voter minus
+the ratio with all (positive: the voter lowers accepted error beyond what confidence ranking
+does).
+
+Last line: ``RESULT source=offline|offline+checkpoint data=… faces=… ss_error=… accepted_error=…
+coverage=… ss_error_equal_coverage=… ratio=… reject_share=… reject_error=… corrected=…
+corrected_right=… <voter>_acc=… <voter>_adds=…`` (voter names with ``_`` for spaces). Without
+real faces it exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seke import metrics  # noqa: E402
+from seke.annotators.offline import build_offline_annotator, decode_crop, independent_vote  # noqa: E402
+from seke.bench_data import (CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, DEFAULT_SPLIT, SPLIT_HELP,  # noqa: E402
+                             SUBJECT_PATTERNS_HELP, checkpoint_weights_option, data_field, split_option,
+                             subject_patterns_option)
+from seke.knowledge import knowledge_v1  # noqa: E402
+from seke.taxonomy import EXPRESSIONS  # noqa: E402
+
+
+#: The annotator's voters, in the order printed (see ``OfflineAnnotator.verification_voters``).
+VOTER_ORDER = ("geometry", "aligned crop", "second model")
+
+
+@dataclass(frozen=True)
+class ScoredFace:
+    """One face's identity view: the candidate, its pooled support, the bare model's top class,
+    the voters' distributions and the hidden human label."""
+
+    source: str
+    gold: str
+    candidate: str
+    support: float
+    bare_top: str
+    voters: Mapping[str, Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """The verification rule replayed with some voters: what it did to the candidates."""
+
+    coverage: float
+    accepted_error: float
+    baseline_error: float     # single-shot's error at the same coverage
+    reject_share: float
+    reject_error: float       # candidates' error among the rejected (how often a reject was right)
+    corrected: int
+    corrected_right: int
+
+    @property
+    def ratio(self) -> float:
+        return self.accepted_error / self.baseline_error if self.baseline_error > 0 else float("nan")
+
+
+def top(p: Mapping[str, float]) -> str:
+    return max(p, key=p.get)
+
+
+def replay(faces: Sequence[ScoredFace], keep: Sequence[str]) -> RuleOutcome:
+    """Verification with only the voters in ``keep`` on every face (a face without voters is
+    accepted as it is, as the annotator does)."""
+    labels: list[str | None] = []
+    corrected = corrected_right = 0
+    for f in faces:
+        voters = {n: p for n, p in f.voters.items() if n in keep}
+        verdict = independent_vote(voters, f.candidate, f.support, f.bare_top)[0] if voters else None
+        if verdict == "reject":
+            labels.append(None)
+            continue
+        if verdict is not None:
+            corrected += 1
+            corrected_right += verdict == f.gold
+        labels.append(verdict or f.candidate)
+    kept = [(lab, f.gold) for lab, f in zip(labels, faces) if lab is not None]
+    rejected = [f for lab, f in zip(labels, faces) if lab is None]
+    coverage = len(kept) / len(faces)
+    base = metrics.most_confident([f.support for f in faces], [float(f.candidate != f.gold) for f in faces], coverage)
+    nan = float("nan")
+    return RuleOutcome(coverage=coverage,
+                       accepted_error=sum(lab != g for lab, g in kept) / len(kept) if kept else nan,
+                       baseline_error=sum(base) / len(base) if base else nan,
+                       reject_share=len(rejected) / len(faces),
+                       reject_error=sum(f.candidate != f.gold for f in rejected) / len(rejected) if rejected else nan,
+                       corrected=corrected, corrected_right=corrected_right)
+
+
+def voter_evidence(faces: Sequence[ScoredFace], name: str) -> dict[str, float]:
+    """A voter alone: accuracy, disagreement with the candidate, candidate error when it agrees / disagrees."""
+    with_it = [f for f in faces if name in f.voters]
+    agree = [f for f in with_it if top(f.voters[name]) == f.candidate]
+    disagree = [f for f in with_it if top(f.voters[name]) != f.candidate]
+
+    def err(fs: Sequence[ScoredFace]) -> float:
+        return sum(f.candidate != f.gold for f in fs) / len(fs) if fs else float("nan")
+
+    return {"faces": len(with_it),
+            "acc": metrics.accuracy([f.gold for f in with_it], [top(f.voters[name]) for f in with_it]) if with_it else float("nan"),
+            "disagree": len(disagree) / len(with_it) if with_it else float("nan"),
+            "error_if_agree": err(agree), "error_if_disagree": err(disagree)}
+
+
+def score_faces(annotator, faces, gold, in_eval) -> list[ScoredFace]:
+    """The identity view of every evaluation face with a known expression (a face that cannot be
+    decoded is left out, as ingestion would quarantine it)."""
+    out = []
+    for face in faces:
+        g = gold[face.face_id].expression
+        if g not in EXPRESSIONS or not in_eval(face):
+            continue
+        try:
+            ev, _ = annotator._evidence(face.face_id, decode_crop(face.image_png), 0)  # the identity view, as sampled
+        except ValueError:
+            continue
+        pooled = annotator._expr_probs(ev, face.source)
+        c = top(pooled)
+        out.append(ScoredFace(face.source, g, c, pooled[c], top(annotator._raw_probs(ev)),
+                              annotator.verification_voters(ev, face.source) or {}))
+    return out
+
+
+def print_report(faces: Sequence[ScoredFace], title: str) -> tuple[RuleOutcome, dict[str, RuleOutcome], dict[str, dict]]:
+    present = {n for f in faces for n in f.voters}
+    names = [n for n in VOTER_ORDER if n in present] + sorted(present - set(VOTER_ORDER))
+    ss_error = sum(f.candidate != f.gold for f in faces) / len(faces)
+    print(f"\n{title}: {len(faces)} faces, single-shot error {ss_error:.3f}, "
+          f"{sum(bool(f.voters) for f in faces)} with voters")
+    evidence = {n: voter_evidence(faces, n) for n in names}
+    print(f"  {'voter':13s} {'acc':>6s} {'disagrees':>9s}  candidate error if it agrees / disagrees")
+    for n, e in evidence.items():
+        print(f"  {n:13s} {e['acc']:6.3f} {e['disagree']:9.3f}  {e['error_if_agree']:.3f} / {e['error_if_disagree']:.3f}")
+    full = replay(faces, names)
+    left_out = {n: replay(faces, [m for m in names if m != n]) for n in names}
+    print(f"  {'rule':22s} {'coverage':>8s} {'accepted err':>12s} {'single-shot@cov':>15s} {'ratio':>6s} "
+          f"{'rejected':>8s} {'err of rej':>10s} {'corrected (right)':>17s}")
+    for label, o in [("all voters", full)] + [(f"without {n}", o) for n, o in left_out.items()]:
+        print(f"  {label:22s} {o.coverage:8.3f} {o.accepted_error:12.3f} {o.baseline_error:15.3f} {o.ratio:6.3f} "
+              f"{o.reject_share:8.3f} {o.reject_error:10.3f} {o.corrected:9d} ({o.corrected_right})")
+    return full, left_out, evidence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
+    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
+    ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
+    ap.add_argument("--subject-patterns", default=None, type=subject_patterns_option, help=SUBJECT_PATTERNS_HELP)
+    ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
+    ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
+                    help=CHECKPOINT_WEIGHTS_HELP)
+    args = ap.parse_args(argv)
+    from bench.selective import _sv_bench, dev_faces, half  # the selective bench's faces and halves
+
+    loaded = dev_faces(_sv_bench(), args.data, args.per_set, args.split, args.subject_patterns)
+    if loaded is None:
+        return 2
+    faces, gold, used = loaded
+    annotator = build_offline_annotator(knowledge_v1(), 0, args.expression_checkpoint, args.expression_checkpoint_weights)
+    print(f"annotator: {annotator.model}")
+    scored = score_faces(annotator, faces, gold, lambda f: half(f) == 1)
+    if not scored:
+        print("no real data: no dev face could be scored", file=sys.stderr)
+        return 2
+    for source in sorted({f.source for f in scored}):
+        print_report([f for f in scored if f.source == source], source)
+    full, left_out, evidence = print_report(scored, "all sources (evaluation half)")
+    counts: dict[str, int] = {}
+    for f in scored:
+        counts[f.source] = counts.get(f.source, 0) + 1
+    ss_error = sum(f.candidate != f.gold for f in scored) / len(scored)
+    kv = {"faces": len(scored), "ss_error": ss_error, "accepted_error": full.accepted_error,
+          "coverage": full.coverage, "ss_error_equal_coverage": full.baseline_error, "ratio": full.ratio,
+          "reject_share": full.reject_share, "reject_error": full.reject_error,
+          "corrected": full.corrected, "corrected_right": full.corrected_right}
+    for n, o in left_out.items():
+        key = n.replace(" ", "_")
+        kv[f"{key}_acc"] = evidence[n]["acc"]
+        kv[f"{key}_adds"] = o.ratio - full.ratio
+    print(f"RESULT source={annotator.source} data={data_field(counts, used)} "
+          + " ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.3f}" for k, v in kv.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
