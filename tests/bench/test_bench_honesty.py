@@ -251,3 +251,28 @@ def test_verifier_signals_replay_credits_a_voter_only_for_what_it_changes():
     assert alone.reject_share == 0.0 and alone.corrected == 1   # ...but it corrects with the bare model
     ev = vs.voter_evidence(faces, "geometry")
     assert ev["faces"] == 4 and ev["acc"] == pytest.approx(3 / 4) and ev["error_if_disagree"] == pytest.approx(2 / 3)
+
+
+def test_verifier_signals_stacked_ranking_uses_what_the_voters_know():
+    """When a voter's agreement, not the pooled confidence, tells right from wrong, the stacked
+    ranking fitted on one half keeps fewer wrong labels on the other than the pooled confidence."""
+    import random
+
+    vs = _load("verifier_signals")
+    exprs = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
+    rng = random.Random(0)
+
+    def faces(n: int):
+        out = []
+        for _ in range(n):
+            right = rng.random() < 0.6
+            gold = "happiness" if right else "anger"
+            vote = {e: (0.9 if e == gold else 0.1 / 7) for e in exprs}   # the voter names the gold
+            out.append(vs.ScoredFace("s", gold, "happiness", rng.uniform(0.3, 0.9), "happiness", {"geometry": vote}))
+        return out
+
+    errors = vs.stacked_errors(faces(300), faces(300))
+    pooled, stacked = errors["pooled"], errors["stacked"]
+    assert stacked[0] < 0.05 < pooled[0] and stacked[1] < pooled[1]
+    one_class = [f for f in faces(50) if f.gold == f.candidate]
+    assert all(e != e for e in vs.stacked_errors(one_class, faces(20))["stacked"])  # NaN: nothing to fit
