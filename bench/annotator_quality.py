@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seke.annotators.offline import build_offline_annotator  # noqa: E402
-from seke.bench_data import CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT, SPLIT_HELP, NoData, data_field, labelled_sets, split_option  # noqa: E402
+from seke.bench_data import (DEFAULT_SPLIT, SPLIT_HELP, NoData, add_checkpoint_arguments, data_field,  # noqa: E402
+                             labelled_sets, split_option)
 from seke.knowledge import knowledge_v1, knowledge_with_estimate  # noqa: E402
 from seke.vision.au_evidence import with_au_calibration  # noqa: E402
 from seke.vision.calibrate_au import EVAL_MIN_PREVALENCE  # noqa: E402
@@ -61,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=1, help="TTA samples per face (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="at most N faces per set (random, seed 0)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
-    ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
-                    help=CHECKPOINT_WEIGHTS_HELP)
+    add_checkpoint_arguments(ap)
     ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
     args = ap.parse_args(argv)
     split = args.split

@@ -32,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seke import metrics  # noqa: E402
-from seke.bench_data import (DEFAULT_SPLIT, SPLIT_HELP, SUBJECT_PATTERNS_HELP, data_field, split_option,  # noqa: E402
-                             subject_patterns_option)
+from seke.bench_data import add_dev_face_arguments, data_field  # noqa: E402
 from seke.taxonomy import EXPRESSIONS  # noqa: E402
 
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
@@ -53,10 +52,7 @@ def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
-    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
-    ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
-    ap.add_argument("--subject-patterns", default=None, type=subject_patterns_option, help=SUBJECT_PATTERNS_HELP)
+    add_dev_face_arguments(ap, Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
     ap.add_argument("--expression-checkpoint", required=True, help="checkpoint folder from the training assets, or several comma-separated (an ensemble)")
     args = ap.parse_args(argv)
     from bench.selective import _sv_bench, dev_faces, half  # the selective bench's faces and halves

@@ -63,8 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 from seke import metrics  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
-from seke.bench_data import (CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT,  # noqa: E402
-                             SPLIT_HELP, SUBJECT_PATTERNS_HELP, NoData, data_field, split_option, subject_patterns_option)
+from seke.bench_data import NoData, add_checkpoint_arguments, add_dev_face_arguments, data_field  # noqa: E402
 from seke.calibration import fit_calibration  # noqa: E402
 from seke.knowledge import knowledge_v1  # noqa: E402
 from seke.selective import DEFAULT_METHOD, METHODS, audit_points, certify_losses, face_loss, face_score  # noqa: E402
@@ -229,15 +228,10 @@ def write_rows(path: Path, rows: Sequence[dict], base_rows: dict[str, Sequence[d
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
-    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
-    ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
-    ap.add_argument("--subject-patterns", default=None, type=subject_patterns_option, help=SUBJECT_PATTERNS_HELP)
+    add_dev_face_arguments(ap, Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
     ap.add_argument("--targets", default="0.05,0.10,0.20")
     ap.add_argument("--delta", type=float, default=0.1)
-    ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
-    ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
-                    help=CHECKPOINT_WEIGHTS_HELP)
+    add_checkpoint_arguments(ap)
     ap.add_argument("--rows-out", type=Path, default=None,
                     help="also write every face's outcome per strategy to this Parquet file (for DuckDB/polars)")
     args = ap.parse_args(argv)

@@ -60,9 +60,8 @@ from seke import metrics  # noqa: E402
 from seke.annotation import FaceItem, Labels, PromptSpec  # noqa: E402
 from seke.annotators.simulated import NoiseModel, SimulatedAnnotator, simulate_faces  # noqa: E402
 from seke.audit import audit_pairs  # noqa: E402
-from seke.bench_data import (CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, checkpoint_weights_option, DEFAULT_SPLIT, SPLIT_HELP,  # noqa: E402
-                             DEV_SUBJECT_PATTERNS, SUBJECT_PATTERNS_HELP, NoData, data_field, labelled_sets,
-                             resolve_split, select_split, split_option, subject_patterns_option)
+from seke.bench_data import (DEFAULT_SPLIT, DEV_SUBJECT_PATTERNS, NoData, add_checkpoint_arguments, add_dev_face_arguments,  # noqa: E402
+                             data_field, labelled_sets, resolve_split, select_split)
 from seke.calibration import Calibration, fit_calibration  # noqa: E402
 from seke.knowledge import Knowledge, knowledge_v1  # noqa: E402
 from seke.sv_uamc import SamplingConfig, run_sampling  # noqa: E402
@@ -291,17 +290,13 @@ def result_line(table: Mapping[str, Mapping[str, float]], source: str, data: str
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
-    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
+    add_dev_face_arguments(ap, Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")),
+                           per_set=100, per_set_help="offline dev faces per data set")
     ap.add_argument("--simulated", action="store_true",
                     help="measure the simulated annotator instead of real faces (RESULT source=simulated)")
     ap.add_argument("--no-offline", action="store_true", help="same as --simulated")
     ap.add_argument("--faces", type=int, default=1000, help="simulated faces (dev and eval sets each)")
-    ap.add_argument("--per-set", type=int, default=100, help="offline dev faces per data set")
-    ap.add_argument("--subject-patterns", default=None, type=subject_patterns_option, help=SUBJECT_PATTERNS_HELP)
-    ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
-    ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
-                    help=CHECKPOINT_WEIGHTS_HELP)
+    add_checkpoint_arguments(ap)
     ap.add_argument("--tune", action="store_true", help="sweep k/thresholds on the simulated dev seed")
     ap.add_argument("--regime", default="default", choices=sorted(REGIMES), help="noise regime for --tune")
     ap.add_argument("--regimes", default="default,consistent,noisy", help="simulated regimes to report")

@@ -51,9 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from seke import metrics  # noqa: E402
 from seke.annotators.offline import build_offline_annotator, decode_crop, independent_vote  # noqa: E402
-from seke.bench_data import (CHECKPOINT_HELP, CHECKPOINT_WEIGHTS_HELP, DEFAULT_SPLIT, SPLIT_HELP,  # noqa: E402
-                             SUBJECT_PATTERNS_HELP, checkpoint_weights_option, data_field, split_option,
-                             subject_patterns_option)
+from seke.bench_data import add_checkpoint_arguments, add_dev_face_arguments, data_field  # noqa: E402
 from seke.knowledge import knowledge_v1  # noqa: E402
 from seke.taxonomy import EXPRESSIONS  # noqa: E402
 
@@ -218,13 +216,8 @@ def print_report(faces: Sequence[ScoredFace], title: str) -> tuple[RuleOutcome, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
-    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
-    ap.add_argument("--per-set", type=int, default=5000, help="dev faces per set (default: all of them)")
-    ap.add_argument("--subject-patterns", default=None, type=subject_patterns_option, help=SUBJECT_PATTERNS_HELP)
-    ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
-    ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
-                    help=CHECKPOINT_WEIGHTS_HELP)
+    add_dev_face_arguments(ap, Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
+    add_checkpoint_arguments(ap)
     args = ap.parse_args(argv)
     from bench.selective import _sv_bench, dev_faces, half  # the selective bench's faces and halves
 

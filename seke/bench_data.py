@@ -12,6 +12,7 @@ otherwise, and a bench's ``--data`` may be one set or a folder of sets (:func:`l
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
@@ -48,6 +49,25 @@ SUBJECT_PATTERNS_HELP = ("per set, a regex that reads the subject from a file na
 T = TypeVar("T")
 
 
+def add_dev_face_arguments(ap: "argparse.ArgumentParser", default_data: Path, per_set: int = 5000,
+                           per_set_help: str = "dev faces per set (default: all of them)") -> None:
+    """The options every quality bench that reads dev faces shares: ``--data``, ``--split``,
+    ``--per-set`` and ``--subject-patterns`` (``default_data`` from the bench: this module reads
+    no environment)."""
+    ap.add_argument("--data", type=Path, default=default_data)
+    ap.add_argument("--split", default=DEFAULT_SPLIT, type=split_option, help=SPLIT_HELP)
+    ap.add_argument("--per-set", type=int, default=per_set, help=per_set_help)
+    ap.add_argument("--subject-patterns", default=None, type=subject_patterns_option, help=SUBJECT_PATTERNS_HELP)
+
+
+def add_checkpoint_arguments(ap: "argparse.ArgumentParser", required: bool = False) -> None:
+    """``--expression-checkpoint`` and ``--expression-checkpoint-weights`` (a bad weight spec is
+    an argparse error before anything runs)."""
+    ap.add_argument("--expression-checkpoint", default=None, required=required, help=CHECKPOINT_HELP)
+    ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
+                    help=CHECKPOINT_WEIGHTS_HELP)
+
+
 def split_option(value: str) -> str | None:
     """``--split`` as :func:`select_split` takes it: ``all`` is None (every row)."""
     return None if value == "all" else value
@@ -55,8 +75,6 @@ def split_option(value: str) -> str | None:
 
 def checkpoint_weights_option(value: str) -> dict[str, float]:
     """``--expression-checkpoint-weights`` parsed, a bad spec an argparse error naming the bad part."""
-    import argparse
-
     from seke.annotators.offline import parse_second_weights
 
     try:
@@ -67,8 +85,6 @@ def checkpoint_weights_option(value: str) -> dict[str, float]:
 
 def subject_patterns_option(value: str) -> dict[str, str]:
     """``--subject-patterns`` parsed, a bad entry an argparse error naming it."""
-    import argparse
-
     from seke.manifest import parse_subject_patterns
 
     try:
