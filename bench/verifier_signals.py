@@ -41,7 +41,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seke import metrics  # noqa: E402
-from seke.annotators.offline import build_offline_annotator, decode_crop, independent_vote  # noqa: E402
+from seke.annotators.offline import OfflineAnnotator, build_offline_annotator, decode_crop, independent_vote  # noqa: E402
 from seke.bench_data import add_checkpoint_arguments, add_dev_face_arguments, data_field  # noqa: E402
 from seke.knowledge import knowledge_v1  # noqa: E402
 from seke.taxonomy import EXPRESSIONS  # noqa: E402
@@ -175,13 +175,14 @@ def stacked_errors(fit_on: Sequence[ScoredFace], score_on: Sequence[ScoredFace],
     return {"pooled": at([f.support for f in score_on]), "stacked": stacked}
 
 
-def score_faces(annotator, faces, gold, in_eval) -> list[ScoredFace]:
-    """The identity view of every evaluation face with a known expression (a face that cannot be
+def score_faces(annotator: OfflineAnnotator, faces: Sequence[Any], gold: Mapping[str, Any],
+                wanted: Callable[[Any], bool]) -> list[ScoredFace]:
+    """The identity view of every ``wanted`` face with a known expression (a face that cannot be
     decoded is left out, as ingestion would quarantine it)."""
     out = []
     for face in faces:
         g = gold[face.face_id].expression
-        if g not in EXPRESSIONS or not in_eval(face):
+        if g not in EXPRESSIONS or not wanted(face):
             continue
         try:
             ev, _ = annotator._evidence(face.face_id, decode_crop(face.image_png), 0)  # the identity view, as sampled
