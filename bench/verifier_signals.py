@@ -29,14 +29,15 @@ confident 35 % and 55 % beside the pooled confidence's (the baseline).
 Last line: ``RESULT source=offline|offline+checkpoint data=… faces=… ss_error=… accepted_error=…
 coverage=… ss_error_equal_coverage=… ratio=… reject_share=… reject_error=… corrected=…
 corrected_right=… <voter>_acc=… <voter>_adds=… fer_error_at_0.55=… fer_stacked_error_at_0.55=…`` (voter
-names with ``_`` for spaces; ``fer_*``: FER2013's evaluation half, NaN without it). Without
-real faces it exits 2.
+names with ``_`` for spaces; ``fer_*``: the FER2013 set's evaluation half, picked as
+``bench/selective.py`` picks it, NaN without one). Without real faces it exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
 import os
 import sys
 from dataclasses import dataclass
@@ -96,6 +97,11 @@ def top(p: Mapping[str, float]) -> str:
     return max(p, key=p.get)
 
 
+def candidate_error(faces: Sequence[ScoredFace]) -> float:
+    """Share of ``faces`` whose single-shot label is wrong (NaN for none)."""
+    return sum(f.candidate != f.gold for f in faces) / len(faces) if faces else float("nan")
+
+
 def replay(faces: Sequence[ScoredFace], keep: Sequence[str]) -> RuleOutcome:
     """Verification with only the voters in ``keep`` on every face (a face without voters is
     accepted as it is, as the annotator does)."""
@@ -120,7 +126,7 @@ def replay(faces: Sequence[ScoredFace], keep: Sequence[str]) -> RuleOutcome:
                        accepted_error=sum(lab != g for lab, g in kept) / len(kept) if kept else nan,
                        baseline_error=sum(base) / len(base) if base else nan,
                        reject_share=len(rejected) / len(faces),
-                       reject_error=sum(f.candidate != f.gold for f in rejected) / len(rejected) if rejected else nan,
+                       reject_error=candidate_error(rejected),
                        corrected=corrected, corrected_right=corrected_right)
 
 
@@ -129,14 +135,10 @@ def voter_evidence(faces: Sequence[ScoredFace], name: str) -> dict[str, float]:
     with_it = [f for f in faces if name in f.voters]
     agree = [f for f in with_it if top(f.voters[name]) == f.candidate]
     disagree = [f for f in with_it if top(f.voters[name]) != f.candidate]
-
-    def err(fs: Sequence[ScoredFace]) -> float:
-        return sum(f.candidate != f.gold for f in fs) / len(fs) if fs else float("nan")
-
     return {"faces": len(with_it),
             "acc": metrics.accuracy([f.gold for f in with_it], [top(f.voters[name]) for f in with_it]) if with_it else float("nan"),
             "disagree": len(disagree) / len(with_it) if with_it else float("nan"),
-            "error_if_agree": err(agree), "error_if_disagree": err(disagree)}
+            "error_if_agree": candidate_error(agree), "error_if_disagree": candidate_error(disagree)}
 
 
 def stacking_features(faces: Sequence[ScoredFace]) -> np.ndarray:
@@ -198,8 +200,7 @@ def score_faces(annotator: OfflineAnnotator, faces: Sequence[Any], gold: Mapping
 def print_report(faces: Sequence[ScoredFace], title: str) -> tuple[RuleOutcome, dict[str, RuleOutcome], dict[str, dict]]:
     present = {n for f in faces for n in f.voters}
     names = [n for n in VOTER_ORDER if n in present] + sorted(present - set(VOTER_ORDER))
-    ss_error = sum(f.candidate != f.gold for f in faces) / len(faces)
-    print(f"\n{title}: {len(faces)} faces, single-shot error {ss_error:.3f}, "
+    print(f"\n{title}: {len(faces)} faces, single-shot error {candidate_error(faces):.3f}, "
           f"{sum(bool(f.voters) for f in faces)} with voters")
     evidence = {n: voter_evidence(faces, n) for n in names}
     print(f"  {'voter':13s} {'acc':>6s} {'disagrees':>9s}  candidate error if it agrees / disagrees")
@@ -220,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_dev_face_arguments(ap, Path(os.environ.get("SEKE_SHARED_DATA", ROOT / ".." / "shared" / "data")))
     add_checkpoint_arguments(ap)
     args = ap.parse_args(argv)
-    from bench.selective import _sv_bench, dev_faces, half  # the selective bench's faces and halves
+    from bench.selective import _sv_bench, dev_faces, fer_source, half  # the selective bench's faces and halves
 
     loaded = dev_faces(_sv_bench(), args.data, args.per_set, args.split, args.subject_patterns)
     if loaded is None:
@@ -242,11 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"error at {c:.0%} coverage: pooled {p:.3f}, stacked {s:.3f}"
             for c, p, s in zip(STACK_COVERAGES, stacked[source]["pooled"], stacked[source]["stacked"])))
     full, left_out, evidence = print_report(scored, "all sources (evaluation half)")
-    counts: dict[str, int] = {}
-    for f in scored:
-        counts[f.source] = counts.get(f.source, 0) + 1
-    ss_error = sum(f.candidate != f.gold for f in scored) / len(scored)
-    kv = {"faces": len(scored), "ss_error": ss_error, "accepted_error": full.accepted_error,
+    counts = Counter(f.source for f in scored)
+    kv = {"faces": len(scored), "ss_error": candidate_error(scored), "accepted_error": full.accepted_error,
           "coverage": full.coverage, "ss_error_equal_coverage": full.baseline_error, "ratio": full.ratio,
           "reject_share": full.reject_share, "reject_error": full.reject_error,
           "corrected": full.corrected, "corrected_right": full.corrected_right}
@@ -254,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         key = n.replace(" ", "_")
         kv[f"{key}_acc"] = evidence[n]["acc"]
         kv[f"{key}_adds"] = o.ratio - full.ratio
-    fer = stacked.get("fer2013", {"pooled": [float("nan")] * len(STACK_COVERAGES), "stacked": [float("nan")] * len(STACK_COVERAGES)})
+    no_fer = [float("nan")] * len(STACK_COVERAGES)
+    fer = stacked.get(fer_source(sorted(stacked)) or "", {"pooled": no_fer, "stacked": no_fer})
     kv["fer_error_at_0.55"] = fer["pooled"][STACK_COVERAGES.index(0.55)]
     kv["fer_stacked_error_at_0.55"] = fer["stacked"][STACK_COVERAGES.index(0.55)]
     print(f"RESULT source={annotator.source} data={data_field(counts, used)} "

@@ -49,7 +49,7 @@ SUBJECT_PATTERNS_HELP = ("per set, a regex that reads the subject from a file na
 T = TypeVar("T")
 
 
-def add_dev_face_arguments(ap: "argparse.ArgumentParser", default_data: Path, per_set: int = 5000,
+def add_dev_face_arguments(ap: argparse.ArgumentParser, default_data: Path, per_set: int = 5000,
                            per_set_help: str = "dev faces per set (default: all of them)") -> None:
     """The options every quality bench that reads dev faces shares: ``--data``, ``--split``,
     ``--per-set`` and ``--subject-patterns`` (``default_data`` from the bench: this module reads
@@ -60,10 +60,10 @@ def add_dev_face_arguments(ap: "argparse.ArgumentParser", default_data: Path, pe
     ap.add_argument("--subject-patterns", default=None, type=subject_patterns_option, help=SUBJECT_PATTERNS_HELP)
 
 
-def add_checkpoint_arguments(ap: "argparse.ArgumentParser", required: bool = False) -> None:
+def add_checkpoint_arguments(ap: argparse.ArgumentParser) -> None:
     """``--expression-checkpoint`` and ``--expression-checkpoint-weights`` (a bad weight spec is
     an argparse error before anything runs)."""
-    ap.add_argument("--expression-checkpoint", default=None, required=required, help=CHECKPOINT_HELP)
+    ap.add_argument("--expression-checkpoint", default=None, help=CHECKPOINT_HELP)
     ap.add_argument("--expression-checkpoint-weights", default=None, type=checkpoint_weights_option,
                     help=CHECKPOINT_WEIGHTS_HELP)
 
